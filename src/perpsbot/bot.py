@@ -1,0 +1,369 @@
+"""PerpsBot: the orchestration layer.
+
+``PerpsBotBuilder`` is the only way to make a ``PerpsBot``. It assembles a frozen
+``ServiceRegistry``; the bot swaps services with ``registry.with_updates`` and
+never mutates the registry in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from perpsbot.config import BotConfig
+from perpsbot.config.diff import ConfigChange, diff_configs
+from perpsbot.domain import Product
+from perpsbot.domain.clock import Clock, WallClock
+from perpsbot.exchange.port import Exchange
+from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
+from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
+from perpsbot.risk.manager import RiskManager
+from perpsbot.store import EventStore, OrdersStore
+from perpsbot.strategy.base import Decision, Strategy
+from perpsbot.strategy.baseline import MACrossover
+from perpsbot.strategy.orchestrator import StrategyOrchestrator
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY_SECONDS = 10.0
+
+
+class BotError(RuntimeError):
+    """A problem that stops the bot from starting, worded for the user."""
+
+
+@dataclass(frozen=True)
+class ServiceRegistry:
+    config: BotConfig
+    clock: Clock
+    exchange: Exchange
+    events: EventStore
+    orders: OrdersStore
+    products: dict[str, Product]
+    market_data: MarketDataService
+    strategy: StrategyOrchestrator
+    risk: RiskManager
+    execution: ExecutionCoordinator
+
+    def with_updates(self, **changes: Any) -> ServiceRegistry:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class CycleReport:
+    marks: MarkUpdate
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    executions: dict[str, list[ExecutionResult]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+
+def window_spec(config: BotConfig, strategy: Strategy) -> WindowSpec:
+    bars = strategy.required_bars
+    # Enough marks to cover the bar being built plus a little slack for the trailing stop.
+    marks_per_bar = max(1, int(config.bar_seconds / config.interval) + 1)
+    return WindowSpec(max_marks=min(10_000, 2 * marks_per_bar), max_bars=bars, bar_seconds=config.bar_seconds)
+
+
+def baseline_strategy(config: BotConfig) -> MACrossover:
+    return MACrossover(config.short_window, config.long_window, config.trailing_stop_pct)
+
+
+_BUILDER_TOKEN = object()
+
+
+class PerpsBotBuilder:
+    def __init__(self, config: BotConfig) -> None:
+        self._config = config
+        self._clock: Clock | None = None
+        self._exchange: Exchange | None = None
+        self._registry: ServiceRegistry | None = None
+        self._strategy: Strategy | None = None
+
+    def with_clock(self, clock: Clock) -> PerpsBotBuilder:
+        self._clock = clock
+        return self
+
+    def with_exchange(self, exchange: Exchange) -> PerpsBotBuilder:
+        self._exchange = exchange
+        return self
+
+    def with_strategy(self, strategy: Strategy) -> PerpsBotBuilder:
+        self._strategy = strategy
+        return self
+
+    def with_registry(self, registry: ServiceRegistry) -> PerpsBotBuilder:
+        """Use a ready registry as it is (tests swap single services this way)."""
+        self._registry = registry
+        return self
+
+    async def build(self) -> PerpsBot:
+        if self._registry is not None:
+            return PerpsBot(self._registry, _token=_BUILDER_TOKEN)
+        config = self._config
+        clock = self._clock or WallClock()
+        exchange = self._exchange or self._default_exchange(config, clock)
+        catalog = {p.symbol: p for p in await exchange.products()}
+        unknown = [s for s in config.symbols if s not in catalog]
+        if unknown:
+            await exchange.close()
+            raise BotError(
+                f"unknown product {unknown[0]} on {exchange.name}; available: {', '.join(sorted(catalog))}"
+            )
+        store_dir = config.store_dir
+        events = EventStore(store_dir / "events.db")
+        orders = OrdersStore(store_dir / "orders.db")
+        strategy = self._strategy or baseline_strategy(config)
+        market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
+        risk = RiskManager(config, clock, events, market_data.mark_age)
+        execution = ExecutionCoordinator(exchange, risk, orders, events, clock, config, catalog)
+        orchestrator = StrategyOrchestrator(
+            strategy,
+            market_data,
+            events,
+            clock,
+            positions=execution.positions,
+            reduce_only=lambda: risk.reduce_only,
+            shorts_allowed=lambda symbol: config.enable_shorts and catalog[symbol].is_perpetual,
+        )
+        registry = ServiceRegistry(
+            config=config,
+            clock=clock,
+            exchange=exchange,
+            events=events,
+            orders=orders,
+            products=catalog,
+            market_data=market_data,
+            strategy=orchestrator,
+            risk=risk,
+            execution=execution,
+        )
+        return PerpsBot(registry, _token=_BUILDER_TOKEN)
+
+    @staticmethod
+    def _default_exchange(config: BotConfig, clock: Clock) -> Exchange:
+        from perpsbot.exchange.sim import SimConfig, SimCore, SimExchange, default_products
+
+        warmup = float(config.bar_seconds * (config.long_window + 2))
+        core = SimCore(
+            default_products(),
+            SimConfig(seed=config.seed, starting_cash=config.sim_starting_cash, warmup_seconds=warmup),
+            start=clock.now(),
+        )
+        return SimExchange(core, clock)
+
+
+class PerpsBot:
+    def __init__(self, registry: ServiceRegistry, *, _token: object = None) -> None:
+        if _token is not _BUILDER_TOKEN:
+            raise TypeError("PerpsBot is built only through PerpsBotBuilder(config).build()")
+        self._registry = registry
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self.cycles = 0
+        self.cycle_ms: float = 0.0
+        self.started = False
+        self.start_equity: Decimal | None = None
+
+    # ----- registry access ----------------------------------------------------------
+
+    @property
+    def registry(self) -> ServiceRegistry:
+        return self._registry
+
+    @property
+    def config(self) -> BotConfig:
+        return self._registry.config
+
+    @property
+    def clock(self) -> Clock:
+        return self._registry.clock
+
+    # ----- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        reg = self._registry
+        run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, _public_config(reg.config))
+        reg.orders.run_id = run_id
+        account = await reg.execution.refresh_account()
+        self.start_equity = account.equity
+        await reg.market_data.warm_up()
+        reg.events.append(
+            reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
+            profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity,
+        )
+        self.spawn(self._snapshot_loop(), "snapshots")
+        self.started = True
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def background_tasks(self) -> frozenset[asyncio.Task[Any]]:
+        return frozenset(self._tasks)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, duration: float | None = None, on_cycle: Callable[[PerpsBot], None] | None = None) -> None:
+        """Cycle every ``config.interval`` until ``duration`` passes or ``stop()`` is called."""
+        if not self.started:
+            await self.start()
+        began = self.clock.now()
+        while not self._stop.is_set():
+            tick = time.perf_counter()
+            await self.run_cycle()
+            if on_cycle is not None:
+                on_cycle(self)
+            if duration is not None and (self.clock.now() - began).total_seconds() >= duration:
+                break
+            await self._sleep_or_stop(max(0.0, self.config.interval - (time.perf_counter() - tick)))
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+
+    async def run_cycle(self) -> CycleReport:
+        reg = self._registry
+        started = time.perf_counter()
+        marks = await reg.market_data.update_marks()
+        report = CycleReport(marks)
+        try:
+            await reg.execution.refresh_account()
+            await reg.execution.sync_orders()
+        except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
+            report.errors["account"] = _error_text(exc)
+            reg.events.append(reg.clock.now(), "error", None, stage="account", error=_error_text(exc))
+            log.error("account refresh failed: %s", _error_text(exc))
+        for symbol in reg.market_data.symbols:
+            try:
+                decision = self.process_symbol(symbol)
+                report.decisions[symbol] = decision
+                results = await self.execute_decision(decision)
+                if results:
+                    report.executions[symbol] = results
+            except Exception as exc:  # noqa: BLE001 - one symbol's failure never stops the others
+                report.errors[symbol] = _error_text(exc)
+                reg.events.append(reg.clock.now(), "error", symbol, stage="cycle", error=_error_text(exc))
+                log.exception("cycle for %s failed", symbol)
+        self.cycles += 1
+        report.elapsed_ms = self.cycle_ms = (time.perf_counter() - started) * 1000
+        return report
+
+    def process_symbol(self, symbol: str) -> Decision:
+        return self._registry.strategy.process_symbol(symbol)
+
+    async def execute_decision(self, decision: Decision) -> list[ExecutionResult]:
+        return await self._registry.execution.execute_decision(decision)
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await self.clock.sleep(SNAPSHOT_EVERY_SECONDS)
+            self.record_snapshot()
+
+    def record_snapshot(self) -> None:
+        reg = self._registry
+        account = reg.execution.account
+        marks = {s: reg.market_data.mark(s) for s in reg.market_data.symbols}
+        reg.events.append(
+            reg.clock.now(), "snapshot", None, equity=account.equity, marks=marks,
+            mark_age={s: reg.market_data.mark_age(s) for s in reg.market_data.symbols},
+            positions={s: {"size": p.size, "entry_price": p.entry_price} for s, p in account.positions.items()},
+            reduce_only=reg.risk.reduce_only_reasons,
+        )
+
+    async def apply_config_change(self, new_config: BotConfig) -> ConfigChange:
+        """Apply a new config without a restart; symbols are added and removed in
+        every service that keeps per-symbol state."""
+        reg = self._registry
+        change = diff_configs(reg.config, new_config)
+        if change.is_empty:
+            return change
+        unknown = [s for s in change.added_symbols if s not in reg.products]
+        if unknown:
+            raise BotError(f"unknown product {unknown[0]}")
+        strategy = reg.strategy.strategy
+        if change.changed_keys & {"short_window", "long_window", "trailing_stop_pct"}:
+            strategy = baseline_strategy(new_config)
+        spec = window_spec(new_config, strategy)
+        for symbol in change.removed_symbols:
+            reg.market_data.remove_symbol(symbol)
+            reg.strategy.forget(symbol)
+            if symbol in reg.execution.account.positions:
+                reg.events.append(reg.clock.now(), "symbol_removed_with_position", symbol)
+        reg.market_data.resize(spec)
+        for symbol in change.added_symbols:
+            reg.market_data.add_symbol(symbol)
+        if change.added_symbols:
+            await reg.market_data.warm_up(change.added_symbols)
+        reg.strategy.strategy = strategy
+        reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_perpetual
+        reg.risk.update_config(new_config)
+        reg.execution.config = new_config
+        self._registry = reg.with_updates(config=new_config)
+        reg.events.append(
+            reg.clock.now(), "config_changed", None, keys=sorted(change.changed_keys),
+            added=change.added_symbols, removed=change.removed_symbols,
+        )
+        return change
+
+    def summary(self) -> dict[str, Any]:
+        reg = self._registry
+        account = reg.execution.account
+        run_id = reg.events.run_id
+        fills = reg.orders.fills(run_id=run_id) if run_id is not None else []
+        return {
+            "run_id": run_id,
+            "cycles": self.cycles,
+            "orders_placed": reg.execution.placed,
+            "orders_failed": reg.execution.failed,
+            "fills": len(fills),
+            "fees": sum((f.fee for f in fills), Decimal(0)),
+            "start_equity": self.start_equity,
+            "end_equity": account.equity,
+            "pnl": account.equity - self.start_equity if self.start_equity is not None else None,
+            "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
+        }
+
+    async def shutdown(self) -> dict[str, Any]:
+        """Cancel background tasks, record the run's summary and close everything."""
+        self._stop.set()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        reg = self._registry
+        summary = self.summary()
+        if self.started:
+            self.record_snapshot()
+            reg.events.append(reg.clock.now(), "bot_stopped", None, **summary)
+            reg.events.end_run(reg.clock.now(), summary)
+        await reg.exchange.close()
+        reg.events.close()
+        reg.orders.close()
+        return summary
+
+
+def _public_config(config: BotConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,62 @@
+"""What the command modules share: config loading from flags, store access, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from perpsbot.config import ConfigError, LoadedConfig, load_config
+from perpsbot.store import EventStore, OrdersStore, StoreError
+
+console = Console()
+err_console = Console(stderr=True)
+
+ProfileOpt = Annotated[
+    str | None, typer.Option("--profile", "-p", help="paper | dev | canary | prod (default: paper)")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (or $PERPSBOT_CONFIG)")
+]
+RunOpt = Annotated[int | None, typer.Option("--run", help="run id (default: the latest run)")]
+
+
+class UserError(Exception):
+    """Printed as one line, exit code 2: a problem the user can fix."""
+
+
+def fail(message: str) -> None:
+    raise UserError(message)
+
+
+def load(flags: Mapping[str, Any], config_file: Path | None) -> LoadedConfig:
+    try:
+        return load_config(config_file=config_file, flags=flags)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_existing_stores(loaded: LoadedConfig) -> tuple[EventStore, OrdersStore]:
+    """Open the profile's stores for reading; never create an empty store by looking."""
+    folder = loaded.config.store_dir
+    events_path, orders_path = folder / "events.db", folder / "orders.db"
+    if not events_path.exists() or not orders_path.exists():
+        fail(f"no runs recorded yet for profile '{loaded.config.profile.value}' (looked in {folder})")
+    try:
+        return EventStore(events_path), OrdersStore(orders_path)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def pick_run(events: EventStore, run: int | None) -> int:
+    runs = {r.id for r in events.runs()}
+    if not runs:
+        fail("no runs recorded yet")
+    if run is None:
+        return max(runs)
+    if run not in runs:
+        fail(f"no run {run}; runs recorded: {', '.join(str(r) for r in sorted(runs))}")
+    return run

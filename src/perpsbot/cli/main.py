@@ -1,0 +1,47 @@
+"""The ``perpsbot`` command: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from perpsbot.cli import config_cmd, records
+from perpsbot.cli import run as run_cmd
+from perpsbot.cli.common import UserError, err_console
+
+app = typer.Typer(
+    name="perpsbot",
+    help="A trading bot for Coinbase Advanced Trade spot and perpetual futures.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("run")(run_cmd.run)
+app.command("orders")(records.orders)
+app.command("positions")(records.positions)
+app.command("events")(records.events)
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # typer/click usage errors and anything unforeseen
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print("please report this with the command you ran; no data was lost", highlight=False)
+        sys.exit(1)

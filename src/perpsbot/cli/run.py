@@ -1,0 +1,155 @@
+"""``perpsbot run``: trade until Ctrl-C (or ``--duration``), showing a live status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.table import Table
+
+from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
+from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, load
+from perpsbot.config import BotConfig
+from perpsbot.store import StoreError
+
+PLAIN_STATUS_EVERY_SECONDS = 10.0
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got '{pair}'")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+def run(
+    profile: ProfileOpt = None,
+    symbols: Annotated[str | None, typer.Option(help="comma-separated products, e.g. BTC-PERP-INTX,ETH-USD")] = None,
+    interval: Annotated[float | None, typer.Option(help="seconds between cycles")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    seed: Annotated[int | None, typer.Option(help="simulator seed")] = None,
+    config: ConfigOpt = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="any setting, KEY=VALUE (repeatable), e.g. --set bar_seconds=2")
+    ] = None,
+) -> None:
+    """Run the bot. Paper mode on the built-in simulator unless the profile says otherwise."""
+    flags: dict[str, Any] = parse_sets(set_)
+    flags.update(profile=profile, symbols=symbols, interval=interval, duration=duration, seed=seed)
+    loaded = load(flags, config)
+    cfg = loaded.config
+    logging.basicConfig(
+        level=cfg.log_level,
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        format="%(message)s",
+        force=True,
+    )
+    try:
+        summary = asyncio.run(_run(cfg))
+    except (BotError, StoreError) as exc:
+        raise UserError(str(exc)) from None
+    console.print(_summary_table(summary))
+
+
+async def _run(cfg: BotConfig) -> dict[str, Any]:
+    bot = await PerpsBotBuilder(cfg).build()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    interrupts = 0
+
+    def on_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        bot.stop()
+        if interrupts > 1 and main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    mode = "dry run" if cfg.dry_run else "trading"
+    console.print(
+        f"perpsbot [bold]{cfg.profile.value}[/] on {cfg.exchange.value}, {mode}, "
+        f"symbols {', '.join(cfg.symbols)}; data in {cfg.store_dir}. Ctrl-C stops."
+    )
+    try:
+        if console.is_terminal:
+            with Live(status_view(bot), console=console, refresh_per_second=4, transient=False) as live:
+                await bot.run(cfg.duration, on_cycle=lambda b: live.update(status_view(b)))
+        else:
+            last = [0.0]
+
+            def plain(b: PerpsBot) -> None:
+                if time.monotonic() - last[0] >= PLAIN_STATUS_EVERY_SECONDS:
+                    last[0] = time.monotonic()
+                    console.print(status_line(b))
+
+            await bot.run(cfg.duration, on_cycle=plain)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        summary = await bot.shutdown()
+    return summary
+
+
+def _money(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def status_view(bot: PerpsBot) -> Group:
+    reg = bot.registry
+    positions = reg.execution.positions()
+    table = Table(title=f"perpsbot {bot.config.profile.value} - cycle {bot.cycles} ({bot.cycle_ms:.1f} ms)")
+    for column in ("symbol", "mark", "age s", "position", "entry", "unrealized", "last decision"):
+        table.add_column(column)
+    for symbol in reg.market_data.symbols:
+        mark = reg.market_data.mark(symbol)
+        age = reg.market_data.mark_age(symbol)
+        pos = positions.get(symbol)
+        decision = reg.strategy.last_decision.get(symbol)
+        table.add_row(
+            symbol,
+            _money(mark),
+            "-" if age is None else f"{age:.1f}",
+            "flat" if pos is None or pos.is_flat else str(pos.size),
+            "-" if pos is None or pos.is_flat else _money(pos.entry_price),
+            "-" if pos is None or pos.is_flat or mark is None else _money(pos.unrealized_pnl(mark)),
+            f"{decision.target.value}: {decision.reason}" if decision else "-",
+        )
+    return Group(table, status_line(bot))
+
+
+def status_line(bot: PerpsBot) -> str:
+    reg = bot.registry
+    equity = reg.execution.account.equity
+    pnl = equity - bot.start_equity if bot.start_equity is not None else None
+    mode = "reduce-only (" + ", ".join(reg.risk.reduce_only_reasons) + ")" if reg.risk.reduce_only else "normal"
+    return (
+        f"cycle {bot.cycles}  equity {_money(equity)}  pnl {_money(pnl)}  "
+        f"orders {reg.execution.placed} placed / {reg.execution.failed} failed  risk {mode}"
+    )
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="run summary", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, Decimal):
+            value = _money(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        table.add_row(key.replace("_", " "), str(value))
+    return table

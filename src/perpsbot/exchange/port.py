@@ -1,0 +1,109 @@
+"""The ``Exchange`` port: everything the bot asks of an exchange.
+
+Implementations: the in-process simulator (``exchange.sim``) and, later, the
+Coinbase Advanced Trade adapter. The bot depends on this protocol only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from perpsbot.domain import (
+    AccountSnapshot,
+    Candle,
+    Fill,
+    OrderStatus,
+    OrderType,
+    Product,
+    Quote,
+    Side,
+    TimeInForce,
+)
+
+
+class ExchangeError(Exception):
+    """Base of every error an exchange reports. ``code`` is machine-readable."""
+
+    code = "exchange_error"
+
+
+class UnknownProduct(ExchangeError):
+    code = "unknown_product"
+
+
+class OrderRejected(ExchangeError):
+    code = "order_rejected"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class OrderNotFound(ExchangeError):
+    code = "order_not_found"
+
+
+class ExchangeUnavailable(ExchangeError):
+    code = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    size: Decimal
+    limit_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.IOC
+    reduce_only: bool = False
+    leverage: Decimal = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSnapshot:
+    """The exchange's view of one order, with the fills it knows of."""
+
+    client_order_id: str
+    exchange_order_id: str
+    symbol: str
+    side: Side
+    status: OrderStatus
+    size: Decimal
+    filled_size: Decimal
+    average_fill_price: Decimal | None
+    fees: Decimal
+    created_at: datetime
+    reject_reason: str | None = None
+    fills: tuple[Fill, ...] = field(default_factory=tuple)
+
+
+class Exchange(Protocol):
+    name: str
+
+    async def products(self) -> list[Product]: ...
+
+    async def quote(self, symbol: str) -> Quote: ...
+
+    async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
+        """The most recent closed candles, oldest first."""
+        ...
+
+    async def place_order(self, request: OrderRequest) -> OrderSnapshot: ...
+
+    async def cancel_order(self, client_order_id: str) -> OrderSnapshot: ...
+
+    async def get_order(self, client_order_id: str) -> OrderSnapshot: ...
+
+    async def open_orders(self) -> list[OrderSnapshot]: ...
+
+    async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
+        """Fills after ``cursor`` (0 = all) and the cursor to pass next time."""
+        ...
+
+    async def account(self) -> AccountSnapshot: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,290 @@
+"""ExecutionCoordinator: turns a decision into orders.
+
+Sizing from an equity fraction, quantization to the product's increments, a
+``client_order_id`` per order, the risk check, a write-ahead record before the
+request is sent, placement, and the outcome (success or failure, latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+
+from perpsbot.config import BotConfig
+from perpsbot.config.model import OrderTypeSetting
+from perpsbot.domain import (
+    ZERO,
+    AccountSnapshot,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Product,
+    Side,
+    TimeInForce,
+)
+from perpsbot.domain.clock import Clock
+from perpsbot.exchange.port import Exchange, ExchangeError, OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot
+from perpsbot.risk.manager import OrderIntent, RiskManager
+from perpsbot.store import EventStore, OrdersStore
+from perpsbot.strategy.base import Decision, Target
+
+log = logging.getLogger(__name__)
+
+PLACE_TIMEOUT_SECONDS = 10.0
+LATENCY_SAMPLES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    client_order_id: str | None
+    outcome: str  # placed | rejected_by_risk | rejected_by_exchange | failed | dry_run | skipped
+    detail: str
+    order: Order | None = None
+
+
+class ExecutionCoordinator:
+    def __init__(
+        self,
+        exchange: Exchange,
+        risk: RiskManager,
+        orders: OrdersStore,
+        events: EventStore,
+        clock: Clock,
+        config: BotConfig,
+        products: dict[str, Product],
+    ) -> None:
+        self.exchange = exchange
+        self.risk = risk
+        self.orders = orders
+        self.events = events
+        self.clock = clock
+        self.config = config
+        self.products = products
+        self.account = AccountSnapshot()
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.placed = 0
+        self.failed = 0
+        self._fill_cursor = 0
+
+    # ----- account ------------------------------------------------------------------
+
+    async def refresh_account(self) -> AccountSnapshot:
+        self.account = await self.exchange.account()
+        self.risk.track_equity(self.account.equity, self.clock.now())
+        return self.account
+
+    def positions(self) -> dict[str, Position]:
+        """Positions per traded symbol; a spot holding is a long position in its base asset."""
+        held = dict(self.account.positions)
+        for symbol, product in self.products.items():
+            if not product.is_perpetual and symbol not in held:
+                balance = self.account.balances.get(product.base)
+                if balance is not None and balance.total >= product.min_size:
+                    held[symbol] = Position(symbol, size=balance.available)
+        return held
+
+    def position_size(self, symbol: str) -> Decimal:
+        position = self.positions().get(symbol)
+        return position.size if position else ZERO
+
+    # ----- decisions ----------------------------------------------------------------
+
+    async def execute_decision(self, decision: Decision) -> list[ExecutionResult]:
+        if decision.is_hold or decision.mark is None:
+            return []
+        product = self.products[decision.symbol]
+        held = self.position_size(decision.symbol)
+        results: list[ExecutionResult] = []
+        wants = {Target.LONG: 1, Target.SHORT: -1, Target.FLAT: 0}[decision.target]
+        if held != 0 and (wants == 0 or (held > 0) != (wants > 0)):
+            side = Side.SELL if held > 0 else Side.BUY
+            results.append(await self.submit(product, side, abs(held), decision, closing=True))
+            if results[-1].outcome != "placed":
+                return results
+            held = self.position_size(decision.symbol)
+        if wants != 0 and held == 0:
+            size = self.entry_size(product, decision.mark)
+            side = Side.BUY if wants > 0 else Side.SELL
+            if size < product.min_size:
+                results.append(self._skip(decision, f"size {size} below the minimum {product.min_size}"))
+            else:
+                results.append(await self.submit(product, side, size, decision, closing=False))
+        return results
+
+    def entry_size(self, product: Product, mark: Decimal) -> Decimal:
+        leverage = self.config.leverage if product.is_perpetual else Decimal(1)
+        notional = self.account.equity * self.config.position_fraction * leverage
+        return product.quantize_size(notional / (mark * product.contract_size))
+
+    def _skip(self, decision: Decision, detail: str) -> ExecutionResult:
+        self.events.append(self.clock.now(), "order_skipped", decision.symbol, detail=detail)
+        return ExecutionResult(None, "skipped", detail)
+
+    def _limit_price(self, product: Product, side: Side, mark: Decimal) -> Decimal:
+        offset = mark * self.config.limit_offset_bps / Decimal(10_000)
+        return product.quantize_price(mark + offset if side is Side.BUY else mark - offset)
+
+    def new_order(self, product: Product, side: Side, size: Decimal, mark: Decimal, *, closing: bool) -> Order:
+        limit = self.config.order_type is OrderTypeSetting.LIMIT
+        return Order(
+            client_order_id=f"pb-{uuid.uuid4().hex}",
+            symbol=product.symbol,
+            side=side,
+            type=OrderType.LIMIT if limit else OrderType.MARKET,
+            size=product.quantize_size(size),
+            created_at=self.clock.now(),
+            limit_price=self._limit_price(product, side, mark) if limit else None,
+            time_in_force=TimeInForce(self.config.time_in_force.value) if limit else TimeInForce.IOC,
+            reduce_only=closing and product.is_perpetual,
+            leverage=self.config.leverage if product.is_perpetual else Decimal(1),
+        )
+
+    async def submit(
+        self, product: Product, side: Side, size: Decimal, decision: Decision, *, closing: bool
+    ) -> ExecutionResult:
+        assert decision.mark is not None
+        order = self.new_order(product, side, size, decision.mark, closing=closing)
+        intent = OrderIntent(
+            symbol=product.symbol,
+            side=side,
+            size=order.size,
+            mark=decision.mark,
+            position_size=self.position_size(product.symbol),
+            leverage=order.leverage,
+            contract_size=product.contract_size,
+        )
+        verdict = self.risk.check(intent, self.account.equity)
+        if not verdict.approved:
+            return ExecutionResult(order.client_order_id, "rejected_by_risk", f"{verdict.code}: {verdict.detail}")
+        if self.config.dry_run:
+            self.events.append(
+                self.clock.now(), "dry_run_order", product.symbol, client_order_id=order.client_order_id,
+                side=side, size=order.size, reason=decision.reason,
+            )
+            return ExecutionResult(order.client_order_id, "dry_run", "dry run: not sent", order)
+        return await self._place(order, decision.reason)
+
+    async def _place(self, order: Order, reason: str) -> ExecutionResult:
+        # Write-ahead: the intent is durable before the exchange hears of it.
+        self.orders.upsert(order)
+        self.events.append(
+            self.clock.now(), "order_submitted", order.symbol, client_order_id=order.client_order_id,
+            side=order.side, type=order.type, size=order.size, limit_price=order.limit_price,
+            reduce_only=order.reduce_only, reason=reason,
+        )
+        request = OrderRequest(
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            type=order.type,
+            size=order.size,
+            limit_price=order.limit_price,
+            time_in_force=order.time_in_force,
+            reduce_only=order.reduce_only,
+            leverage=order.leverage,
+        )
+        started = time.perf_counter()
+        try:
+            snapshot = await asyncio.wait_for(self.exchange.place_order(request), PLACE_TIMEOUT_SECONDS)
+        except OrderRejected as exc:
+            return self._rejected(order, exc.reason, str(exc))
+        except (ExchangeError, TimeoutError, OSError) as exc:
+            # The request may or may not have reached the exchange: find out by id, never resend.
+            snapshot = await self._lookup_after_failure(order, exc)
+            if snapshot is None:
+                return self._rejected(order, "not_accepted", f"{type(exc).__name__}: {exc}", failure=True)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.latencies_ms.append(latency_ms)
+        self.apply_snapshot(order, snapshot)
+        self.placed += 1
+        self.events.append(
+            self.clock.now(), "order_placed", order.symbol, client_order_id=order.client_order_id,
+            status=order.status, filled_size=order.filled_size, average_fill_price=order.average_fill_price,
+            latency_ms=round(latency_ms, 3),
+        )
+        await self.refresh_account()
+        return ExecutionResult(order.client_order_id, "placed", order.status.value, order)
+
+    async def _lookup_after_failure(self, order: Order, exc: BaseException) -> OrderSnapshot | None:
+        log.warning("placing %s failed (%s); looking it up by client_order_id", order.client_order_id, exc)
+        try:
+            return await asyncio.wait_for(self.exchange.get_order(order.client_order_id), PLACE_TIMEOUT_SECONDS)
+        except OrderNotFound:
+            return None
+        except (ExchangeError, TimeoutError, OSError) as lookup_exc:
+            # Fate unknown: the order stays PENDING in the store for reconciliation.
+            self.failed += 1
+            self.events.append(
+                self.clock.now(), "order_unknown", order.symbol, client_order_id=order.client_order_id,
+                error=str(exc), lookup_error=str(lookup_exc),
+            )
+            raise
+
+    def _rejected(self, order: Order, code: str, detail: str, *, failure: bool = False) -> ExecutionResult:
+        order.reject_reason = f"{code}: {detail}"
+        order.advance_to(OrderStatus.REJECTED, self.clock.now())
+        self.orders.upsert(order)
+        self.failed += 1
+        kind = "order_failed" if failure else "order_rejected"
+        self.events.append(
+            self.clock.now(), kind, order.symbol, client_order_id=order.client_order_id, code=code, detail=detail
+        )
+        log.warning("%s %s: %s", kind, order.client_order_id, detail)
+        return ExecutionResult(order.client_order_id, "failed" if failure else "rejected_by_exchange", detail, order)
+
+    # ----- order state --------------------------------------------------------------
+
+    def apply_snapshot(self, order: Order, snapshot: OrderSnapshot) -> None:
+        """Bring our order forward to what the exchange reports; fills are recorded once."""
+        order.exchange_order_id = snapshot.exchange_order_id
+        for fill in snapshot.fills:
+            self.record_fill(fill, order)
+        if snapshot.status is OrderStatus.REJECTED and order.status is OrderStatus.PENDING:
+            order.reject_reason = snapshot.reject_reason
+        if snapshot.status is not order.status and not order.status.is_terminal:
+            order.advance_to(snapshot.status, self.clock.now())
+        self.orders.upsert(order)
+
+    def record_fill(self, fill: Fill, order: Order | None) -> bool:
+        if not self.orders.add_fill(fill):
+            return False
+        if order is not None:
+            order.record_fill(fill)
+        self.events.append(
+            fill.ts, "fill", fill.symbol, trade_id=fill.trade_id, client_order_id=fill.client_order_id,
+            side=fill.side, price=fill.price, size=fill.size, fee=fill.fee, liquidity=fill.liquidity,
+        )
+        return True
+
+    async def sync_orders(self) -> None:
+        """Pick up fills and status changes of orders that were still working."""
+        fills, self._fill_cursor = await self.exchange.fills_since(self._fill_cursor)
+        touched: dict[str, Order] = {}
+        for fill in fills:
+            order = touched.get(fill.client_order_id) or self.orders.get(fill.client_order_id)
+            if not self.record_fill(fill, order):
+                continue
+            if order is None:
+                self.events.append(
+                    fill.ts, "foreign_fill", fill.symbol, trade_id=fill.trade_id,
+                    client_order_id=fill.client_order_id, liquidity=fill.liquidity,
+                )
+            else:
+                touched[order.client_order_id] = order
+        for order in touched.values():
+            self.orders.upsert(order)
+        for order in self.orders.orders(run_id=self.orders.run_id, open_only=True):
+            if order.status is OrderStatus.PENDING:
+                continue
+            snapshot = await self.exchange.get_order(order.client_order_id)
+            current = touched.get(order.client_order_id, order)
+            self.apply_snapshot(current, snapshot)
+        if fills:
+            await self.refresh_account()

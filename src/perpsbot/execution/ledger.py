@@ -1,0 +1,74 @@
+"""Position history rebuilt from fills: each episode from open to flat, per symbol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from perpsbot.domain import ZERO, Fill, Position, Side
+
+
+@dataclass
+class PositionEpisode:
+    symbol: str
+    direction: Side  # BUY = long, SELL = short
+    opened_at: datetime
+    closed_at: datetime | None = None
+    max_size: Decimal = ZERO
+    entry_price: Decimal = ZERO
+    exit_notional: Decimal = ZERO
+    exit_size: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    fills: int = 0
+    size: Decimal = ZERO  # signed, what is still held
+    trade_ids: list[str] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+    @property
+    def exit_price(self) -> Decimal | None:
+        return self.exit_notional / self.exit_size if self.exit_size else None
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.realized_pnl - self.fees
+
+
+def position_history(fills: Iterable[Fill]) -> list[PositionEpisode]:
+    """Replay fills in order. A fill that flips a position closes one episode and opens the next."""
+    episodes: list[PositionEpisode] = []
+    live: dict[str, tuple[Position, PositionEpisode]] = {}
+    for fill in fills:
+        position, episode = live.get(fill.symbol, (Position(fill.symbol), None))  # type: ignore[assignment]
+        remaining = fill.size
+        while remaining > 0:
+            if episode is None or position.is_flat:
+                episode = PositionEpisode(fill.symbol, fill.side, opened_at=fill.ts)
+                episodes.append(episode)
+                position = Position(fill.symbol)
+            held = abs(position.size)
+            reducing = position.size != 0 and position.side is not fill.side
+            part = min(remaining, held) if reducing else remaining
+            share = part / fill.size
+            fee = fill.fee * share
+            episode.realized_pnl += position.apply_fill(fill.side, part, fill.price, fee)
+            episode.fees += fee
+            episode.fills += 1
+            episode.trade_ids.append(fill.trade_id)
+            if reducing:
+                episode.exit_notional += part * fill.price
+                episode.exit_size += part
+            else:
+                episode.entry_price = position.entry_price
+            episode.size = position.size
+            episode.max_size = max(episode.max_size, abs(position.size))
+            if position.is_flat:
+                episode.closed_at = fill.ts
+            remaining -= part
+        live[fill.symbol] = (position, episode)
+    return episodes

@@ -1,0 +1,148 @@
+"""EventStore: an append-only record of every run, decision, order, fill, risk verdict and error."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from perpsbot.store.sqlite import dumps, open_db
+
+MIGRATIONS = (
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        profile TEXT NOT NULL,
+        config TEXT NOT NULL,
+        summary TEXT
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER REFERENCES runs(id),
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        symbol TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_kind ON events(kind, id);
+    CREATE INDEX events_run ON events(run_id, id)
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    run_id: int | None
+    ts: str
+    kind: str
+    symbol: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    started_at: str
+    ended_at: str | None
+    profile: str
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+
+
+class EventStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = open_db(path, MIGRATIONS)
+        self.run_id: int | None = None
+
+    def start_run(self, started_at: datetime, profile: str, config: dict[str, Any]) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO runs(started_at, profile, config) VALUES (?, ?, ?)",
+            (started_at.isoformat(), profile, dumps(config)),
+        )
+        self.run_id = int(cur.lastrowid or 0)
+        return self.run_id
+
+    def end_run(self, ended_at: datetime, summary: dict[str, Any]) -> None:
+        if self.run_id is None:
+            return
+        self._conn.execute(
+            "UPDATE runs SET ended_at = ?, summary = ? WHERE id = ?",
+            (ended_at.isoformat(), dumps(summary), self.run_id),
+        )
+
+    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)",
+            (self.run_id, ts.isoformat(), kind, symbol, dumps(data)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def query(
+        self,
+        *,
+        kind: str | None = None,
+        symbol: str | None = None,
+        run_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Events oldest first; with ``limit``, the newest ``limit`` of them."""
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("symbol", symbol), ("run_id", run_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM events {where} ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._conn.execute(sql, params).fetchall()
+        return [_event(row) for row in reversed(rows)]
+
+    def count(self, kind: str | None = None, run_id: int | None = None) -> int:
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("run_id", run_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM events {where}", params).fetchone()[0])
+
+    def runs(self) -> list[Run]:
+        rows = self._conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        return [
+            Run(
+                id=row["id"],
+                started_at=row["started_at"],
+                ended_at=row["ended_at"],
+                profile=row["profile"],
+                config=json.loads(row["config"]),
+                summary=json.loads(row["summary"]) if row["summary"] else None,
+            )
+            for row in rows
+        ]
+
+    def latest_run_id(self) -> int | None:
+        row = self._conn.execute("SELECT MAX(id) FROM runs").fetchone()
+        return row[0]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        run_id=row["run_id"],
+        ts=row["ts"],
+        kind=row["kind"],
+        symbol=row["symbol"],
+        data=json.loads(row["data"]),
+    )

@@ -1,0 +1,202 @@
+"""OrdersStore: every order, upserted by ``client_order_id``, and every fill, once per trade id."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from perpsbot.domain import Fill, Liquidity, Order, OrderStatus, OrderType, Side, TimeInForce
+from perpsbot.store.sqlite import open_db
+
+MIGRATIONS = (
+    """
+    CREATE TABLE orders (
+        client_order_id TEXT PRIMARY KEY,
+        run_id INTEGER,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        type TEXT NOT NULL,
+        size TEXT NOT NULL,
+        limit_price TEXT,
+        time_in_force TEXT NOT NULL,
+        reduce_only INTEGER NOT NULL,
+        leverage TEXT NOT NULL,
+        status TEXT NOT NULL,
+        exchange_order_id TEXT,
+        filled_size TEXT NOT NULL,
+        average_fill_price TEXT,
+        fees TEXT NOT NULL,
+        reject_reason TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT
+    );
+    CREATE INDEX orders_run ON orders(run_id, created_at);
+    CREATE TABLE fills (
+        trade_id TEXT PRIMARY KEY,
+        run_id INTEGER,
+        client_order_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        price TEXT NOT NULL,
+        size TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        liquidity TEXT NOT NULL,
+        ts TEXT NOT NULL
+    );
+    CREATE INDEX fills_run ON fills(run_id, ts)
+    """,
+)
+
+
+def _dec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _str(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class OrdersStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Orders are the write-ahead record of what we asked the exchange: fsync them.
+        self._conn = open_db(path, MIGRATIONS, synchronous="FULL")
+        self.run_id: int | None = None
+
+    def upsert(self, order: Order) -> None:
+        self._conn.execute(
+            """
+            INSERT INTO orders(client_order_id, run_id, symbol, side, type, size, limit_price,
+                time_in_force, reduce_only, leverage, status, exchange_order_id, filled_size,
+                average_fill_price, fees, reject_reason, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(client_order_id) DO UPDATE SET
+                status = excluded.status,
+                exchange_order_id = excluded.exchange_order_id,
+                filled_size = excluded.filled_size,
+                average_fill_price = excluded.average_fill_price,
+                fees = excluded.fees,
+                reject_reason = excluded.reject_reason,
+                updated_at = excluded.updated_at
+            """,
+            (
+                order.client_order_id,
+                self.run_id,
+                order.symbol,
+                order.side.value,
+                order.type.value,
+                str(order.size),
+                _str(order.limit_price),
+                order.time_in_force.value,
+                int(order.reduce_only),
+                str(order.leverage),
+                order.status.value,
+                order.exchange_order_id,
+                str(order.filled_size),
+                _str(order.average_fill_price),
+                str(order.fees),
+                order.reject_reason,
+                order.created_at.isoformat(),
+                order.updated_at.isoformat() if order.updated_at else None,
+            ),
+        )
+
+    def add_fill(self, fill: Fill) -> bool:
+        """Record a fill; False when its trade id was already recorded."""
+        cur = self._conn.execute(
+            """
+            INSERT OR IGNORE INTO fills(trade_id, run_id, client_order_id, symbol, side, price,
+                size, fee, liquidity, ts)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            (
+                fill.trade_id,
+                self.run_id,
+                fill.client_order_id,
+                fill.symbol,
+                fill.side.value,
+                str(fill.price),
+                str(fill.size),
+                str(fill.fee),
+                fill.liquidity.value,
+                fill.ts.isoformat(),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def get(self, client_order_id: str) -> Order | None:
+        row = self._conn.execute(
+            "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,)
+        ).fetchone()
+        return None if row is None else _order(row)
+
+    def orders(self, *, run_id: int | None = None, open_only: bool = False, limit: int | None = None) -> list[Order]:
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if open_only:
+            terminal = [s.value for s in OrderStatus if s.is_terminal]
+            clauses.append(f"status NOT IN ({','.join('?' * len(terminal))})")
+            params.extend(terminal)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM orders {where} ORDER BY created_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_order(row) for row in reversed(self._conn.execute(sql, params).fetchall())]
+
+    def fills(self, *, run_id: int | None = None, symbol: str | None = None) -> list[Fill]:
+        clauses, params = [], []
+        for column, value in (("run_id", run_id), ("symbol", symbol)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn.execute(f"SELECT * FROM fills {where} ORDER BY ts, rowid", params).fetchall()
+        return [_fill(row) for row in rows]
+
+    def latest_run_id(self) -> int | None:
+        row = self._conn.execute("SELECT MAX(run_id) FROM orders").fetchone()
+        return row[0]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _order(row: sqlite3.Row) -> Order:
+    return Order(
+        client_order_id=row["client_order_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        type=OrderType(row["type"]),
+        size=Decimal(row["size"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        limit_price=_dec(row["limit_price"]),
+        time_in_force=TimeInForce(row["time_in_force"]),
+        reduce_only=bool(row["reduce_only"]),
+        leverage=Decimal(row["leverage"]),
+        status=OrderStatus(row["status"]),
+        exchange_order_id=row["exchange_order_id"],
+        filled_size=Decimal(row["filled_size"]),
+        average_fill_price=_dec(row["average_fill_price"]),
+        fees=Decimal(row["fees"]),
+        reject_reason=row["reject_reason"],
+        updated_at=datetime.fromisoformat(row["updated_at"]) if row["updated_at"] else None,
+    )
+
+
+def _fill(row: sqlite3.Row) -> Fill:
+    return Fill(
+        trade_id=row["trade_id"],
+        client_order_id=row["client_order_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        price=Decimal(row["price"]),
+        size=Decimal(row["size"]),
+        fee=Decimal(row["fee"]),
+        liquidity=Liquidity(row["liquidity"]),
+        ts=datetime.fromisoformat(row["ts"]),
+    )

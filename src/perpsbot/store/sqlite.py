@@ -1,0 +1,68 @@
+"""SQLite plumbing shared by the stores: WAL, versioned schema, JSON columns."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"), sort_keys=True)
+
+
+def open_db(path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """Open (creating if needed) a database and bring its schema to the latest version.
+
+    ``migrations[i]`` takes the schema from version ``i`` to ``i + 1``. A database
+    newer than this code is refused rather than guessed at.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a usable SQLite database ({exc})") from None
+    if version > len(migrations):
+        conn.close()
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this perpsbot understands ({len(migrations)})"
+        )
+    for target, script in enumerate(migrations[version:], start=version + 1):
+        with conn:
+            conn.execute("BEGIN")
+            for statement in filter(None, (s.strip() for s in script.split(";"))):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from perpsbot.domain import Fill, Liquidity, Order, OrderStatus, OrderType, Side
+from perpsbot.store import EventStore, OrdersStore, StoreError
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_event_store_is_wal_versioned_and_keeps_events_across_reopen(tmp_path: Path):
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    run = store.start_run(NOW, "paper", {"seed": 1})
+    store.append(NOW, "decision", "BTC-USD", target="LONG", mark=D("1.5"))
+    store.append(NOW, "fill", "BTC-USD", price=D("2"))
+    store.end_run(NOW, {"cycles": 3})
+    store.close()
+
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+
+    again = EventStore(path)
+    events = again.query(run_id=run)
+    assert [e.kind for e in events] == ["decision", "fill"]
+    assert events[0].data == {"target": "LONG", "mark": "1.5"}
+    assert again.query(kind="fill")[0].data["price"] == "2"
+    assert again.runs()[0].summary == {"cycles": 3}
+    assert again.query(limit=1)[0].kind == "fill"  # the newest one
+
+
+def test_store_refuses_a_newer_schema_and_a_non_database(tmp_path: Path):
+    path = tmp_path / "events.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        EventStore(path)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        EventStore(junk)
+
+
+def _order() -> Order:
+    return Order("cid-1", "BTC-USD", Side.BUY, OrderType.MARKET, D("0.5"), NOW)
+
+
+def test_orders_are_upserted_by_client_order_id(tmp_path: Path):
+    store = OrdersStore(tmp_path / "orders.db")
+    store.run_id = 4
+    order = _order()
+    store.upsert(order)
+    assert store.get("cid-1").status is OrderStatus.PENDING
+    order.transition(OrderStatus.OPEN)
+    order.record_fill(Fill("t1", "cid-1", "BTC-USD", Side.BUY, D(100), D("0.5"), D("0.01"), Liquidity.TAKER, NOW))
+    store.upsert(order)
+    rows = store.orders(run_id=4)
+    assert len(rows) == 1
+    assert rows[0].status is OrderStatus.FILLED
+    assert rows[0].average_fill_price == D(100)
+    assert store.orders(run_id=4, open_only=True) == []
+
+
+def test_fills_are_recorded_once_per_trade_id(tmp_path: Path):
+    store = OrdersStore(tmp_path / "orders.db")
+    fill = Fill("t1", "cid-1", "BTC-USD", Side.BUY, D(100), D("0.5"), D("0.01"), Liquidity.TAKER, NOW)
+    assert store.add_fill(fill) is True
+    assert store.add_fill(fill) is False
+    assert store.fills() == [fill]
