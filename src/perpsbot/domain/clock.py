@@ -22,19 +22,34 @@ class WallClock:
 
 
 class ManualClock:
-    """Time moves only when told to; ``sleep`` advances it instantly."""
+    """Time moves only when ``advance`` is called; sleepers wake once it passes their deadline."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
         if self._now.tzinfo is None:
             raise ValueError("ManualClock needs a timezone-aware start")
+        self._waiters: list[tuple[datetime, asyncio.Future[None]]] = []
 
     def now(self) -> datetime:
         return self._now
 
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
+        still_waiting = []
+        for deadline, future in self._waiters:
+            if future.done():
+                continue
+            if deadline <= self._now:
+                future.set_result(None)
+            else:
+                still_waiting.append((deadline, future))
+        self._waiters = still_waiting
 
     async def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-        await asyncio.sleep(0)
+        deadline = self._now + timedelta(seconds=seconds)
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((deadline, future))
+        await future

@@ -62,7 +62,7 @@ class MACrossover:
         return Decision(view.symbol, Target.HOLD, "no cross", view.mark)
 
     def _cross(self, bars: Sequence[Bar]) -> str | None:
-        closes = [bar.close for bar in bars[-self.required_bars :]]
+        closes = [bar.close for bar in list(bars)[-self.required_bars :]]
         fast_now, slow_now = sma(closes, self.short_window), sma(closes, self.long_window)
         previous = closes[:-1]
         fast_before, slow_before = sma(previous, self.short_window), sma(previous, self.long_window)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from perpsbot.bot import PerpsBot, PerpsBotBuilder
+from perpsbot.config import BotConfig
+from tests.fakes import FakeExchange, perp
+
+SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")
+
+
+@pytest.fixture
+def exchange(clock) -> FakeExchange:
+    return FakeExchange(
+        clock,
+        [perp(s) for s in SYMBOLS],
+        prices={"BTC-PERP-INTX": Decimal(100), "ETH-PERP-INTX": Decimal(50), "SOL-PERP-INTX": Decimal(10)},
+    )
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    def make(**overrides) -> BotConfig:
+        values = dict(
+            symbols=("BTC-PERP-INTX", "ETH-PERP-INTX"),
+            data_dir=tmp_path / "data",
+            interval=1.0,
+            bar_seconds=1,
+            short_window=2,
+            long_window=4,
+            mark_staleness_seconds=5,
+        )
+        values.update(overrides)
+        return BotConfig(**values)
+
+    return make
+
+
+@pytest.fixture
+async def make_bot(clock, exchange, make_config):
+    bots: list[PerpsBot] = []
+
+    async def make(**overrides) -> PerpsBot:
+        bot = await PerpsBotBuilder(make_config(**overrides)).with_clock(clock).with_exchange(exchange).build()
+        await bot.start()
+        bots.append(bot)
+        return bot
+
+    yield make
+    for bot in bots:
+        if not exchange.closed:
+            await bot.shutdown()

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from decimal import Decimal as D
+
+import pytest
+
+from perpsbot.bot import BotError, PerpsBotBuilder
+from perpsbot.config.diff import ConfigChangeRejected
+from perpsbot.domain.clock import WallClock
+from perpsbot.strategy.base import Decision, Target
+
+
+async def test_apply_config_change_adds_a_symbol_everywhere_and_it_gets_marks_next_cycle(make_bot, make_config):
+    bot = await make_bot()
+    change = await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")))
+    assert change.added_symbols == ("SOL-PERP-INTX",)
+    reg = bot.registry
+    assert "SOL-PERP-INTX" in reg.market_data.windows
+    assert reg.config.symbols[-1] == "SOL-PERP-INTX"
+    report = await bot.run_cycle()
+    assert "SOL-PERP-INTX" in report.marks.updated
+    assert reg.market_data.mark("SOL-PERP-INTX") == D(10)
+    assert "SOL-PERP-INTX" in report.decisions
+    assert reg.events.query(kind="config_changed")[0].data["added"] == ["SOL-PERP-INTX"]
+
+
+async def test_apply_config_change_removes_a_symbol_from_every_service(make_bot, make_config, exchange):
+    bot = await make_bot()
+    await bot.run_cycle()
+    reg = bot.registry
+    reg.strategy.strategy._extreme["ETH-PERP-INTX"] = D(1)
+    await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX",)))
+    assert "ETH-PERP-INTX" not in reg.market_data.windows
+    assert "ETH-PERP-INTX" not in reg.market_data.last_update
+    assert "ETH-PERP-INTX" not in reg.strategy.last_decision
+    assert "ETH-PERP-INTX" not in reg.strategy.strategy._extreme
+    exchange.quote_calls.clear()
+    report = await bot.run_cycle()
+    assert exchange.quote_calls == ["BTC-PERP-INTX"]
+    assert set(report.decisions) == {"BTC-PERP-INTX"}
+
+
+async def test_apply_config_change_updates_risk_and_execution_settings(make_bot, make_config):
+    bot = await make_bot()
+    await bot.apply_config_change(make_config(reduce_only=True, dry_run=True, long_window=6))
+    reg = bot.registry
+    assert reg.risk.reduce_only_reasons == ["config"]
+    assert reg.execution.config.dry_run is True
+    assert reg.strategy.strategy.required_bars == 7
+    assert reg.market_data.spec.max_bars == 7
+    await bot.apply_config_change(make_config(reduce_only=False, long_window=6))
+    assert not reg.risk.reduce_only
+
+
+async def test_apply_config_change_refuses_what_needs_a_restart_and_unknown_symbols(make_bot, make_config):
+    bot = await make_bot()
+    with pytest.raises(ConfigChangeRejected, match="seed"):
+        await bot.apply_config_change(make_config(seed=123))
+    with pytest.raises(BotError, match="unknown product"):
+        await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX", "XRP-PERP-INTX")))
+    assert bot.registry.market_data.symbols == ("BTC-PERP-INTX", "ETH-PERP-INTX")
+
+
+async def test_shutdown_cancels_background_tasks_and_persists_the_run(make_bot, exchange):
+    bot = await make_bot()
+    tasks = bot.background_tasks
+    assert tasks and all(not t.done() for t in tasks)
+    await bot.run_cycle()
+    path = bot.registry.events.path
+    summary = await bot.shutdown()
+    assert all(t.cancelled() or t.done() for t in tasks)
+    assert bot.background_tasks == frozenset()
+    assert exchange.closed
+    assert summary["cycles"] == 1
+    conn = sqlite3.connect(path)
+    kinds = [row[0] for row in conn.execute("SELECT kind FROM events ORDER BY id")]
+    ended = conn.execute("SELECT ended_at FROM runs").fetchone()[0]
+    conn.close()
+    assert kinds[0] == "bot_started" and kinds[-1] == "bot_stopped"
+    assert ended is not None
+
+
+async def test_stop_ends_run_promptly(exchange, make_config):
+    exchange.clock = WallClock()
+    bot = await PerpsBotBuilder(make_config(interval=30.0)).with_clock(exchange.clock).with_exchange(exchange).build()
+    runner = asyncio.create_task(bot.run())
+    await asyncio.sleep(0.2)
+    assert bot.cycles == 1  # now sleeping out a 30 s interval
+    bot.stop()
+    await asyncio.wait_for(runner, timeout=1.0)
+    await bot.shutdown()
+
+
+async def test_run_honours_duration(exchange, make_config):
+    exchange.clock = WallClock()
+    bot = await PerpsBotBuilder(make_config(interval=0.01)).with_clock(exchange.clock).with_exchange(exchange).build()
+    await asyncio.wait_for(bot.run(duration=0.2), timeout=5)
+    assert bot.cycles >= 5
+    await bot.shutdown()
+
+
+async def test_reduce_only_decisions_only_close(make_bot, exchange, clock, make_config):
+    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    await bot.registry.market_data.update_marks()
+    opened = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "open", D(100)))
+    assert [r.outcome for r in opened] == ["placed"]
+    await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX",), reduce_only=True))
+    results = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.SHORT, "reverse", D(100)))
+    # the closing half goes through, the opening half is refused
+    assert [r.outcome for r in results] == ["placed", "rejected_by_risk"]
+    assert bot.registry.execution.position_size("BTC-PERP-INTX") == 0

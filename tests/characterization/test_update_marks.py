@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal as D
+
+from perpsbot.domain import Quote
+
+
+async def test_update_marks_appends_a_mark_per_symbol_with_its_update_time(make_bot, clock):
+    bot = await make_bot()
+    md = bot.registry.market_data
+    report = await md.update_marks()
+    assert set(report.updated) == {"BTC-PERP-INTX", "ETH-PERP-INTX"}
+    assert md.mark("BTC-PERP-INTX") == D(100)
+    assert md.last_update["ETH-PERP-INTX"] == clock.now()
+    assert report.elapsed_ms >= 0
+
+
+async def test_windows_are_trimmed_to_what_the_strategy_needs(make_bot, clock, exchange):
+    bot = await make_bot()
+    md = bot.registry.market_data
+    for i in range(50):
+        exchange.prices["BTC-PERP-INTX"] = D(100 + i)
+        await md.update_marks()
+        clock.advance(1)
+    window = md.windows["BTC-PERP-INTX"]
+    assert len(window.bars) == bot.registry.strategy.strategy.required_bars == 5
+    assert len(window.marks) == md.spec.max_marks < 50
+    assert window.marks[-1].price == D(149)
+
+
+async def test_a_failing_symbol_does_not_stop_the_others(make_bot, exchange, clock):
+    bot = await make_bot()
+    exchange.failing.add("BTC-PERP-INTX")
+    report = await bot.registry.market_data.update_marks()
+    assert report.updated == ("ETH-PERP-INTX",)
+    assert "feed down" in report.failed["BTC-PERP-INTX"]
+    assert bot.registry.market_data.error_counts["BTC-PERP-INTX"] == 1
+    assert bot.registry.events.query(kind="mark_error")[0].symbol == "BTC-PERP-INTX"
+
+
+async def test_bad_quotes_are_rejected_per_symbol(make_bot, exchange, clock):
+    bot = await make_bot(symbols=("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"))
+    exchange.bad["BTC-PERP-INTX"] = {"bid": "1", "ask": "2"}
+    exchange.bad["ETH-PERP-INTX"] = Quote("SOL-PERP-INTX", D(1), D(2), clock.now())
+    exchange.bad["SOL-PERP-INTX"] = Quote("SOL-PERP-INTX", D(1), D(2), clock.now() + timedelta(minutes=5))
+    report = await bot.registry.market_data.update_marks()
+    assert report.updated == ()
+    assert "expected a quote" in report.failed["BTC-PERP-INTX"]
+    assert "got a quote for SOL-PERP-INTX" in report.failed["ETH-PERP-INTX"]
+    assert "ahead of the clock" in report.failed["SOL-PERP-INTX"]
+    assert all(bot.registry.market_data.mark(s) is None for s in bot.config.symbols)

@@ -1,0 +1,109 @@
+"""A scriptable exchange for tests that need to control quotes and failures exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from perpsbot.domain import (
+    AccountSnapshot,
+    Balance,
+    Candle,
+    Fill,
+    Liquidity,
+    OrderStatus,
+    Position,
+    Product,
+    ProductType,
+    Quote,
+)
+from perpsbot.domain.clock import Clock
+from perpsbot.exchange.port import OrderNotFound, OrderRequest, OrderSnapshot
+
+D = Decimal
+
+
+def perp(symbol: str) -> Product:
+    base = symbol.split("-")[0]
+    return Product(symbol, base, "USD", ProductType.PERPETUAL, D("0.001"), D("0.01"), D("0.001"), D(20))
+
+
+@dataclass
+class FakeExchange:
+    clock: Clock
+    products_list: list[Product]
+    prices: dict[str, Decimal] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)
+    bad: dict[str, object] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
+    equity: Decimal = D(100_000)
+    name: str = "fake"
+    requests: list[OrderRequest] = field(default_factory=list)
+    quote_calls: list[str] = field(default_factory=list)
+    closed: bool = False
+    _orders: dict[str, OrderSnapshot] = field(default_factory=dict)
+    _fills: list[Fill] = field(default_factory=list)
+    _positions: dict[str, Position] = field(default_factory=dict)
+    _frozen_at: dict[str, Quote] = field(default_factory=dict)
+
+    async def products(self) -> list[Product]:
+        return list(self.products_list)
+
+    async def quote(self, symbol: str) -> Quote:
+        self.quote_calls.append(symbol)
+        if symbol in self.failing:
+            raise ConnectionError(f"{symbol} feed down")
+        if symbol in self.bad:
+            return self.bad[symbol]  # type: ignore[return-value]
+        if symbol in self.frozen and symbol in self._frozen_at:
+            return self._frozen_at[symbol]
+        price = self.prices[symbol]
+        quote = Quote(symbol, price - D("0.5"), price + D("0.5"), self.clock.now(), price)
+        self._frozen_at[symbol] = quote
+        return quote
+
+    async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
+        return []
+
+    async def place_order(self, request: OrderRequest) -> OrderSnapshot:
+        self.requests.append(request)
+        price = self.prices[request.symbol]
+        fill = Fill(
+            f"T{len(self._fills) + 1}", request.client_order_id, request.symbol, request.side, price,
+            request.size, D(0), Liquidity.TAKER, self.clock.now(),
+        )
+        self._fills.append(fill)
+        position = self._positions.setdefault(request.symbol, Position(request.symbol, leverage=request.leverage))
+        position.apply_fill(request.side, request.size, price)
+        if position.is_flat:
+            del self._positions[request.symbol]
+        snapshot = OrderSnapshot(
+            request.client_order_id, f"X{len(self._orders)}", request.symbol, request.side, OrderStatus.FILLED,
+            request.size, request.size, price, D(0), self.clock.now(), fills=(fill,),
+        )
+        self._orders[request.client_order_id] = snapshot
+        return snapshot
+
+    async def cancel_order(self, client_order_id: str) -> OrderSnapshot:
+        return await self.get_order(client_order_id)
+
+    async def get_order(self, client_order_id: str) -> OrderSnapshot:
+        if client_order_id not in self._orders:
+            raise OrderNotFound(client_order_id)
+        return self._orders[client_order_id]
+
+    async def open_orders(self) -> list[OrderSnapshot]:
+        return []
+
+    async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
+        return self._fills[cursor:], len(self._fills)
+
+    async def account(self) -> AccountSnapshot:
+        return AccountSnapshot(
+            balances={"USD": Balance("USD", self.equity)},
+            positions={s: p.copy() for s, p in self._positions.items()},
+            equity=self.equity,
+        )
+
+    async def close(self) -> None:
+        self.closed = True

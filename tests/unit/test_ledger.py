@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+from perpsbot.domain import Fill, Liquidity, Side
+from perpsbot.execution.ledger import position_history
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def fill(n: int, side: Side, size: str, price: str, fee: str = "0", symbol: str = "BTC-PERP-INTX") -> Fill:
+    return Fill(f"t{n}", f"c{n}", symbol, side, D(price), D(size), D(fee), Liquidity.TAKER, T0 + timedelta(seconds=n))
+
+
+def test_long_then_flip_to_short_makes_two_episodes():
+    episodes = position_history(
+        [
+            fill(1, Side.BUY, "1", "100", "0.1"),
+            fill(2, Side.BUY, "1", "110", "0.1"),
+            fill(3, Side.SELL, "3", "120", "0.3"),  # closes 2 long, opens 1 short
+            fill(4, Side.BUY, "1", "100", "0.1"),
+        ]
+    )
+    long, short = episodes
+    assert (long.direction, long.max_size, long.entry_price, long.exit_price) == (Side.BUY, D(2), D(105), D(120))
+    assert long.realized_pnl == D(30)
+    assert long.fees == D("0.4")  # two entry fees plus 2/3 of the flip fill's fee
+    assert long.closed_at == T0 + timedelta(seconds=3)
+    assert (short.direction, short.entry_price, short.realized_pnl) == (Side.SELL, D(120), D(20))
+    assert short.fees == D("0.2")
+    assert not short.is_open and short.net_pnl == D("19.8")
+
+
+def test_symbols_are_tracked_separately_and_open_positions_stay_open():
+    episodes = position_history([fill(1, Side.BUY, "1", "100"), fill(2, Side.SELL, "2", "50", symbol="ETH-PERP-INTX")])
+    assert [(e.symbol, e.is_open, e.size) for e in episodes] == [
+        ("BTC-PERP-INTX", True, D(1)),
+        ("ETH-PERP-INTX", True, D(-2)),
+    ]
