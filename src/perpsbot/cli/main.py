@@ -26,22 +26,13 @@ app.add_typer(config_cmd.app, name="config")
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # usage errors and --help are handled (and exit) inside
     except UserError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # typer/click usage errors and anything unforeseen
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
         err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        err_console.print("please report this with the command you ran; no data was lost", highlight=False)
+        err_console.print("please report this with the command you ran; records on disk are intact", highlight=False)
         sys.exit(1)

@@ -1,0 +1,3 @@
+from perpsbot.cli.main import main
+
+main()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def perpsbot(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERPSBOT_")}
+    clean.update({"COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "perpsbot", *args],
+        cwd=cwd, env=clean, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_config_show_lists_values_and_their_sources(tmp_path: Path):
+    result = perpsbot("config", "show", "--profile", "dev", cwd=tmp_path, env={"PERPSBOT_SEED": "5"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("dry_run" in l and "true" in l and "profile dev" in l for l in lines)
+    assert any("seed" in l and "5" in l and "env PERPSBOT_SEED" in l for l in lines)
+    assert any("profile" in l and "flag --profile" in l for l in lines)
+
+
+def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path):
+    result = perpsbot("run", "--interval", "-2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "interval = -2.0 (flag --interval): Input should be greater than 0" in result.stderr
+    result = perpsbot("run", "--set", "nonsense", cwd=tmp_path)
+    assert result.returncode == 2 and "--set expects KEY=VALUE" in result.stderr
+    result = perpsbot("run", "--set", "intervall=3", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown setting 'intervall'" in result.stderr
+
+
+def test_bad_flag_types_are_usage_errors(tmp_path: Path):
+    result = perpsbot("run", "--interval", "fast", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Invalid value for '--interval'" in result.stderr
+
+
+def test_read_commands_before_any_run_say_so(tmp_path: Path):
+    for command in ("orders", "positions", "events"):
+        result = perpsbot(command, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "no runs recorded yet for profile 'paper'" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_prod_profile_refuses_to_start_without_the_coinbase_adapter(tmp_path: Path):
+    result = perpsbot("run", "--profile", "prod", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "exchange 'coinbase' is not available in this version yet" in result.stderr
