@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,8 +13,14 @@ from rich.console import Console
 from perpsbot.config import ConfigError, LoadedConfig, load_config
 from perpsbot.store import EventStore, OrdersStore, StoreError
 
-console = Console()
-err_console = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    # Piped output (logs, CI) gets a wide page instead of rich's 80-column default.
+    return probe if probe.is_terminal or os.environ.get("COLUMNS") else Console(stderr=stderr, width=160)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 ProfileOpt = Annotated[
     str | None, typer.Option("--profile", "-p", help="paper | dev | canary | prod (default: paper)")
