@@ -1,0 +1,68 @@
+"""``SimExchange``: the simulator core behind the async ``Exchange`` port."""
+
+from __future__ import annotations
+
+from perpsbot.domain import AccountSnapshot, Candle, Fill, Product, Quote
+from perpsbot.domain.clock import Clock
+from perpsbot.exchange.port import OrderRequest, OrderSnapshot
+from perpsbot.exchange.sim.engine import SimCore
+from perpsbot.exchange.sim.market import OrderBook
+
+
+class SimExchange:
+    """Every call first brings the simulated markets up to ``clock.now()``
+    (the core never steps backwards), then asks the core."""
+
+    name = "sim"
+
+    def __init__(self, core: SimCore, clock: Clock) -> None:
+        self.core = core
+        self.clock = clock
+
+    def _sync(self) -> None:
+        self.core.advance_to(self.clock.now())
+
+    async def products(self) -> list[Product]:
+        return self.core.products()
+
+    async def quote(self, symbol: str) -> Quote:
+        self._sync()
+        return self.core.quote(symbol)
+
+    async def book(self, symbol: str, depth: int | None = None) -> OrderBook:
+        """Not part of the port: the synthetic L2 book."""
+        self._sync()
+        return self.core.book(symbol, depth)
+
+    async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
+        self._sync()
+        return self.core.candles(symbol, granularity_seconds, limit)
+
+    async def place_order(self, request: OrderRequest) -> OrderSnapshot:
+        now = self.clock.now()
+        self.core.advance_to(now)
+        return self.core.place_order(request, now)
+
+    async def cancel_order(self, client_order_id: str) -> OrderSnapshot:
+        now = self.clock.now()
+        self.core.advance_to(now)
+        return self.core.cancel_order(client_order_id, now)
+
+    async def get_order(self, client_order_id: str) -> OrderSnapshot:
+        self._sync()
+        return self.core.get_order(client_order_id)
+
+    async def open_orders(self) -> list[OrderSnapshot]:
+        self._sync()
+        return self.core.open_orders()
+
+    async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
+        self._sync()
+        return self.core.fills_since(cursor)
+
+    async def account(self) -> AccountSnapshot:
+        self._sync()
+        return self.core.account()
+
+    async def close(self) -> None:
+        return None

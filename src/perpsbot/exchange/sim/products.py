@@ -1,0 +1,117 @@
+"""The simulator's product list: Coinbase-like specs plus the synthetic market behind each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from perpsbot.domain import Product, ProductType
+from perpsbot.exchange.sim.market import MarketParams, UnderlyingParams, standard_regimes
+
+
+@dataclass(frozen=True, slots=True)
+class SimProduct:
+    """A product the simulator lists, with the parameters of its synthetic market."""
+
+    product: Product
+    market: MarketParams
+
+    @property
+    def symbol(self) -> str:
+        return self.product.symbol
+
+
+def underlying(key: str, start_price: float, vol_per_sec: float, **kwargs: float) -> UnderlyingParams:
+    """Asset price process with the standard calm/normal/stormy regimes around
+    ``vol_per_sec`` (the per-second log volatility of the normal regime)."""
+    return UnderlyingParams(key=key, start_price=start_price, regimes=standard_regimes(vol_per_sec), **kwargs)
+
+
+# Normal-regime volatility of a few basis points per sqrt(second): over ~100 s a
+# price typically moves 0.3-0.5 %, enough for moving averages on 1-5 s bars to
+# cross several times in a two-minute paper run.
+_BTC = underlying("BTC", 90_000.0, 0.0003)
+_ETH = underlying("ETH", 3_000.0, 0.0004)
+_SOL = underlying("SOL", 150.0, 0.0005)
+
+_USD = "USD"
+
+
+def _spot(symbol: str, base: str, base_inc: str, price_inc: str, min_size: str) -> Product:
+    return Product(
+        symbol=symbol,
+        base=base,
+        quote=_USD,
+        type=ProductType.SPOT,
+        base_increment=Decimal(base_inc),
+        price_increment=Decimal(price_inc),
+        min_size=Decimal(min_size),
+    )
+
+
+def _perp(
+    symbol: str, base: str, base_inc: str, price_inc: str, min_size: str, max_lev: int, mmr: str
+) -> Product:
+    return Product(
+        symbol=symbol,
+        base=base,
+        quote=_USD,
+        type=ProductType.PERPETUAL,
+        base_increment=Decimal(base_inc),
+        price_increment=Decimal(price_inc),
+        min_size=Decimal(min_size),
+        max_leverage=Decimal(max_lev),
+        maintenance_margin_rate=Decimal(mmr),
+    )
+
+
+def default_products() -> list[SimProduct]:
+    """BTC, ETH and SOL spot against USD, and their INTX-style perpetuals.
+
+    A spot product and the perpetual on the same asset share the underlying
+    index path; the perpetual adds a mean-reverting premium (which drives its
+    funding rate). Maintenance margin is half the initial margin at maximum
+    leverage, so a max-leverage position is not liquidated at its own entry.
+    """
+    return [
+        SimProduct(
+            _spot("BTC-USD", "BTC", "0.00000001", "0.01", "0.00001"),
+            MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=0.4, trades_per_sec=4.0,
+                         mean_trade_size=0.02),
+        ),
+        SimProduct(
+            _spot("ETH-USD", "ETH", "0.00000001", "0.01", "0.0001"),
+            MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=8.0, trades_per_sec=3.0,
+                         mean_trade_size=0.5),
+        ),
+        SimProduct(
+            _spot("SOL-USD", "SOL", "0.001", "0.01", "0.01"),
+            MarketParams(_SOL, spread_bps=2.5, level_step_bps=1.0, top_depth=150.0, trades_per_sec=2.0,
+                         mean_trade_size=8.0),
+        ),
+        SimProduct(
+            _perp("BTC-PERP-INTX", "BTC", "0.0001", "0.1", "0.0001", 20, "0.025"),
+            MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=0.6, trades_per_sec=6.0,
+                         mean_trade_size=0.03),
+        ),
+        SimProduct(
+            _perp("ETH-PERP-INTX", "ETH", "0.001", "0.01", "0.001", 20, "0.025"),
+            MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=10.0, trades_per_sec=5.0,
+                         mean_trade_size=0.6),
+        ),
+        SimProduct(
+            _perp("SOL-PERP-INTX", "SOL", "0.01", "0.01", "0.01", 10, "0.05"),
+            MarketParams(_SOL, spread_bps=2.5, level_step_bps=1.0, top_depth=200.0, trades_per_sec=3.0,
+                         mean_trade_size=10.0),
+        ),
+    ]
+
+
+def default_market_params(product: Product) -> MarketParams:
+    """Market parameters for a bare ``Product``: the default listing's if the
+    symbol is known, else a generic asset at 100 USD."""
+    for sp in default_products():
+        if sp.symbol == product.symbol:
+            return sp.market
+    return MarketParams(underlying(product.base, 100.0, 0.0004), top_depth=float(product.min_size) * 1000,
+                        mean_trade_size=float(product.min_size) * 20)
