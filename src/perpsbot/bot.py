@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -332,6 +333,8 @@ class PerpsBot:
             "cycles": self.cycles,
             "orders_placed": reg.execution.placed,
             "orders_failed": reg.execution.failed,
+            "order_latency_p50_ms": _percentile(reg.execution.latencies_ms, 50),
+            "order_latency_p99_ms": _percentile(reg.execution.latencies_ms, 99),
             "fills": len(fills),
             "fees": sum((f.fee for f in fills), Decimal(0)),
             "start_equity": self.start_equity,
@@ -363,6 +366,14 @@ class PerpsBot:
 
 def _public_config(config: BotConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
+
+
+def _percentile(samples: Iterable[float], pct: float) -> float | None:
+    ordered = sorted(samples)
+    if not ordered:
+        return None
+    rank = max(0, math.ceil(pct / 100 * len(ordered)) - 1)
+    return round(ordered[rank], 3)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -111,3 +111,11 @@ async def test_reduce_only_decisions_only_close(make_bot, exchange, clock, make_
     # the closing half goes through, the opening half is refused
     assert [r.outcome for r in results] == ["placed", "rejected_by_risk"]
     assert bot.registry.execution.position_size("BTC-PERP-INTX") == 0
+
+
+async def test_summary_reports_order_latency_percentiles(make_bot):
+    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot.registry.execution.latencies_ms.extend([float(i) for i in range(1, 101)])
+    summary = bot.summary()
+    assert summary["order_latency_p50_ms"] == 50.0
+    assert summary["order_latency_p99_ms"] == 99.0

@@ -150,6 +150,7 @@ class ExecutionCoordinator:
         self, product: Product, side: Side, size: Decimal, decision: Decision, *, closing: bool
     ) -> ExecutionResult:
         assert decision.mark is not None
+        started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
         order = self.new_order(product, side, size, decision.mark, closing=closing)
         intent = OrderIntent(
             symbol=product.symbol,
@@ -169,9 +170,9 @@ class ExecutionCoordinator:
                 side=side, size=order.size, reason=decision.reason,
             )
             return ExecutionResult(order.client_order_id, "dry_run", "dry run: not sent", order)
-        return await self._place(order, decision.reason)
+        return await self._place(order, decision.reason, started)
 
-    async def _place(self, order: Order, reason: str) -> ExecutionResult:
+    async def _place(self, order: Order, reason: str, started: float) -> ExecutionResult:
         # Write-ahead: the intent is durable before the exchange hears of it.
         self.orders.upsert(order)
         self.events.append(
@@ -190,7 +191,6 @@ class ExecutionCoordinator:
             reduce_only=order.reduce_only,
             leverage=order.leverage,
         )
-        started = time.perf_counter()
         try:
             snapshot = await asyncio.wait_for(self.exchange.place_order(request), PLACE_TIMEOUT_SECONDS)
         except OrderRejected as exc:
