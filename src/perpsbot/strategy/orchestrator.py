@@ -34,7 +34,7 @@ class StrategyOrchestrator:
         self._positions = positions
         self._reduce_only = reduce_only
         self.shorts_allowed = shorts_allowed
-        self.last_decision: dict[str, Decision] = {}
+        self.last_decision: dict[str, Decision] = {}  # the last one that was evaluated and recorded
         self.decision_ms: dict[str, float] = {}
         self._bars_seen: dict[str, int] = {}
 
@@ -63,6 +63,7 @@ class StrategyOrchestrator:
             )
             decision = self.strategy.decide(view)
             if bar_closed or not decision.is_hold:
+                self.last_decision[symbol] = decision
                 self.events.append(
                     self.clock.now(),
                     "decision",
@@ -73,6 +74,5 @@ class StrategyOrchestrator:
                 )
         elapsed = (time.perf_counter() - started) * 1000
         self.decision_ms[symbol] = elapsed
-        self.last_decision[symbol] = decision
         log.debug("process_symbol %s -> %s (%s) in %.3f ms", symbol, decision.target.value, decision.reason, elapsed)
         return decision
