@@ -115,6 +115,36 @@ class Quote:
 
 
 @dataclass(frozen=True, slots=True)
+class BookLevel:
+    price: Decimal
+    size: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBook:
+    """An L2 snapshot: bids best (highest) first, asks best (lowest) first."""
+
+    symbol: str
+    ts: datetime
+    bids: tuple[BookLevel, ...]
+    asks: tuple[BookLevel, ...]
+
+    def expected_fill(self, side: Side, size: Decimal) -> tuple[Decimal | None, Decimal]:
+        """Average price and size a market order of ``size`` would get by walking
+        the opposite side; the size is short of ``size`` when the book runs out."""
+        levels = self.asks if side is Side.BUY else self.bids
+        remaining, cost = size, ZERO
+        for level in levels:
+            take = min(remaining, level.size)
+            cost += take * level.price
+            remaining -= take
+            if remaining <= 0:
+                break
+        filled = size - remaining
+        return (cost / filled if filled > 0 else None), filled
+
+
+@dataclass(frozen=True, slots=True)
 class Candle:
     symbol: str
     start: datetime

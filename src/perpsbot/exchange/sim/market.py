@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from perpsbot.domain import Candle, Product, Quote, require_aware
+from perpsbot.domain import BookLevel, Candle, OrderBook, Product, Quote, require_aware
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -170,22 +170,6 @@ class MarketParams:
 
 
 # ----- outputs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BookLevel:
-    price: Decimal
-    size: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class OrderBook:
-    """A snapshot of the synthetic L2 book: bids best (highest) first, asks best (lowest) first."""
-
-    symbol: str
-    ts: datetime
-    bids: tuple[BookLevel, ...]
-    asks: tuple[BookLevel, ...]
 
 
 @dataclass(frozen=True, slots=True)
