@@ -8,9 +8,11 @@ from decimal import Decimal
 from perpsbot.domain import (
     AccountSnapshot,
     Balance,
+    BookLevel,
     Candle,
     Fill,
     Liquidity,
+    OrderBook,
     OrderStatus,
     Position,
     Product,
@@ -64,6 +66,14 @@ class FakeExchange:
 
     async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
         return []
+
+    async def book(self, symbol: str, depth: int) -> OrderBook:
+        """A deep book one tick either side of the price: fills land on the mark."""
+        price = self.prices[symbol]
+        level = D(1_000_000)
+        return OrderBook(
+            symbol, self.clock.now(), (BookLevel(price, level),), (BookLevel(price, level),)
+        )
 
     async def place_order(self, request: OrderRequest) -> OrderSnapshot:
         self.requests.append(request)

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from perpsbot.config import BotConfig
+from perpsbot.config import BotConfig, ExchangeKind
 from perpsbot.config.diff import ConfigChange, diff_configs
 from perpsbot.domain import Product
 from perpsbot.domain.clock import Clock, WallClock
-from perpsbot.exchange.port import Exchange
+from perpsbot.exchange.port import Exchange, ExchangeError
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.risk.manager import RiskManager
@@ -67,7 +67,7 @@ class CycleReport:
 
 
 def window_spec(config: BotConfig, strategy: Strategy) -> WindowSpec:
-    bars = strategy.required_bars
+    bars = max(strategy.required_bars, config.vol_window + 1)  # the volatility breaker reads them too
     # Enough marks to cover the bar being built plus a little slack for the trailing stop.
     marks_per_bar = max(1, int(config.bar_seconds / config.interval) + 1)
     return WindowSpec(max_marks=min(10_000, 2 * marks_per_bar), max_bars=bars, bar_seconds=config.bar_seconds)
@@ -110,8 +110,15 @@ class PerpsBotBuilder:
             return PerpsBot(self._registry, _token=_BUILDER_TOKEN)
         config = self._config
         clock = self._clock or WallClock()
-        exchange = self._exchange or self._default_exchange(config, clock)
-        catalog = {p.symbol: p for p in await exchange.products()}
+        try:
+            exchange = self._exchange or self._default_exchange(config, clock)
+        except ExchangeError as exc:
+            raise BotError(f"cannot set up exchange {config.exchange.value}: {exc}") from None
+        try:
+            catalog = {p.symbol: p for p in await exchange.products()}
+        except ExchangeError as exc:
+            await exchange.close()
+            raise BotError(f"cannot list products on {exchange.name}: {_error_text(exc)}") from None
         unknown = [s for s in config.symbols if s not in catalog]
         if unknown:
             await exchange.close()
@@ -123,7 +130,15 @@ class PerpsBotBuilder:
         orders = OrdersStore(store_dir / "orders.db")
         strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
-        risk = RiskManager(config, clock, events, market_data.mark_age)
+        risk = RiskManager(
+            config,
+            clock,
+            events,
+            market_data.mark_age,
+            mark_of=market_data.mark,
+            products=catalog,
+            account_persists=exchange.name != "sim",  # the in-process simulator's account starts anew each run
+        )
         execution = ExecutionCoordinator(exchange, risk, orders, events, clock, config, catalog)
         orchestrator = StrategyOrchestrator(
             strategy,
@@ -150,6 +165,10 @@ class PerpsBotBuilder:
 
     @staticmethod
     def _default_exchange(config: BotConfig, clock: Clock) -> Exchange:
+        if config.exchange is ExchangeKind.COINBASE:
+            from perpsbot.exchange.coinbase import CoinbaseExchange
+
+            return CoinbaseExchange.from_config(config, clock)
         from perpsbot.exchange.sim import SimConfig, SimCore, SimExchange, default_products
 
         warmup = float(config.bar_seconds * (config.long_window + 2))
@@ -193,6 +212,7 @@ class PerpsBot:
         reg = self._registry
         run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, _public_config(reg.config))
         reg.orders.run_id = run_id
+        reg.risk.restore()
         account = await reg.execution.refresh_account()
         self.start_equity = account.equity
         await reg.market_data.warm_up()
@@ -251,6 +271,10 @@ class PerpsBot:
             report.errors["account"] = _error_text(exc)
             reg.events.append(reg.clock.now(), "error", None, stage="account", error=_error_text(exc))
             log.error("account refresh failed: %s", _error_text(exc))
+        closes = {s: [bar.close for bar in w.bars] for s, w in reg.market_data.windows.items()}
+        reg.risk.evaluate(reg.execution.account.equity, closes)
+        if reg.risk.killed and reg.risk.flatten_requested:
+            report.executions["*flatten*"] = await reg.execution.flatten_all()
         for symbol in reg.market_data.symbols:
             try:
                 decision = self.process_symbol(symbol)
@@ -286,6 +310,7 @@ class PerpsBot:
             mark_age={s: reg.market_data.mark_age(s) for s in reg.market_data.symbols},
             positions={s: {"size": p.size, "entry_price": p.entry_price} for s, p in account.positions.items()},
             reduce_only=reg.risk.reduce_only_reasons,
+            kill=reg.risk.kill_reasons,
         )
 
     async def apply_config_change(self, new_config: BotConfig) -> ConfigChange:
@@ -305,6 +330,7 @@ class PerpsBot:
         for symbol in change.removed_symbols:
             reg.market_data.remove_symbol(symbol)
             reg.strategy.forget(symbol)
+            reg.risk.forget(symbol)
             if symbol in reg.execution.account.positions:
                 reg.events.append(reg.clock.now(), "symbol_removed_with_position", symbol)
         reg.market_data.resize(spec)

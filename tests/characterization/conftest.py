@@ -32,6 +32,11 @@ def make_config(tmp_path: Path):
             short_window=2,
             long_window=4,
             mark_staleness_seconds=5,
+            # the scripted prices jump by percents a second: keep the volatility breaker out of the way
+            vol_window=5,
+            vol_warn=10_000,
+            vol_reduce_only=20_000,
+            vol_kill=30_000,
         )
         values.update(overrides)
         return BotConfig(**values)

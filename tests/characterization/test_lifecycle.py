@@ -49,7 +49,7 @@ async def test_apply_config_change_updates_risk_and_execution_settings(make_bot,
     assert reg.risk.reduce_only_reasons == ["config"]
     assert reg.execution.config.dry_run is True
     assert reg.strategy.strategy.required_bars == 7
-    assert reg.market_data.spec.max_bars == 7
+    assert reg.market_data.spec.max_bars == 7  # long_window + 1 now exceeds vol_window + 1
     await bot.apply_config_change(make_config(reduce_only=False, long_window=6))
     assert not reg.risk.reduce_only
 

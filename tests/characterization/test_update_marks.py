@@ -24,7 +24,9 @@ async def test_windows_are_trimmed_to_what_the_strategy_needs(make_bot, clock, e
         await md.update_marks()
         clock.advance(1)
     window = md.windows["BTC-PERP-INTX"]
-    assert len(window.bars) == bot.registry.strategy.strategy.required_bars == 5
+    # trimmed to what the strategy (long window + 1) and the volatility breaker (vol_window + 1) need
+    assert bot.registry.strategy.strategy.required_bars == 5
+    assert len(window.bars) == bot.config.vol_window + 1 == 6
     assert len(window.marks) == md.spec.max_marks < 50
     assert window.marks[-1].price == D(149)
 

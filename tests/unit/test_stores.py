@@ -24,7 +24,7 @@ def test_event_store_is_wal_versioned_and_keeps_events_across_reopen(tmp_path: P
 
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
 
     again = EventStore(path)

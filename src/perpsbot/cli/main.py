@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from perpsbot.cli import config_cmd, records
+from perpsbot.cli import config_cmd, records, risk
 from perpsbot.cli import run as run_cmd
 from perpsbot.cli.common import UserError, err_console
 
@@ -21,7 +21,11 @@ app.command("run")(run_cmd.run)
 app.command("orders")(records.orders)
 app.command("positions")(records.positions)
 app.command("events")(records.events)
+app.command("kill")(risk.kill)
+app.command("resume")(risk.resume)
+app.add_typer(risk.app, name="risk")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(__import__("perpsbot.cli.sim", fromlist=["app"]).app, name="sim")  # simulator server (lazy import)
 
 
 def main() -> None:

@@ -217,4 +217,6 @@ def mask(value: Any) -> str:
         return "-"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
     return _show(value)

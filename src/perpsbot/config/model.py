@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import enum
 import re
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)?$")
 
@@ -62,15 +64,73 @@ class BotConfig(BaseModel):
 
     position_fraction: Decimal = Field(Decimal("0.1"), gt=0, le=1, description="share of equity per position")
     leverage: Decimal = Field(Decimal(1), ge=1, le=100, description="leverage requested on perp orders")
-    max_leverage: Decimal = Field(Decimal(3), ge=1, le=100, description="risk cap on position leverage")
-    max_position_notional: PositiveDecimal = Field(Decimal(50_000), description="risk cap per symbol, USD")
-    mark_staleness_seconds: float = Field(10.0, gt=0, description="marks older than this block new orders")
-    daily_loss_limit: PositiveDecimal = Field(Decimal(5_000), description="USD loss per UTC day before reduce-only")
+    max_leverage: Decimal = Field(
+        Decimal(3), ge=1, le=100, description="cap on requested leverage and on total notional / equity"
+    )
+    symbol_max_leverage: dict[str, Decimal] = Field(
+        default_factory=dict, description="tighter leverage caps per symbol, SYMBOL=N,..."
+    )
+    off_hours_max_leverage: Decimal | None = Field(
+        None, ge=1, le=100, description="leverage cap at night and on weekends (none: no change)"
+    )
+    off_hours_timezone: str = Field("UTC", description="IANA zone for night_hours and weekends")
+    night_hours: str = Field("22:00-06:00", description="HH:MM-HH:MM in off_hours_timezone ('' for none)")
+    weekend_off_hours: bool = Field(True, description="Saturday and Sunday count as off hours")
+    max_position_notional: PositiveDecimal = Field(Decimal(50_000), description="cap per symbol, USD")
+    symbol_max_notional: dict[str, Decimal] = Field(
+        default_factory=dict, description="notional caps per symbol, SYMBOL=USD,..."
+    )
+    max_position_equity_share: Decimal = Field(
+        Decimal(2), gt=0, le=100, description="cap per symbol as a multiple of equity"
+    )
+    max_total_notional: PositiveDecimal = Field(Decimal(150_000), description="cap on all positions together, USD")
+    symbol_max_quantity: dict[str, Decimal] = Field(
+        default_factory=dict, description="position size caps per symbol in base units, SYMBOL=N,..."
+    )
+    max_order_notional: PositiveDecimal = Field(Decimal(25_000), description="largest single order, USD")
+    max_slippage_bps: Decimal = Field(
+        Decimal(30), gt=0, le=10_000, description="expected fill from the book vs mark, bps"
+    )
+    min_liquidation_distance_pct: Decimal = Field(
+        Decimal("0.05"), ge=0, lt=1, description="liquidation price at least this far from the mark"
+    )
+    mark_warn_seconds: float = Field(3.0, gt=0, description="marks older than this raise a warning")
+    mark_staleness_seconds: float = Field(10.0, gt=0, description="marks older than this block new exposure")
+    daily_loss_limit: PositiveDecimal = Field(Decimal(5_000), description="USD lost since UTC midnight before reduce-only")
+    max_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, lt=1, description="drawdown from the equity peak before reduce-only")
+    kill_drawdown_pct: Decimal = Field(Decimal("0.20"), gt=0, lt=1, description="drawdown from the equity peak before kill")
+    vol_window: int = Field(30, ge=5, le=10_000, description="bars in the realized-volatility window")
+    vol_warn: Decimal = Field(Decimal("2.5"), gt=0, description="annualized realized volatility that warns")
+    vol_reduce_only: Decimal = Field(Decimal(5), gt=0, description="annualized realized volatility for reduce-only")
+    vol_kill: Decimal = Field(Decimal(10), gt=0, description="annualized realized volatility that kills")
+    vol_cooldown_seconds: float = Field(300.0, ge=0, description="calm time before a volatility level clears")
+    error_streak_limit: int = Field(5, ge=1, description="consecutive order failures before a cooldown")
+    error_cooldown_seconds: float = Field(60.0, ge=0, description="pause on new exposure after an error streak")
+    max_orders_per_minute: int = Field(30, ge=1, description="order rate limit")
+    kill_switch: bool = Field(False, description="refuse every order (kill)")
     order_type: OrderTypeSetting = Field(OrderTypeSetting.MARKET, description="market | limit")
     time_in_force: TifSetting = Field(TifSetting.GTC, description="for limit orders: GTC | IOC")
     limit_offset_bps: Decimal = Field(Decimal(5), ge=0, le=1000, description="limit price distance past the mark")
 
     sim_starting_cash: PositiveDecimal = Field(Decimal(100_000), description="simulator USD balance")
+
+    api_key_name: str | None = Field(None, description="CDP API key name (organizations/.../apiKeys/...)")
+    api_private_key: SecretStr | None = Field(
+        None, description="CDP API private key: PEM EC P-256 or base64 Ed25519 (never shown)"
+    )
+    api_key_file: Path | None = Field(None, description="CDP key file, JSON {name, privateKey}, mode 0600")
+    coinbase_rest_url: str = Field(
+        "https://api.coinbase.com", pattern=r"^https?://[^\s/]+(/.*)?$", description="Coinbase REST base URL"
+    )
+    coinbase_ws_url: str = Field(
+        "wss://advanced-trade-ws.coinbase.com", pattern=r"^wss?://[^\s/]+(/.*)?$",
+        description="Coinbase market data websocket",
+    )
+    coinbase_ws_user_url: str = Field(
+        "wss://advanced-trade-ws-user.coinbase.com", pattern=r"^wss?://[^\s/]+(/.*)?$",
+        description="Coinbase user data websocket",
+    )
+    ca_bundle: Path | None = Field(None, description="extra CA certificates for TLS (e.g. the simulator server's)")
 
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR")
 
@@ -89,6 +149,44 @@ class BotConfig(BaseModel):
             return cleaned
         return value
 
+    @field_validator("symbol_max_leverage", "symbol_max_notional", "symbol_max_quantity", mode="before")
+    @classmethod
+    def _per_symbol(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                symbol, sep, number = part.partition("=")
+                if not sep:
+                    raise ValueError(f"expected SYMBOL=NUMBER pairs, got '{part}'")
+                pairs[symbol.strip().upper()] = number.strip()
+            value = pairs
+        if isinstance(value, dict):
+            for symbol, number in value.items():
+                if not SYMBOL_RE.match(str(symbol)):
+                    raise ValueError(f"'{symbol}' is not a product id like BTC-USD or BTC-PERP-INTX")
+                try:
+                    if Decimal(str(number)) <= 0:
+                        raise ValueError
+                except (ArithmeticError, ValueError):
+                    raise ValueError(f"{symbol}: '{number}' is not a positive number") from None
+        return value
+
+    @field_validator("off_hours_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone like UTC or America/New_York") from None
+        return value
+
+    @field_validator("night_hours")
+    @classmethod
+    def _night(cls, value: str) -> str:
+        if value and parse_hours(value) is None:
+            raise ValueError(f"'{value}' is not HH:MM-HH:MM")
+        return value
+
     @model_validator(mode="after")
     def _windows_and_leverage(self) -> BotConfig:
         if self.short_window >= self.long_window:
@@ -97,10 +195,19 @@ class BotConfig(BaseModel):
             )
         if self.leverage > self.max_leverage:
             raise ValueError(f"leverage ({self.leverage}) must not exceed max_leverage ({self.max_leverage})")
-        if self.exchange is ExchangeKind.COINBASE:
+        if self.kill_drawdown_pct <= self.max_drawdown_pct:
             raise ValueError(
-                "exchange 'coinbase' is not available in this version yet: use exchange = 'sim'"
+                f"kill_drawdown_pct ({self.kill_drawdown_pct}) must be above max_drawdown_pct ({self.max_drawdown_pct})"
             )
+        if not self.vol_warn < self.vol_reduce_only < self.vol_kill:
+            raise ValueError("volatility levels must rise: vol_warn < vol_reduce_only < vol_kill")
+        if self.mark_warn_seconds >= self.mark_staleness_seconds:
+            raise ValueError(
+                f"mark_warn_seconds ({self.mark_warn_seconds}) must be below "
+                f"mark_staleness_seconds ({self.mark_staleness_seconds})"
+            )
+        if self.exchange is ExchangeKind.COINBASE:
+            self._require_credentials()
         if self.profile is Profile.CANARY:
             for key, locked in CANARY_LOCKS.items():
                 if getattr(self, key) != locked:
@@ -109,6 +216,18 @@ class BotConfig(BaseModel):
                     )
         return self
 
+    def _require_credentials(self) -> None:
+        if self.api_key_file is not None:
+            return
+        has_secret = self.api_private_key is not None and bool(self.api_private_key.get_secret_value().strip())
+        missing = [
+            key for key, present in (("api_key_name", bool(self.api_key_name)), ("api_private_key", has_secret))
+            if not present
+        ]
+        if missing:
+            names = " and ".join(f"{key} (PERPSBOT_{key.upper()})" for key in missing)
+            raise ValueError(f"exchange 'coinbase' needs credentials: set {names}, or api_key_file")
+
     @property
     def store_dir(self) -> Path:
         return self.data_dir / self.profile.value
@@ -116,6 +235,17 @@ class BotConfig(BaseModel):
     @property
     def required_bars(self) -> int:
         return self.long_window + 1
+
+
+def parse_hours(value: str) -> tuple[time, time] | None:
+    """'22:00-06:00' -> (22:00, 06:00); None when malformed."""
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", value.strip())
+    if not match:
+        return None
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        return None
+    return time(h1, m1), time(h2, m2)
 
 
 CANARY_LOCKS: dict[str, object] = {

@@ -22,6 +22,7 @@ from perpsbot.domain import (
     AccountSnapshot,
     Fill,
     Order,
+    OrderBook,
     OrderStatus,
     OrderType,
     Position,
@@ -38,6 +39,7 @@ from perpsbot.strategy.base import Decision, Target
 log = logging.getLogger(__name__)
 
 PLACE_TIMEOUT_SECONDS = 10.0
+BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
 
 
@@ -77,7 +79,6 @@ class ExecutionCoordinator:
 
     async def refresh_account(self) -> AccountSnapshot:
         self.account = await self.exchange.account()
-        self.risk.track_equity(self.account.equity, self.clock.now())
         return self.account
 
     def positions(self) -> dict[str, Position]:
@@ -146,22 +147,49 @@ class ExecutionCoordinator:
             leverage=self.config.leverage if product.is_perpetual else Decimal(1),
         )
 
+    async def flatten_all(self) -> list[ExecutionResult]:
+        """Close every position with reduce-only market orders (a kill with --flatten)."""
+        results = []
+        for symbol, position in self.positions().items():
+            product = self.products.get(symbol)
+            if product is None or position.is_flat:
+                continue
+            mark = self.risk.mark_of(symbol) or position.entry_price
+            side = Side.SELL if position.size > 0 else Side.BUY
+            decision = Decision(symbol, Target.FLAT, "kill: flatten", mark)
+            results.append(await self.submit(product, side, abs(position.size), decision, closing=True, flatten=True))
+        return results
+
+    async def _book_for(self, intent: OrderIntent) -> OrderBook | None:
+        """The live book for the slippage check; only orders adding exposure need it."""
+        if intent.reduces:
+            return None
+        try:
+            return await asyncio.wait_for(self.exchange.book(intent.symbol, BOOK_DEPTH), PLACE_TIMEOUT_SECONDS)
+        except (ExchangeError, TimeoutError, OSError) as exc:
+            self.events.append(self.clock.now(), "error", intent.symbol, stage="book", error=str(exc))
+            return None
+
     async def submit(
-        self, product: Product, side: Side, size: Decimal, decision: Decision, *, closing: bool
+        self, product: Product, side: Side, size: Decimal, decision: Decision, *, closing: bool, flatten: bool = False
     ) -> ExecutionResult:
         assert decision.mark is not None
         started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
         order = self.new_order(product, side, size, decision.mark, closing=closing)
+        positions = self.positions()
+        held = positions.get(product.symbol)
         intent = OrderIntent(
             symbol=product.symbol,
             side=side,
             size=order.size,
             mark=decision.mark,
-            position_size=self.position_size(product.symbol),
+            position_size=held.size if held else ZERO,
             leverage=order.leverage,
             contract_size=product.contract_size,
+            flatten=flatten,
         )
-        verdict = self.risk.check(intent, self.account.equity)
+        book = await self._book_for(intent)
+        verdict = self.risk.check(intent, self.account.equity, positions, book)
         if not verdict.approved:
             return ExecutionResult(order.client_order_id, "rejected_by_risk", f"{verdict.code}: {verdict.detail}")
         if self.config.dry_run:
@@ -204,6 +232,7 @@ class ExecutionCoordinator:
         self.latencies_ms.append(latency_ms)
         self.apply_snapshot(order, snapshot)
         self.placed += 1
+        self.risk.record_order_result(ok=True)
         self.events.append(
             self.clock.now(), "order_placed", order.symbol, client_order_id=order.client_order_id,
             status=order.status, filled_size=order.filled_size, average_fill_price=order.average_fill_price,
@@ -232,6 +261,7 @@ class ExecutionCoordinator:
         order.advance_to(OrderStatus.REJECTED, self.clock.now())
         self.orders.upsert(order)
         self.failed += 1
+        self.risk.record_order_result(ok=False)
         kind = "order_failed" if failure else "order_rejected"
         self.events.append(
             self.clock.now(), kind, order.symbol, client_order_id=order.client_order_id, code=code, detail=detail

@@ -32,6 +32,21 @@ MIGRATIONS = (
     CREATE INDEX events_kind ON events(kind, id);
     CREATE INDEX events_run ON events(run_id, id)
     """,
+    """
+    CREATE TABLE state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        command TEXT NOT NULL,
+        args TEXT NOT NULL,
+        handled_at TEXT,
+        result TEXT
+    )
+    """,
 )
 
 
@@ -132,6 +147,41 @@ class EventStore:
     def latest_run_id(self) -> int | None:
         row = self._conn.execute("SELECT MAX(id) FROM runs").fetchone()
         return row[0]
+
+    # ----- durable state and commands from other processes -------------------------
+
+    def put_state(self, key: str, value: dict[str, Any], at: datetime) -> None:
+        self._conn.execute(
+            "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (key, dumps(value), at.isoformat()),
+        )
+
+    def get_state(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """The stored value and when it was written, or None."""
+        row = self._conn.execute("SELECT value, updated_at FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (json.loads(row["value"]), row["updated_at"])
+
+    def post_command(self, at: datetime, command: str, **args: Any) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO commands(ts, command, args) VALUES (?, ?, ?)", (at.isoformat(), command, dumps(args))
+        )
+        return int(cur.lastrowid or 0)
+
+    def pending_commands(self) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self._conn.execute(
+            "SELECT id, command, args FROM commands WHERE handled_at IS NULL ORDER BY id"
+        ).fetchall()
+        return [(row["id"], row["command"], json.loads(row["args"])) for row in rows]
+
+    def complete_command(self, command_id: int, at: datetime, result: str) -> None:
+        self._conn.execute(
+            "UPDATE commands SET handled_at = ?, result = ? WHERE id = ?", (at.isoformat(), result, command_id)
+        )
+
+    def command_result(self, command_id: int) -> str | None:
+        row = self._conn.execute("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return None if row is None else row["result"]
 
     def close(self) -> None:
         self._conn.close()
