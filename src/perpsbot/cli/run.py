@@ -135,7 +135,9 @@ def status_line(bot: PerpsBot) -> str:
     reg = bot.registry
     equity = reg.execution.account.equity
     pnl = equity - bot.start_equity if bot.start_equity is not None else None
-    mode = "reduce-only (" + ", ".join(reg.risk.reduce_only_reasons) + ")" if reg.risk.reduce_only else "normal"
+    risk = reg.risk
+    reasons = risk.kill_reasons if risk.killed else risk.reduce_only_reasons
+    mode = f"{risk.mode} ({', '.join(reasons)})" if reasons else risk.mode
     return (
         f"cycle {bot.cycles}  equity {_money(equity)}  pnl {_money(pnl)}  "
         f"orders {reg.execution.placed} placed / {reg.execution.failed} failed  risk {mode}"
