@@ -25,7 +25,6 @@ app.command("kill")(risk.kill)
 app.command("resume")(risk.resume)
 app.add_typer(risk.app, name="risk")
 app.add_typer(config_cmd.app, name="config")
-app.add_typer(__import__("perpsbot.cli.sim", fromlist=["app"]).app, name="sim")  # simulator server (lazy import)
 
 
 def main() -> None:
