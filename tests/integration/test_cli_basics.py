@@ -50,7 +50,17 @@ def test_read_commands_before_any_run_say_so(tmp_path: Path):
     assert not (tmp_path / "data").exists()
 
 
-def test_prod_profile_refuses_to_start_without_the_coinbase_adapter(tmp_path: Path):
+def test_prod_profile_without_credentials_fails_with_one_line_naming_the_missing_keys(tmp_path: Path):
     result = perpsbot("run", "--profile", "prod", cwd=tmp_path)
     assert result.returncode == 2
-    assert "exchange 'coinbase' is not available in this version yet" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "exchange 'coinbase' needs credentials" in lines[0]
+    assert "api_key_name (PERPSBOT_API_KEY_NAME)" in lines[0] and "api_private_key" in lines[0]
+    # With a name but no key, only the key is named.
+    result = perpsbot("run", "--profile", "prod", cwd=tmp_path, env={"PERPSBOT_API_KEY_NAME": "organizations/o/apiKeys/k"})
+    assert result.returncode == 2
+    assert "set api_private_key (PERPSBOT_API_PRIVATE_KEY), or api_key_file" in result.stderr
+    assert "api_key_name (" not in result.stderr
+    assert not (tmp_path / "data").exists()
