@@ -64,3 +64,18 @@ def test_prod_profile_without_credentials_fails_with_one_line_naming_the_missing
     assert "set api_private_key (PERPSBOT_API_PRIVATE_KEY), or api_key_file" in result.stderr
     assert "api_key_name (" not in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_prod_with_a_malformed_key_fails_at_start_up_without_showing_the_key(tmp_path: Path):
+    secret = "-----BEGIN EC PRIVATE KEY-----\nNOTAKEYATALLsecretsecret\n-----END EC PRIVATE KEY-----\n"
+    env = {"PERPSBOT_API_KEY_NAME": "organizations/o/apiKeys/k", "PERPSBOT_API_PRIVATE_KEY": secret}
+    result = perpsbot("run", "--profile", "prod", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "api_private_key: not a PEM EC P-256 key or base64 Ed25519 key" in result.stderr
+    assert "NOTAKEYATALL" not in result.stderr + result.stdout
+    shown = perpsbot("config", "show", "--profile", "prod", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "NOTAKEYATALL" not in shown.stdout
+    assert any("api_private_key" in line and "**********" in line and "env PERPSBOT_API_PRIVATE_KEY" in line
+               for line in shown.stdout.splitlines())

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from perpsbot.cli import config_cmd, records, risk
+from perpsbot.cli import config_cmd, records, risk, sim
 from perpsbot.cli import run as run_cmd
 from perpsbot.cli.common import UserError, err_console
 
@@ -25,6 +25,7 @@ app.command("kill")(risk.kill)
 app.command("resume")(risk.resume)
 app.add_typer(risk.app, name="risk")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(sim.app, name="sim")
 
 
 def main() -> None:

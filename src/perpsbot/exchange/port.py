@@ -1,7 +1,7 @@
 """The ``Exchange`` port: everything the bot asks of an exchange.
 
-Implementations: the in-process simulator (``exchange.sim``) and, later, the
-Coinbase Advanced Trade adapter. The bot depends on this protocol only.
+Implementations: the in-process simulator (``exchange.sim``) and the Coinbase
+Advanced Trade adapter (``exchange.coinbase``). The bot depends on this protocol only.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from perpsbot.domain import (
     AccountSnapshot,
     Candle,
     Fill,
+    OrderBook,
     OrderStatus,
     OrderType,
     Product,
@@ -48,6 +49,54 @@ class OrderNotFound(ExchangeError):
 
 class ExchangeUnavailable(ExchangeError):
     code = "unavailable"
+
+
+class AuthenticationError(ExchangeError):
+    """The exchange refused our credentials (or they could not be loaded)."""
+
+    code = "auth"
+
+
+class RateLimited(ExchangeUnavailable):
+    """Too many requests; ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerError(ExchangeUnavailable):
+    """The exchange failed on its side (5xx) or did not answer in time."""
+
+    code = "server_error"
+
+
+class InsufficientFunds(OrderRejected):
+    code = "insufficient_funds"
+
+
+class InvalidOrder(OrderRejected):
+    code = "invalid_order"
+
+
+class InvalidRequest(ExchangeError):
+    """The exchange refused a request as malformed (HTTP 400 outside order placement)."""
+
+    code = "invalid_request"
+
+
+class NotFound(ExchangeError):
+    """A resource other than an order (product, portfolio, ...) does not exist."""
+
+    code = "not_found"
+
+
+class BadResponse(ExchangeError):
+    """The exchange answered with something we cannot read (a missing or malformed field)."""
+
+    code = "bad_response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +136,10 @@ class Exchange(Protocol):
     async def products(self) -> list[Product]: ...
 
     async def quote(self, symbol: str) -> Quote: ...
+
+    async def book(self, symbol: str, depth: int) -> OrderBook:
+        """The L2 book, ``depth`` levels a side."""
+        ...
 
     async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
         """The most recent closed candles, oldest first."""

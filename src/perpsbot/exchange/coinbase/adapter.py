@@ -1,0 +1,400 @@
+"""``CoinbaseExchange``: the ``Exchange`` port on Coinbase Advanced Trade.
+
+Spot balances come from ``/accounts``; perpetual positions from the INTX portfolio
+(``/intx/positions``) and CFM futures (``/cfm/positions``). A derivatives venue the
+account has no access to (404 / 403) is switched off for the session, once, with a log
+line. Equity is what the perps can be margined with plus the spot assets:
+
+* with an INTX portfolio: its ``total_balance`` (collateral + unrealized PnL) + the
+  non-cash spot assets at their ``-USD`` mid. Spot cash is not added: a portfolio the
+  perps cannot draw on would overstate what they may size against, and a venue that
+  shares one cash pool between spot and perps (the simulator) already counts it there;
+* else with CFM futures: ``total_usd_balance`` (spot USD + futures) + other cash + assets;
+* else: spot cash (USD and USDC at par) + assets.
+
+Coinbase identifies orders by its own ``order_id``; the bot by ``client_order_id``. The
+adapter remembers both for the orders it places and otherwise finds an order by scanning
+the order listing. Fills carry only the ``order_id``: their ``client_order_id`` comes
+from that memory (or one order lookup per unknown order).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl as ssl_module
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perpsbot.domain import (
+    ZERO,
+    AccountSnapshot,
+    Candle,
+    Fill,
+    OrderBook,
+    OrderType,
+    Position,
+    Product,
+    Quote,
+    TimeInForce,
+)
+from perpsbot.domain.clock import Clock
+from perpsbot.exchange.coinbase.auth import JwtSigner, resolve_credentials
+from perpsbot.exchange.coinbase.mapping import (
+    CoinbaseOrder,
+    CoinbaseProduct,
+    LimitFok,
+    LimitGtc,
+    LimitIoc,
+    MarginType,
+    MarketIoc,
+    NewOrder,
+    Obj,
+    OrderConfiguration,
+    PerpSummary,
+    granularity_enum,
+    parse_balances,
+    parse_best_bid_ask,
+    parse_candle,
+    parse_cfm_position,
+    parse_cfm_summary,
+    parse_fill,
+    parse_intx_position,
+    parse_intx_summary,
+    parse_order,
+    parse_order_response,
+    parse_product_book,
+    parse_products,
+)
+from perpsbot.exchange.coinbase.rest import DEFAULT_REST_URL, CoinbaseRestClient
+from perpsbot.exchange.coinbase.ws import DEFAULT_WS_URL, DEFAULT_WS_USER_URL, Callback, CoinbaseWebSocket
+from perpsbot.exchange.port import (
+    AuthenticationError,
+    BadResponse,
+    ExchangeError,
+    InvalidOrder,
+    NotFound,
+    OrderNotFound,
+    OrderRequest,
+    OrderSnapshot,
+    UnknownProduct,
+)
+
+if TYPE_CHECKING:
+    from perpsbot.config import BotConfig
+
+log = logging.getLogger(__name__)
+
+CASH_CURRENCIES = ("USD", "USDC")
+FILL_OVERLAP = timedelta(seconds=60)
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl_module.SSLContext | None:
+    """TLS that trusts ``ca_bundle`` (e.g. the simulator server's self-signed cert);
+    None: the system's default trust store."""
+    if ca_bundle is None:
+        return None
+    try:
+        return ssl_module.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl_module.SSLError) as exc:
+        raise ExchangeError(f"ca_bundle: cannot load {ca_bundle}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CoinbaseEndpoints:
+    rest_url: str = DEFAULT_REST_URL
+    ws_url: str = DEFAULT_WS_URL
+    ws_user_url: str = DEFAULT_WS_USER_URL
+
+
+class CoinbaseExchange:
+    name = "coinbase"
+
+    def __init__(
+        self,
+        rest: CoinbaseRestClient,
+        clock: Clock,
+        *,
+        endpoints: CoinbaseEndpoints | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        margin_type: MarginType = MarginType.ISOLATED,
+        fills_from: datetime | None = None,
+        venues: tuple[str, ...] = ("INTX", "CFM"),
+    ) -> None:
+        self.rest = rest
+        self.clock = clock
+        self.endpoints = endpoints or CoinbaseEndpoints(rest_url=str(rest.base_url))
+        self._ssl = ssl
+        self.margin_type = margin_type
+        self._venues = set(venues)
+        self._catalog: dict[str, CoinbaseProduct] = {}
+        self._order_ids: dict[str, str] = {}  # client_order_id -> order_id
+        self._client_ids: dict[str, str] = {}  # order_id -> client_order_id
+        self._fills: list[Fill] = []
+        self._fill_ids: set[str] = set()
+        self._fill_watermark = fills_from or (clock.now() - FILL_OVERLAP)
+        self._intx_portfolio: str | None = None
+        self._streams: list[CoinbaseWebSocket] = []
+
+    @classmethod
+    def from_config(cls, config: BotConfig, clock: Clock) -> CoinbaseExchange:
+        """Credentials are checked here (a malformed key fails at start-up)."""
+        credentials = resolve_credentials(config.api_key_name, config.api_private_key, config.api_key_file)
+        signer = JwtSigner(credentials)
+        ssl = ssl_context(config.ca_bundle)
+        rest = CoinbaseRestClient(signer, base_url=config.coinbase_rest_url, ssl=ssl)
+        endpoints = CoinbaseEndpoints(config.coinbase_rest_url, config.coinbase_ws_url, config.coinbase_ws_user_url)
+        return cls(rest, clock, endpoints=endpoints, ssl=ssl)
+
+    def __repr__(self) -> str:
+        return f"CoinbaseExchange(rest={self.rest!r})"
+
+    # ----- products and market data ----------------------------------------------------
+
+    async def products(self) -> list[Product]:
+        listed = parse_products(await self.rest.list_products())
+        self._catalog = {p.product_id: p for p in listed}
+        out = []
+        for product in listed:
+            domain = product.to_domain()
+            if domain is not None:
+                out.append(domain)
+        return out
+
+    async def _product(self, symbol: str) -> CoinbaseProduct:
+        if symbol not in self._catalog:
+            await self.products()
+        try:
+            return self._catalog[symbol]
+        except KeyError:
+            raise UnknownProduct(f"unknown product {symbol} on coinbase") from None
+
+    async def quote(self, symbol: str) -> Quote:
+        quotes = parse_best_bid_ask(await self.rest.best_bid_ask([symbol]), self.clock.now())
+        try:
+            return quotes[symbol]
+        except KeyError:
+            raise BadResponse(f"best_bid_ask: no pricebook for {symbol}") from None
+
+    async def book(self, symbol: str, depth: int) -> OrderBook:
+        """The L2 book from ``/product_book``, ``depth`` levels a side."""
+        return parse_product_book(await self.rest.product_book(symbol, depth), self.clock.now())
+
+    async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
+        """The most recent ``limit`` closed candles, oldest first."""
+        granularity = granularity_enum(granularity_seconds)
+        if limit <= 0:
+            return []
+        now = int(self.clock.now().timestamp())
+        end = now - now % granularity_seconds  # the open candle starts here: leave it out
+        start = end - limit * granularity_seconds
+        raw = await self.rest.candles(symbol, start, end, granularity)
+        candles = {c.start: c for c in (parse_candle(Obj(item, f"candles[{i}]"), symbol)
+                                        for i, item in enumerate(raw))}
+        closed = [c for c in candles.values() if c.start.timestamp() < end]
+        return sorted(closed, key=lambda c: c.start)[-limit:]
+
+    # ----- orders -----------------------------------------------------------------------
+
+    def _configuration(self, request: OrderRequest) -> OrderConfiguration:
+        if request.type is OrderType.MARKET:
+            return MarketIoc(base_size=request.size)
+        if request.limit_price is None:
+            raise InvalidOrder("INVALID_LIMIT_PRICE", f"order {request.client_order_id}: a limit order needs a price")
+        if request.time_in_force is TimeInForce.GTC:
+            return LimitGtc(request.size, request.limit_price)
+        if request.time_in_force is TimeInForce.IOC:
+            return LimitIoc(request.size, request.limit_price)
+        return LimitFok(request.size, request.limit_price)
+
+    async def new_order(self, request: OrderRequest) -> NewOrder:
+        product = await self._product(request.symbol)
+        derivative = product.product_type == "FUTURE"
+        return NewOrder(
+            client_order_id=request.client_order_id,
+            product_id=request.symbol,
+            side=request.side,
+            configuration=self._configuration(request),
+            leverage=request.leverage if derivative else None,
+            margin_type=self.margin_type if derivative else None,
+            reduce_only=request.reduce_only and derivative,
+        )
+
+    def _remember(self, client_order_id: str, order_id: str) -> None:
+        if client_order_id:
+            self._order_ids[client_order_id] = order_id
+            self._client_ids[order_id] = client_order_id
+
+    async def place_order(self, request: OrderRequest) -> OrderSnapshot:
+        order = await self.new_order(request)
+        ack = await self.rest.submit_order(order, now=self.clock.now)
+        self._remember(request.client_order_id, ack.order_id)
+        if ack.adopted:
+            log.warning("order %s adopted after its response was lost (order_id %s)",
+                        request.client_order_id, ack.order_id)
+        return await self._snapshot(ack.order_id, request.client_order_id)
+
+    async def _snapshot(self, order_id: str, client_order_id: str | None = None) -> OrderSnapshot:
+        order = parse_order_response(await self.rest.get_order(order_id))
+        cid = order.client_order_id or client_order_id or order_id
+        self._remember(cid, order_id)
+        return order.snapshot(await self._fills_of(order, cid))
+
+    async def _fills_of(self, order: CoinbaseOrder, client_order_id: str) -> list[Fill]:
+        if order.filled_size <= 0:
+            return []
+        fills = [parse_fill(item, client_order_id) async for item in self.rest.fills(order_ids=[order.order_id])]
+        return sorted(fills, key=lambda f: f.ts)
+
+    async def _order_id(self, client_order_id: str) -> str:
+        if client_order_id in self._order_ids:
+            return self._order_ids[client_order_id]
+        found = await self.rest.find_order_by_client_id(client_order_id)
+        if found is None:
+            raise OrderNotFound(f"no order with client_order_id {client_order_id}")
+        self._remember(client_order_id, found.str("order_id"))
+        return self._order_ids[client_order_id]
+
+    async def get_order(self, client_order_id: str) -> OrderSnapshot:
+        return await self._snapshot(await self._order_id(client_order_id), client_order_id)
+
+    async def cancel_order(self, client_order_id: str) -> OrderSnapshot:
+        order_id = await self._order_id(client_order_id)
+        body = await self.rest.cancel_orders([order_id])
+        for result in Obj(body, "batch_cancel").objs("results", optional=True):
+            if result.opt_str("order_id") == order_id and not result.bool("success"):
+                reason = result.opt_str("failure_reason") or "UNKNOWN_CANCEL_FAILURE_REASON"
+                log.info("cancel of %s refused: %s", client_order_id, reason)
+        return await self._snapshot(order_id, client_order_id)
+
+    async def open_orders(self) -> list[OrderSnapshot]:
+        out = []
+        async for item in self.rest.orders(order_status=["OPEN"]):
+            order = parse_order(item)
+            self._remember(order.client_order_id, order.order_id)
+            out.append(order.snapshot())
+        return out
+
+    async def _client_id_of(self, order_id: str) -> str:
+        if order_id not in self._client_ids:
+            try:
+                order = parse_order_response(await self.rest.get_order(order_id))
+            except OrderNotFound:
+                return order_id
+            self._remember(order.client_order_id or order_id, order_id)
+        return self._client_ids[order_id]
+
+    async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
+        """Fills since this adapter was made (``fills_from``), oldest first; ``cursor`` is
+        an index into that list. Each call asks for fills from a minute before the newest
+        one seen, and drops trade ids it already has."""
+        since = self._fill_watermark - FILL_OVERLAP
+        fresh: list[Fill] = []
+        newest = self._fill_watermark
+        async for item in self.rest.fills(start_sequence_timestamp=since):
+            trade_id = str(item.raw("trade_id"))
+            if trade_id in self._fill_ids:
+                continue
+            fill = parse_fill(item, await self._client_id_of(item.str("order_id")))
+            if fill.ts < since:
+                continue
+            self._fill_ids.add(trade_id)
+            fresh.append(fill)
+            newest = max(newest, item.opt_time("sequence_timestamp") or fill.ts)
+        fresh.sort(key=lambda f: (f.ts, f.trade_id))
+        self._fills.extend(fresh)
+        self._fill_watermark = newest
+        cursor = max(0, min(cursor, len(self._fills)))
+        return self._fills[cursor:], len(self._fills)
+
+    # ----- account -----------------------------------------------------------------------
+
+    async def account(self) -> AccountSnapshot:
+        balances = parse_balances([a async for a in self.rest.accounts()])
+        assets = await self._spot_value({c: b.total for c, b in balances.items()
+                                         if c not in CASH_CURRENCIES and b.total != 0})
+        cash = {c: b.total for c, b in balances.items() if c in CASH_CURRENCIES}
+        positions: dict[str, Position] = {}
+        intx = await self._intx(positions) if "INTX" in self._venues else None
+        cfm = await self._cfm(positions) if "CFM" in self._venues and await self._lists_cfm() else None
+        if intx is not None:
+            equity = intx.total_balance + assets
+        elif cfm is not None:
+            equity = cfm.total_balance + sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
+        else:
+            equity = sum(cash.values(), ZERO) + assets
+        return AccountSnapshot(balances=balances, positions=positions, equity=equity)
+
+    async def _spot_value(self, holdings: dict[str, Decimal]) -> Decimal:
+        if not holdings:
+            return ZERO
+        if not self._catalog:
+            await self.products()
+        pairs = {f"{ccy}-USD": ccy for ccy in holdings if f"{ccy}-USD" in self._catalog}
+        if not pairs:
+            return ZERO
+        quotes = parse_best_bid_ask(await self.rest.best_bid_ask(sorted(pairs)), self.clock.now())
+        return sum((holdings[ccy] * quotes[pid].mid for pid, ccy in pairs.items() if pid in quotes), ZERO)
+
+    async def _lists_cfm(self) -> bool:
+        if not self._catalog:
+            await self.products()
+        return any(p.is_cfm for p in self._catalog.values())
+
+    def _venue_off(self, venue: str, exc: ExchangeError) -> None:
+        self._venues.discard(venue)
+        log.info("%s derivatives unavailable for this account (%s); not asked again", venue, exc)
+
+    async def _intx(self, positions: dict[str, Position]) -> PerpSummary | None:
+        try:
+            if self._intx_portfolio is None:
+                body = await self.rest.list_portfolios(portfolio_type="INTX")
+                portfolios = Obj(body, "portfolios").objs("portfolios", optional=True)
+                if not portfolios:
+                    self._venue_off("INTX", NotFound("no INTX portfolio"))
+                    return None
+                self._intx_portfolio = portfolios[0].str("uuid")
+            summary = parse_intx_summary(await self.rest.intx_portfolio_summary(self._intx_portfolio))
+            listed = Obj(await self.rest.intx_positions(self._intx_portfolio), "intx_positions")
+        except (NotFound, AuthenticationError) as exc:
+            self._venue_off("INTX", exc)
+            return None
+        for item in listed.objs("positions", optional=True):
+            position = parse_intx_position(item)
+            if position.size != 0:
+                positions[position.symbol] = position
+        return summary
+
+    async def _cfm(self, positions: dict[str, Position]) -> PerpSummary | None:
+        try:
+            summary = parse_cfm_summary(await self.rest.cfm_balance_summary())
+            listed = Obj(await self.rest.cfm_positions(), "cfm_positions")
+        except (NotFound, AuthenticationError) as exc:
+            self._venue_off("CFM", exc)
+            return None
+        for item in listed.objs("positions", optional=True):
+            position = parse_cfm_position(item)
+            if position.size != 0:
+                positions.setdefault(position.symbol, position)
+        return summary
+
+    # ----- streams -----------------------------------------------------------------------
+
+    def market_stream(self, on_event: Callback | None = None, **options: Any) -> CoinbaseWebSocket:
+        stream = CoinbaseWebSocket(self.endpoints.ws_url, self.rest.signer, ssl=self._ssl, on_event=on_event,
+                                   **options)
+        self._streams.append(stream)
+        return stream
+
+    def user_stream(self, on_event: Callback | None = None, **options: Any) -> CoinbaseWebSocket:
+        stream = CoinbaseWebSocket(self.endpoints.ws_user_url, self.rest.signer, ssl=self._ssl,
+                                   on_event=on_event, **options)
+        self._streams.append(stream)
+        return stream
+
+    async def close(self) -> None:
+        for stream in self._streams:
+            await stream.close()
+        await self.rest.close()

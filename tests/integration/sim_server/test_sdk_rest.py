@@ -1,0 +1,274 @@
+"""Coinbase's official SDK (REST, over TLS) works unchanged against the simulator server."""
+
+from __future__ import annotations
+
+import re
+import time
+from decimal import Decimal
+
+import pytest
+from requests.exceptions import HTTPError
+
+from perpsbot.exchange.sim.keys import ApiKey
+from perpsbot.exchange.sim.server import SimServer
+
+from .conftest import call, sdk
+
+NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, any_key: ApiKey):
+    client = sdk(server, any_key)
+
+    products = await call(client.get_products)
+    assert products.num_products == 6
+    by_id = {p.product_id: p for p in products.products}
+    assert set(by_id) == {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"}
+    assert by_id["BTC-USD"].product_type == "SPOT" and by_id["BTC-USD"].base_increment == "0.00000001"
+    perp = by_id["BTC-PERP-INTX"]
+    assert perp.product_type == "FUTURE" and perp.product_venue == "INTX"
+    details = perp.future_product_details
+    assert details["contract_expiry_type"] == "PERPETUAL"
+    assert details["perpetual_details"]["max_leverage"] == "20"
+    assert NUMBER.match(details["perpetual_details"]["funding_rate"])
+    assert all(isinstance(p.price, str) and NUMBER.match(p.price) for p in products.products)
+
+    spot_only = await call(client.get_products, product_type="SPOT")
+    assert {p.product_id for p in spot_only.products} == {"BTC-USD", "ETH-USD", "SOL-USD"}
+
+    single = await call(client.get_product, "ETH-PERP-INTX")
+    assert single.product_id == "ETH-PERP-INTX" and single.quote_increment == "0.01"
+
+    books = await call(client.get_best_bid_ask, ["BTC-USD", "SOL-PERP-INTX"])
+    assert [b.product_id for b in books.pricebooks] == ["BTC-USD", "SOL-PERP-INTX"]
+    for book in books.pricebooks:
+        assert Decimal(book.bids[0].price) < Decimal(book.asks[0].price)
+
+    full = await call(client.get_product_book, "ETH-USD", 5)
+    assert len(full.pricebook.bids) == 5 and len(full.pricebook.asks) == 5
+    bids = [Decimal(level.price) for level in full.pricebook.bids]
+    assert bids == sorted(bids, reverse=True)
+    assert Decimal(full.spread_absolute) > 0
+
+    accounts = await call(client.get_accounts)
+    balances = {a.currency: a.available_balance["value"] for a in accounts.accounts}
+    assert balances == {"USD": "100000", "BTC": "0", "ETH": "0", "SOL": "0"}
+    one = await call(client.get_account, accounts.accounts[0].uuid)
+    assert one.account.currency == "USD"
+
+    now = int(time.time())
+    candles = await call(client.get_candles, "BTC-USD", str(now - 600), str(now), "ONE_MINUTE")
+    starts = [int(c.start) for c in candles.candles]
+    assert 5 <= len(starts) <= 11 and starts == sorted(starts, reverse=True)  # newest first
+    assert all(s % 60 == 0 and now - 600 <= s <= now for s in starts)
+    for c in candles.candles:
+        assert Decimal(c.low) <= min(Decimal(c.open), Decimal(c.close)) <= max(Decimal(c.open), Decimal(c.close)) <= Decimal(c.high)
+
+    trades = await call(client.get_market_trades, "BTC-USD", 10)
+    assert Decimal(trades.best_bid) < Decimal(trades.best_ask)
+
+
+async def test_public_market_endpoints_need_no_key(server: SimServer):
+    client = sdk(server, None)
+    products = await call(client.get_public_products)
+    assert products.num_products == 6
+    product = await call(client.get_public_product, "SOL-USD")
+    assert product.product_id == "SOL-USD"
+    book = await call(client.get_public_product_book, "SOL-USD", 3)
+    assert len(book.pricebook.asks) == 3
+    now = int(time.time())
+    candles = await call(client.get_public_candles, "SOL-USD", str(now - 300), str(now), "ONE_MINUTE")
+    assert candles.candles
+    await call(client.get_public_market_trades, "SOL-USD", 5)
+    server_time = await call(client.get_unix_time)
+    assert abs(int(server_time.epoch_seconds) - now) <= 5
+
+
+async def test_sdk_trading_round_trip(server: SimServer, any_key: ApiKey):
+    client = sdk(server, any_key)
+
+    bought = await call(client.market_order_buy, "rt-market", "BTC-USD", quote_size="2000")
+    assert bought.success is True
+    market_id = bought.success_response["order_id"]
+    assert bought.success_response["client_order_id"] == "rt-market"
+
+    order = (await call(client.get_order, market_id)).order
+    assert order.status == "FILLED" and order.order_type == "MARKET"
+    assert order.order_configuration.market_market_ioc.quote_size == "2000"
+    filled_value = Decimal(order.filled_value)
+    assert Decimal("1990") < filled_value <= Decimal("2000")  # quote_size spent, never more
+    assert Decimal(order.total_fees) > 0 and order.size_in_quote is True
+
+    bid = Decimal((await call(client.get_best_bid_ask, ["ETH-USD"])).pricebooks[0].bids[0].price)
+    far_below = str((bid * Decimal("0.8")).quantize(Decimal("0.01")))
+    resting = await call(client.limit_order_gtc_buy, "rt-limit", "ETH-USD", base_size="0.5", limit_price=far_below)
+    assert resting.success is True
+    limit_id = resting.success_response["order_id"]
+    got = (await call(client.get_order, limit_id)).order
+    assert (got.status, got.order_type, got.time_in_force) == ("OPEN", "LIMIT", "GOOD_UNTIL_CANCELLED")
+    assert Decimal(got.outstanding_hold_amount) > Decimal(far_below) * Decimal("0.5")
+
+    listed = await call(client.list_orders)
+    assert [o.order_id for o in listed.orders] == [limit_id, market_id]  # newest first
+    open_only = await call(client.list_orders, order_status=["OPEN"])
+    assert [o.order_id for o in open_only.orders] == [limit_id]
+
+    usd = {a.currency: a for a in (await call(client.get_accounts)).accounts}["USD"]
+    assert Decimal(usd.hold["value"]) > 0
+
+    cancelled = await call(client.cancel_orders, [limit_id, "no-such-order"])
+    assert [(r.order_id, r.success) for r in cancelled.results] == [(limit_id, True), ("no-such-order", False)]
+    assert (await call(client.get_order, limit_id)).order.status == "CANCELLED"
+    again = await call(client.cancel_orders, [limit_id])
+    assert again.results[0].success is False
+
+    fills = await call(client.get_fills, order_ids=[market_id])
+    assert fills.fills and {f.order_id for f in fills.fills} == {market_id}
+    assert sum(Decimal(f.size) for f in fills.fills) == Decimal(order.filled_size)
+    assert all(f.liquidity_indicator == "TAKER" and f.side == "BUY" for f in fills.fills)
+
+    accounts = {a.currency: a for a in (await call(client.get_accounts)).accounts}
+    assert Decimal(accounts["BTC"].available_balance["value"]) == Decimal(order.filled_size)
+    assert Decimal(accounts["USD"].hold["value"]) == 0
+
+    summary = await call(client.get_transaction_summary)
+    assert summary.fee_tier["taker_fee_rate"] == "0.0005" and summary.total_fees > 0
+
+
+async def test_create_order_with_the_generic_call_and_a_duplicate_client_order_id(server: SimServer,
+                                                                                ecdsa_key: ApiKey):
+    client = sdk(server, ecdsa_key)
+    config = {"market_market_ioc": {"base_size": "0.01"}}
+    first = await call(client.create_order, "dup-1", "SOL-USD", "BUY", config)
+    fills_after_first = len(server.core.fills)
+    second = await call(client.create_order, "dup-1", "SOL-USD", "BUY", config)
+    assert first.success and second.success
+    assert second.success_response["order_id"] == first.success_response["order_id"]
+    assert len(server.core.fills) == fills_after_first  # nothing was executed twice
+    assert [o.client_order_id for o in server.venue.orders()] == ["dup-1"]
+
+
+async def test_order_failures_come_back_coinbase_shaped(server: SimServer, ecdsa_key: ApiKey):
+    client = sdk(server, ecdsa_key)
+
+    broke = await call(client.market_order_buy, "fail-1", "BTC-USD", base_size="100")
+    assert broke.success is False
+    assert broke.error_response["error"] == "INSUFFICIENT_FUND"
+    assert broke.error_response["preview_failure_reason"] == "PREVIEW_INSUFFICIENT_FUND"
+    assert broke.error_response["message"]
+
+    unknown = await call(client.market_order_buy, "fail-2", "DOGE-USD", base_size="1")
+    assert unknown.error_response["error"] == "INVALID_PRODUCT_ID"
+
+    twap = await call(client.create_order, "fail-3", "BTC-USD", "BUY",
+                      {"twap_limit_gtd": {"base_size": "0.01", "limit_price": "1"}})
+    assert twap.error_response["error"] == "UNSUPPORTED_ORDER_CONFIGURATION"
+
+    ask = Decimal((await call(client.get_best_bid_ask, ["ETH-USD"])).pricebooks[0].asks[0].price)
+    crossing = await call(client.limit_order_gtc_buy, "fail-4", "ETH-USD", base_size="0.1",
+                          limit_price=str(ask + 10), post_only=True)
+    assert crossing.error_response["error"] == "INVALID_LIMIT_PRICE_POST_ONLY"
+
+    precision = await call(client.market_order_buy, "fail-5", "SOL-USD", base_size="0.0001")
+    assert precision.error_response["error"] == "INVALID_SIZE_PRECISION"
+
+    assert server.venue.orders() == []  # failed attempts create no order...
+    retry = await call(client.market_order_buy, "fail-1", "BTC-USD", base_size="0.001")
+    assert retry.success is True  # ...so their client_order_id can be used again
+
+
+async def test_perpetual_positions_through_intx_and_cfm_views(server: SimServer, ed25519_key: ApiKey):
+    client = sdk(server, ed25519_key)
+    portfolios = (await call(client.get_portfolios)).portfolios
+    intx = next(p["uuid"] for p in portfolios if p["type"] == "INTX")
+
+    opened = await call(client.market_order_buy, "perp-1", "ETH-PERP-INTX", base_size="2", leverage="4")
+    assert opened.success
+    order = (await call(client.get_order, opened.success_response["order_id"])).order
+    assert order.product_type == "FUTURE" and order.leverage == "4" and order.status == "FILLED"
+
+    positions = (await call(client.list_perps_positions, intx)).positions
+    assert len(positions) == 1
+    pos = positions[0]
+    assert pos["product_id"] == "ETH-PERP-INTX" and pos["position_side"] == "POSITION_SIDE_LONG"
+    assert pos["net_size"] == "2" and pos["leverage"] == "4"
+    notional = Decimal(pos["position_notional"]["value"])
+    assert Decimal(pos["im_notional"]["value"]) == pytest.approx(notional / 4, rel=Decimal("0.01"))
+    assert Decimal(pos["liquidation_price"]["value"]) < Decimal(pos["entry_vwap"]["value"])
+
+    one = await call(client.get_perps_position, intx, "ETH-PERP-INTX")
+    assert one.position["net_size"] == "2"
+    summary = await call(client.get_perps_portfolio_summary, intx)
+    assert Decimal(summary.summary["total_balance"]["value"]) == pytest.approx(Decimal(100_000), rel=Decimal("0.01"))
+    balances = await call(client.get_perps_portfolio_balances, intx)
+    assert balances.portfolio_balances[0]["balances"][0]["asset"]["asset_name"] == "USD"
+    fcm = (await call(client.get_futures_balance_summary)).balance_summary
+    assert Decimal(fcm["initial_margin"]["value"]) == Decimal(pos["im_notional"]["value"])
+    cfm_positions = (await call(client.list_futures_positions)).positions
+    assert cfm_positions[0]["side"] == "LONG" and cfm_positions[0]["number_of_contracts"] == "2"
+
+    closed = await call(client.close_position, "perp-close", "ETH-PERP-INTX")
+    assert closed.success
+    assert (await call(client.list_perps_positions, intx)).positions == []
+
+    with pytest.raises(HTTPError) as info:
+        await call(client.get_perps_portfolio_summary, "not-a-portfolio")
+    assert info.value.response.status_code == 404
+
+
+async def test_bad_requests_are_400_and_unknown_things_404(server: SimServer, ecdsa_key: ApiKey):
+    client = sdk(server, ecdsa_key)
+    now = int(time.time())
+    with pytest.raises(HTTPError) as too_many:
+        await call(client.get_candles, "BTC-USD", str(now - 400 * 60), str(now), "ONE_MINUTE")
+    assert too_many.value.response.status_code == 400
+    assert too_many.value.response.json()["error"] == "INVALID_ARGUMENT"
+    with pytest.raises(HTTPError) as bad_granularity:
+        await call(client.get_candles, "BTC-USD", str(now - 60), str(now), "SEVEN_MINUTE")
+    assert bad_granularity.value.response.status_code == 400
+    with pytest.raises(HTTPError) as missing:
+        await call(client.get_order, "00000000-0000-0000-0000-000000000000")
+    assert missing.value.response.status_code == 404
+    assert missing.value.response.json()["error"] == "NOT_FOUND"
+    with pytest.raises(HTTPError) as unknown_product:
+        await call(client.get_product, "NOPE-USD")
+    assert unknown_product.value.response.status_code == 404
+    with pytest.raises(HTTPError) as no_route:
+        await call(client.get, "/api/v3/brokerage/nothing/here")
+    assert no_route.value.response.status_code == 404
+
+
+async def test_previews_gtd_stop_limit_and_edits_through_the_sdk(server: SimServer, ecdsa_key: ApiKey):
+    client = sdk(server, ecdsa_key)
+    preview = await call(client.preview_market_order_buy, "ETH-USD", base_size="0.5")
+    assert preview.errs == [] and preview.base_size == "0.5"
+    assert Decimal(preview.commission_total) > 0 and Decimal(preview.best_bid) < Decimal(preview.best_ask)
+    too_big = await call(client.preview_market_order_buy, "BTC-USD", base_size="50")
+    assert "PREVIEW_INSUFFICIENT_FUND" in too_big.errs
+    assert server.venue.orders() == []  # previews place nothing
+
+    bid = Decimal((await call(client.get_best_bid_ask, ["ETH-USD"])).pricebooks[0].bids[0].price)
+    low = str((bid * Decimal("0.7")).quantize(Decimal("0.01")))
+    end = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 3600))
+    gtd = await call(client.limit_order_gtd_buy, "gtd", "ETH-USD", base_size="0.3", limit_price=low, end_time=end)
+    gtd_order = (await call(client.get_order, gtd.success_response["order_id"])).order
+    assert (gtd_order.status, gtd_order.time_in_force) == ("OPEN", "GOOD_UNTIL_DATE_TIME")
+    assert gtd_order.order_configuration.limit_limit_gtd.end_time == end
+
+    high = str((bid * Decimal("1.5")).quantize(Decimal("0.01")))
+    stop = await call(client.stop_limit_order_gtc_buy, "stop", "ETH-USD", base_size="0.3", limit_price=high,
+                      stop_price=high, stop_direction="STOP_DIRECTION_STOP_UP")
+    stop_order = (await call(client.get_order, stop.success_response["order_id"])).order
+    assert (stop_order.status, stop_order.order_type, stop_order.trigger_status) == ("OPEN", "STOP_LIMIT", "STOP_PENDING")
+
+    new_price = str((bid * Decimal("0.75")).quantize(Decimal("0.01")))
+    check = await call(client.preview_edit_order, gtd.success_response["order_id"], size="0.4", price=new_price)
+    assert check.errors == []
+    edited = await call(client.edit_order, gtd.success_response["order_id"], size="0.4", price=new_price)
+    assert edited.success is True
+    after = (await call(client.get_order, gtd.success_response["order_id"])).order
+    assert after.order_configuration.limit_limit_gtd.limit_price == new_price
+    assert after.order_configuration.limit_limit_gtd.base_size == "0.4"
+    assert [(e.price, e.size) for e in after.edit_history] == [(new_price, "0.4")]
+    refused = await call(client.edit_order, stop.success_response["order_id"], price=new_price)
+    assert refused.success is False and refused.errors[0].edit_failure_reason == "ONLY_LIMIT_ORDER_EDITS_SUPPORTED"
