@@ -25,6 +25,7 @@ from perpsbot.domain.clock import Clock, WallClock
 from perpsbot.exchange.port import Exchange, ExchangeError
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
+from perpsbot.market.streaming import StreamingService
 from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.strategy.base import Decision, Strategy
@@ -52,6 +53,7 @@ class ServiceRegistry:
     strategy: StrategyOrchestrator
     risk: RiskManager
     execution: ExecutionCoordinator
+    streaming: StreamingService | None = None  # when the exchange offers a market stream
 
     def with_updates(self, **changes: Any) -> ServiceRegistry:
         return dataclasses.replace(self, **changes)
@@ -77,6 +79,23 @@ def baseline_strategy(config: BotConfig) -> MACrossover:
     return MACrossover(config.short_window, config.long_window, config.trailing_stop_pct)
 
 
+def streaming_service(
+    exchange: Exchange, market_data: MarketDataService, events: EventStore, clock: Clock, config: BotConfig
+) -> StreamingService | None:
+    """Streaming market data where the exchange offers a market stream (the Coinbase
+    adapter, also when pointed at the simulator server); None: marks are polled."""
+    open_stream = getattr(exchange, "market_stream", None)
+    if open_stream is None:
+        return None
+    streaming = StreamingService(
+        open_stream, market_data, events, clock, config.symbols, level=config.stream_level,
+        mark_source=config.mark_source, quiet_seconds=config.stream_quiet_seconds,
+    )
+    if hasattr(exchange, "book_source"):
+        exchange.book_source = streaming.order_book  # the risk check's book, without a REST round trip
+    return streaming
+
+
 _BUILDER_TOKEN = object()
 
 
@@ -87,6 +106,7 @@ class PerpsBotBuilder:
         self._exchange: Exchange | None = None
         self._registry: ServiceRegistry | None = None
         self._strategy: Strategy | None = None
+        self._stores: tuple[EventStore, OrdersStore] | None = None
 
     def with_clock(self, clock: Clock) -> PerpsBotBuilder:
         self._clock = clock
@@ -98,6 +118,12 @@ class PerpsBotBuilder:
 
     def with_strategy(self, strategy: Strategy) -> PerpsBotBuilder:
         self._strategy = strategy
+        return self
+
+    def with_stores(self, events: EventStore, orders: OrdersStore) -> PerpsBotBuilder:
+        """Use these stores instead of opening the profile's SQLite files (a backtest
+        passes in-memory ones)."""
+        self._stores = (events, orders)
         return self
 
     def with_registry(self, registry: ServiceRegistry) -> PerpsBotBuilder:
@@ -125,11 +151,15 @@ class PerpsBotBuilder:
             raise BotError(
                 f"unknown product {unknown[0]} on {exchange.name}; available: {', '.join(sorted(catalog))}"
             )
-        store_dir = config.store_dir
-        events = EventStore(store_dir / "events.db")
-        orders = OrdersStore(store_dir / "orders.db")
+        if self._stores is not None:
+            events, orders = self._stores
+        else:
+            store_dir = config.store_dir
+            events = EventStore(store_dir / "events.db")
+            orders = OrdersStore(store_dir / "orders.db")
         strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
+        streaming = streaming_service(exchange, market_data, events, clock, config)
         risk = RiskManager(
             config,
             clock,
@@ -146,7 +176,7 @@ class PerpsBotBuilder:
             events,
             clock,
             positions=execution.positions,
-            reduce_only=lambda: risk.reduce_only,
+            reduce_only=risk.is_reduce_only,
             shorts_allowed=lambda symbol: config.enable_shorts and catalog[symbol].is_perpetual,
         )
         registry = ServiceRegistry(
@@ -160,6 +190,7 @@ class PerpsBotBuilder:
             strategy=orchestrator,
             risk=risk,
             execution=execution,
+            streaming=streaming,
         )
         return PerpsBot(registry, _token=_BUILDER_TOKEN)
 
@@ -216,6 +247,9 @@ class PerpsBot:
         account = await reg.execution.refresh_account()
         self.start_equity = account.equity
         await reg.market_data.warm_up()
+        if reg.streaming is not None:
+            await reg.streaming.start()
+            self.spawn(reg.streaming.heartbeat_loop(), "stream-heartbeat")
         reg.events.append(
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity,
@@ -262,7 +296,9 @@ class PerpsBot:
     async def run_cycle(self) -> CycleReport:
         reg = self._registry
         started = time.perf_counter()
-        marks = await reg.market_data.update_marks()
+        # With a healthy stream only the symbols it does not serve are polled (none, usually).
+        polled = None if reg.streaming is None else reg.streaming.symbols_to_poll()
+        marks = await reg.market_data.update_marks(polled)
         report = CycleReport(marks)
         try:
             await reg.execution.refresh_account()
@@ -271,7 +307,7 @@ class PerpsBot:
             report.errors["account"] = _error_text(exc)
             reg.events.append(reg.clock.now(), "error", None, stage="account", error=_error_text(exc))
             log.error("account refresh failed: %s", _error_text(exc))
-        closes = {s: [bar.close for bar in w.bars] for s, w in reg.market_data.windows.items()}
+        closes = {s: w.closes() for s, w in reg.market_data.windows.items()}
         reg.risk.evaluate(reg.execution.account.equity, closes)
         if reg.risk.killed and reg.risk.flatten_requested:
             report.executions["*flatten*"] = await reg.execution.flatten_all()
@@ -338,6 +374,11 @@ class PerpsBot:
             reg.market_data.add_symbol(symbol)
         if change.added_symbols:
             await reg.market_data.warm_up(change.added_symbols)
+        if reg.streaming is not None:
+            await reg.streaming.reconfigure(
+                removed=change.removed_symbols, added=change.added_symbols, level=new_config.stream_level,
+                mark_source=new_config.mark_source, quiet_seconds=new_config.stream_quiet_seconds,
+            )
         reg.strategy.strategy = strategy
         reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_perpetual
         reg.risk.update_config(new_config)
@@ -367,6 +408,7 @@ class PerpsBot:
             "end_equity": account.equity,
             "pnl": account.equity - self.start_equity if self.start_equity is not None else None,
             "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
+            **(reg.streaming.summary() if reg.streaming is not None else {}),
         }
 
     async def shutdown(self) -> dict[str, Any]:
@@ -380,6 +422,10 @@ class PerpsBot:
                 await task
         reg = self._registry
         summary = self.summary()
+        if reg.streaming is not None:
+            if self.started:
+                reg.streaming.heartbeat()
+            await reg.streaming.close()
         if self.started:
             self.record_snapshot()
             reg.events.append(reg.clock.now(), "bot_stopped", None, **summary)

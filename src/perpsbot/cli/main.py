@@ -6,7 +6,9 @@ import sys
 
 import typer
 
+from perpsbot.cli import backtest as backtest_cmd
 from perpsbot.cli import config_cmd, records, risk, sim
+from perpsbot.cli import data as data_cmd
 from perpsbot.cli import run as run_cmd
 from perpsbot.cli.common import UserError, err_console
 
@@ -25,6 +27,8 @@ app.command("kill")(risk.kill)
 app.command("resume")(risk.resume)
 app.add_typer(risk.app, name="risk")
 app.add_typer(config_cmd.app, name="config")
+app.command("backtest")(backtest_cmd.backtest)
+app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim.app, name="sim")
 
 
@@ -32,7 +36,7 @@ def main() -> None:
     try:
         app()  # usage errors and --help are handled (and exit) inside
     except UserError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

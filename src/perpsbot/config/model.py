@@ -37,6 +37,17 @@ class TifSetting(str, enum.Enum):
     IOC = "IOC"
 
 
+class StreamLevel(str, enum.Enum):
+    LEVEL2 = "level2"  # L2 order books + ticker + trades
+    TICKER = "ticker"  # ticker (best bid / ask, last) + trades, no book
+    OFF = "off"  # no stream: marks by REST polling
+
+
+class MarkSource(str, enum.Enum):
+    MID = "mid"
+    LAST = "last"
+
+
 PositiveDecimal = Annotated[Decimal, Field(gt=0)]
 
 
@@ -60,7 +71,9 @@ class BotConfig(BaseModel):
     bar_seconds: int = Field(5, ge=1, le=86400, description="bar length for the strategy")
     short_window: int = Field(5, ge=1, le=1000, description="fast moving average, in bars")
     long_window: int = Field(20, ge=2, le=5000, description="slow moving average, in bars")
-    trailing_stop_pct: Decimal = Field(Decimal("0.01"), gt=0, lt=1, description="trailing stop distance")
+    trailing_stop_pct: Decimal = Field(
+        Decimal("0.01"), ge=0, lt=1, description="trailing stop distance (0: no trailing stop)"
+    )
 
     position_fraction: Decimal = Field(Decimal("0.1"), gt=0, le=1, description="share of equity per position")
     leverage: Decimal = Field(Decimal(1), ge=1, le=100, description="leverage requested on perp orders")
@@ -96,6 +109,16 @@ class BotConfig(BaseModel):
     )
     mark_warn_seconds: float = Field(3.0, gt=0, description="marks older than this raise a warning")
     mark_staleness_seconds: float = Field(10.0, gt=0, description="marks older than this block new exposure")
+    stream_level: StreamLevel = Field(
+        StreamLevel.LEVEL2,
+        description="market stream, where the exchange has one: level2 (books + ticker + trades) | ticker | off",
+    )
+    mark_source: MarkSource = Field(
+        MarkSource.MID, description="streamed marks: mid (book or ticker best bid/ask) | last (last trade)"
+    )
+    stream_quiet_seconds: float = Field(
+        5.0, gt=0, le=300, description="a stream silent this long is replaced; marks are polled meanwhile"
+    )
     daily_loss_limit: PositiveDecimal = Field(Decimal(5_000), description="USD lost since UTC midnight before reduce-only")
     max_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, lt=1, description="drawdown from the equity peak before reduce-only")
     kill_drawdown_pct: Decimal = Field(Decimal("0.20"), gt=0, lt=1, description="drawdown from the equity peak before kill")

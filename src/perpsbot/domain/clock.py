@@ -53,3 +53,38 @@ class ManualClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((deadline, future))
         await future
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SimulatedClock:
+    """Backtest time: set by the replay loop, read by everyone else.
+
+    ``epoch`` (seconds since the Unix epoch) is what the loop sets, once per candle —
+    a plain attribute, so a candle no one looks at costs one write; ``now()`` builds
+    the datetime only when someone asks. ``sleep`` never blocks: simulated time moves
+    only when the replay moves it, and nothing in a backtest waits on a timer.
+    """
+
+    __slots__ = ("epoch", "_now", "_now_epoch")
+
+    def __init__(self, epoch: float = 0.0) -> None:
+        self.epoch = float(epoch)
+        self._now: datetime | None = None
+        self._now_epoch = -1.0
+
+    def set(self, epoch: float) -> None:
+        """Move to ``epoch``; never backwards."""
+        if epoch < self.epoch:
+            raise ValueError("simulated time never goes backwards")
+        self.epoch = epoch
+
+    def now(self) -> datetime:
+        if self._now_epoch != self.epoch or self._now is None:
+            self._now = _EPOCH + timedelta(seconds=self.epoch)
+            self._now_epoch = self.epoch
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)

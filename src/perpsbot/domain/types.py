@@ -6,7 +6,7 @@ Money, prices and sizes are ``Decimal``; timestamps are timezone-aware UTC.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
@@ -230,6 +230,13 @@ class Order:
     def remaining(self) -> Decimal:
         return self.size - self.filled_size
 
+    def copy(self) -> Order:
+        """A separate copy (no re-validation: this one was valid already)."""
+        new = object.__new__(Order)
+        for name in _ORDER_FIELDS:
+            setattr(new, name, getattr(self, name))
+        return new
+
     def transition(self, to: OrderStatus, at: datetime | None = None) -> None:
         if to not in _LEGAL[self.status]:
             raise IllegalTransition(
@@ -267,6 +274,9 @@ class Order:
         self.advance_to(
             OrderStatus.FILLED if self.filled_size == self.size else OrderStatus.PARTIALLY_FILLED, fill.ts
         )
+
+
+_ORDER_FIELDS = tuple(Order.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +359,13 @@ class Position:
         return realized
 
     def copy(self) -> Position:
-        return replace(self)
+        new = object.__new__(Position)
+        for name in _POSITION_FIELDS:
+            setattr(new, name, getattr(self, name))
+        return new
+
+
+_POSITION_FIELDS = tuple(Position.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)

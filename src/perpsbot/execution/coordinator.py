@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -43,6 +44,10 @@ BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
 
 
+def _random_client_order_id() -> str:
+    return f"pb-{uuid.uuid4().hex}"
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
     client_order_id: str | None
@@ -61,6 +66,8 @@ class ExecutionCoordinator:
         clock: Clock,
         config: BotConfig,
         products: dict[str, Product],
+        *,
+        new_client_order_id: Callable[[], str] | None = None,
     ) -> None:
         self.exchange = exchange
         self.risk = risk
@@ -69,7 +76,9 @@ class ExecutionCoordinator:
         self.clock = clock
         self.config = config
         self.products = products
-        self.account = AccountSnapshot()
+        self.new_client_order_id = new_client_order_id or _random_client_order_id
+        self._account = AccountSnapshot()
+        self._positions: dict[str, Position] | None = None
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.placed = 0
         self.failed = 0
@@ -77,18 +86,35 @@ class ExecutionCoordinator:
 
     # ----- account ------------------------------------------------------------------
 
+    @property
+    def account(self) -> AccountSnapshot:
+        return self._account
+
+    @account.setter
+    def account(self, snapshot: AccountSnapshot) -> None:
+        self._account = snapshot
+        self._positions = None
+
     async def refresh_account(self) -> AccountSnapshot:
         self.account = await self.exchange.account()
         return self.account
 
     def positions(self) -> dict[str, Position]:
-        """Positions per traded symbol; a spot holding is a long position in its base asset."""
-        held = dict(self.account.positions)
+        """Positions per traded symbol; a spot holding is a long position in its base asset.
+
+        Worked out once per account snapshot (the strategy asks every cycle); callers
+        get the same dict until the account changes, so they must not modify it."""
+        held = self._positions
+        if held is not None:
+            return held
+        account = self._account
+        held = dict(account.positions)
         for symbol, product in self.products.items():
             if not product.is_perpetual and symbol not in held:
-                balance = self.account.balances.get(product.base)
+                balance = account.balances.get(product.base)
                 if balance is not None and balance.total >= product.min_size:
                     held[symbol] = Position(symbol, size=balance.available)
+        self._positions = held
         return held
 
     def position_size(self, symbol: str) -> Decimal:
@@ -104,19 +130,27 @@ class ExecutionCoordinator:
         held = self.position_size(decision.symbol)
         results: list[ExecutionResult] = []
         wants = {Target.LONG: 1, Target.SHORT: -1, Target.FLAT: 0}[decision.target]
+        expected: Decimal | None = None  # the position once working closing orders fill
         if held != 0 and (wants == 0 or (held > 0) != (wants > 0)):
             side = Side.SELL if held > 0 else Side.BUY
-            results.append(await self.submit(product, side, abs(held), decision, closing=True))
-            if results[-1].outcome != "placed":
+            closing = await self.submit(product, side, abs(held), decision, closing=True)
+            results.append(closing)
+            if closing.outcome != "placed":
                 return results
             held = self.position_size(decision.symbol)
+            order = closing.order
+            if held != 0 and order is not None and not order.status.is_terminal:
+                # Accepted but not (all) filled yet — an exchange that fills later, like a
+                # backtest's next-open fills. The opening order goes in behind it, sized and
+                # risk-checked against the position the close leaves.
+                held = expected = held + order.remaining * side.sign
         if wants != 0 and held == 0:
             size = self.entry_size(product, decision.mark)
             side = Side.BUY if wants > 0 else Side.SELL
             if size < product.min_size:
                 results.append(self._skip(decision, f"size {size} below the minimum {product.min_size}"))
             else:
-                results.append(await self.submit(product, side, size, decision, closing=False))
+                results.append(await self.submit(product, side, size, decision, closing=False, expected=expected))
         return results
 
     def entry_size(self, product: Product, mark: Decimal) -> Decimal:
@@ -135,7 +169,7 @@ class ExecutionCoordinator:
     def new_order(self, product: Product, side: Side, size: Decimal, mark: Decimal, *, closing: bool) -> Order:
         limit = self.config.order_type is OrderTypeSetting.LIMIT
         return Order(
-            client_order_id=f"pb-{uuid.uuid4().hex}",
+            client_order_id=self.new_client_order_id(),
             symbol=product.symbol,
             side=side,
             type=OrderType.LIMIT if limit else OrderType.MARKET,
@@ -165,18 +199,33 @@ class ExecutionCoordinator:
         if intent.reduces:
             return None
         try:
-            return await asyncio.wait_for(self.exchange.book(intent.symbol, BOOK_DEPTH), PLACE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+                return await self.exchange.book(intent.symbol, BOOK_DEPTH)
         except (ExchangeError, TimeoutError, OSError) as exc:
             self.events.append(self.clock.now(), "error", intent.symbol, stage="book", error=str(exc))
             return None
 
     async def submit(
-        self, product: Product, side: Side, size: Decimal, decision: Decision, *, closing: bool, flatten: bool = False
+        self,
+        product: Product,
+        side: Side,
+        size: Decimal,
+        decision: Decision,
+        *,
+        closing: bool,
+        flatten: bool = False,
+        expected: Decimal | None = None,
     ) -> ExecutionResult:
+        """Risk-check and place one order. ``expected``: the position this order will meet
+        (orders ahead of it still working), instead of the one held now."""
         assert decision.mark is not None
         started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
         order = self.new_order(product, side, size, decision.mark, closing=closing)
         positions = self.positions()
+        if expected is not None:
+            positions = {s: p for s, p in positions.items() if s != product.symbol}
+            if expected != 0:
+                positions[product.symbol] = Position(product.symbol, size=expected, contract_size=product.contract_size)
         held = positions.get(product.symbol)
         intent = OrderIntent(
             symbol=product.symbol,
@@ -220,7 +269,8 @@ class ExecutionCoordinator:
             leverage=order.leverage,
         )
         try:
-            snapshot = await asyncio.wait_for(self.exchange.place_order(request), PLACE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+                snapshot = await self.exchange.place_order(request)
         except OrderRejected as exc:
             return self._rejected(order, exc.reason, str(exc))
         except (ExchangeError, TimeoutError, OSError) as exc:
@@ -244,7 +294,8 @@ class ExecutionCoordinator:
     async def _lookup_after_failure(self, order: Order, exc: BaseException) -> OrderSnapshot | None:
         log.warning("placing %s failed (%s); looking it up by client_order_id", order.client_order_id, exc)
         try:
-            return await asyncio.wait_for(self.exchange.get_order(order.client_order_id), PLACE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+                return await self.exchange.get_order(order.client_order_id)
         except OrderNotFound:
             return None
         except (ExchangeError, TimeoutError, OSError) as lookup_exc:
@@ -292,6 +343,11 @@ class ExecutionCoordinator:
             side=fill.side, price=fill.price, size=fill.size, fee=fill.fee, liquidity=fill.liquidity,
         )
         return True
+
+    @property
+    def fill_cursor(self) -> int:
+        """Where ``sync_orders`` will ask the exchange for fills from next."""
+        return self._fill_cursor
 
     async def sync_orders(self) -> None:
         """Pick up fills and status changes of orders that were still working."""

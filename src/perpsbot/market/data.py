@@ -1,4 +1,16 @@
-"""MarketDataService: marks per symbol into bounded windows, with freshness per symbol."""
+"""MarketDataService: marks per symbol into bounded windows, with freshness per symbol.
+
+Marks arrive two ways and share one freshness record per symbol (the exchange time the
+symbol's mark was last known to hold, UNIX seconds):
+
+* ``update_marks(symbols)`` polls a quote per symbol (REST);
+* ``apply_mark(symbol, price, ts)`` takes a mark from the stream (book mid or last
+  trade), and ``confirm_mark(symbol, epoch)`` records that the stream vouches for the
+  current mark at a later exchange time (no gap, the book unchanged since).
+
+``mark_age`` — what the risk manager's staleness guard reads — is the clock's time
+minus that freshness, whichever way it came.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +74,8 @@ class MarketDataService:
         self.error_counts: dict[str, int] = {}
         self.last_quotes: dict[str, Quote] = {}
         self.updates_total = 0
+        self.streamed_total = 0
+        self.fresh: dict[str, float] = {}  # exchange time (UNIX s) the symbol's mark last held
         for symbol in symbols:
             self.add_symbol(symbol)
 
@@ -75,7 +89,7 @@ class MarketDataService:
             self.error_counts[symbol] = 0
 
     def remove_symbol(self, symbol: str) -> None:
-        for table in (self.windows, self.last_update, self.error_counts, self.last_quotes):
+        for table in (self.windows, self.last_update, self.error_counts, self.last_quotes, self.fresh):
             table.pop(symbol, None)
 
     def resize(self, spec: WindowSpec) -> None:
@@ -99,10 +113,13 @@ class MarketDataService:
                 continue
             self.windows[symbol].seed_bars([Bar(c.start, c.open, c.high, c.low, c.close) for c in candles])
 
-    async def update_marks(self) -> MarkUpdate:
-        """Fetch a quote per symbol concurrently; one symbol failing never stops the others."""
+    async def update_marks(self, symbols: Iterable[str] | None = None) -> MarkUpdate:
+        """Fetch a quote per symbol (all, or the ones given) concurrently; one symbol
+        failing never stops the others."""
         started = time.perf_counter()
-        symbols = self.symbols
+        symbols = self.symbols if symbols is None else tuple(s for s in symbols if s in self.windows)
+        if not symbols:
+            return MarkUpdate((), {}, (), 0.0)
         results = await asyncio.gather(
             *(asyncio.wait_for(self.exchange.quote(s), QUOTE_TIMEOUT_SECONDS) for s in symbols),
             return_exceptions=True,
@@ -129,6 +146,7 @@ class MarketDataService:
                 continue
             if self.windows[symbol].append(Mark(quote.ts, quote.mid)):
                 closed.append(symbol)
+            self._freshen(symbol, quote.ts.timestamp())
             self.last_quotes[symbol] = quote
             self.last_update[symbol] = now
             self.updates_total += 1
@@ -145,18 +163,45 @@ class MarketDataService:
         if quote.ts > now + MAX_FUTURE_SKEW:
             raise BadQuote(f"quote time {quote.ts.isoformat()} is ahead of the clock {now.isoformat()}")
 
+    def apply_mark(self, symbol: str, price: Decimal, ts: datetime, epoch: float | None = None) -> bool:
+        """A mark from the stream, stamped with the exchange time of its message
+        (``epoch``: the same time as UNIX seconds, if the caller has it); True when it
+        closed a bar. Ignored for a symbol that is not (or no longer) tracked."""
+        window = self.windows.get(symbol)
+        if window is None:
+            return False
+        closed = window.append(Mark(ts, price))
+        if epoch is None:
+            epoch = ts.timestamp()
+        if epoch > self.fresh.get(symbol, 0.0):
+            self.fresh[symbol] = epoch
+        self.streamed_total += 1
+        return closed
+
+    def confirm_mark(self, symbol: str, epoch: float) -> None:
+        """The stream vouches that ``symbol``'s current mark still holds at exchange
+        time ``epoch`` (UNIX seconds): nothing it depends on changed since."""
+        if symbol in self.windows and epoch > self.fresh.get(symbol, 0.0):
+            self.fresh[symbol] = epoch
+
+    def _freshen(self, symbol: str, epoch: float) -> None:
+        if epoch > self.fresh.get(symbol, 0.0):
+            self.fresh[symbol] = epoch
+
     def mark(self, symbol: str) -> Decimal | None:
         window = self.windows.get(symbol)
         last = window.last if window else None
         return last.price if last else None
 
     def mark_age(self, symbol: str) -> float | None:
-        """Seconds since the exchange time of the symbol's latest mark; None if it has none."""
+        """Seconds since the exchange time the symbol's mark was last known to hold (its
+        latest mark, or a later confirmation from the stream); None if it has none."""
         window = self.windows.get(symbol)
         last = window.last if window else None
         if last is None:
             return None
-        return max(0.0, (self.clock.now() - last.ts).total_seconds())
+        held = max(last.ts.timestamp(), self.fresh.get(symbol, 0.0))
+        return max(0.0, self.clock.now().timestamp() - held)
 
 
 def _describe(exc: BaseException) -> str:

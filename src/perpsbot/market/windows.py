@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,36 +25,87 @@ class Bar:
     close: Decimal
 
 
+def _dec(value: float) -> Decimal:
+    # repr() is the shortest string that reads back as the same float: 101.25 stays "101.25".
+    return Decimal(repr(value))
+
+
 class MarkWindow:
     """The last ``max_marks`` marks and the last ``max_bars`` closed bars of ``bar_seconds``.
 
-    A bar closes when the first mark of a later bar arrives, so a strategy reading
-    ``bars`` only ever sees finished bars.
+    Marks come in two ways, both ending in the same closed bars:
+
+    * live, ``append(mark)``: a bar closes when the first mark of a later bar arrives,
+      so a strategy only ever sees finished bars;
+    * from candles, ``append_bar(start, o, h, l, c)``: a bar that is already closed
+      (a backtest, or a candle feed); its close becomes the mark, stamped at the
+      bar's end.
+
+    Closed bars are kept as floats — they feed indicators — with ``bars`` giving
+    them back as ``Bar`` values. The mark itself stays a ``Decimal`` (``last``).
+    Counters: ``bars_closed`` counts bars closed here (not warm-up seeds);
+    ``appended`` counts every bar that entered the window, seeds included, so a
+    reader keeping incremental state knows how many it has not seen yet.
     """
 
     def __init__(self, max_marks: int, max_bars: int, bar_seconds: int) -> None:
         self.marks: deque[Mark] = deque(maxlen=max_marks)
-        self.bars: deque[Bar] = deque(maxlen=max_bars)
+        self._rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=max_bars)
         self.bar_seconds = bar_seconds
         self._bucket: int | None = None
         self._open = self._high = self._low = self._close = Decimal(0)
         self.bars_closed = 0
+        self.appended = 0
+        self.last_close = 0.0  # close of the newest closed bar
+        self.price: float | None = None  # the latest mark, as a float (for indicators)
+        self.price_ts = float("-inf")  # its exchange time, epoch seconds
+        self._stale_last = False  # the latest mark came from a candle and has no Mark yet
 
     def resize(self, max_marks: int, max_bars: int) -> None:
         self.marks = deque(self.marks, maxlen=max_marks)
-        self.bars = deque(self.bars, maxlen=max_bars)
+        self._rows = deque(self._rows, maxlen=max_bars)
+
+    @property
+    def max_bars(self) -> int:
+        return self._rows.maxlen or 0
 
     @property
     def last(self) -> Mark | None:
+        if self._stale_last:
+            assert self.price is not None
+            self.marks.append(Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price)))
+            self._stale_last = False
         return self.marks[-1] if self.marks else None
+
+    @property
+    def bars(self) -> list[Bar]:
+        """The closed bars, oldest first."""
+        return [Bar(_EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows]
+
+    def closes(self) -> list[float]:
+        return [row[4] for row in self._rows]
+
+    def last_closes(self, count: int) -> list[float]:
+        """The closes of the newest ``count`` bars (fewer if the window holds fewer), oldest first."""
+        rows = self._rows
+        count = min(count, len(rows))
+        return [rows[-k][4] for k in range(count, 0, -1)]
+
+    @property
+    def bar_count(self) -> int:
+        return len(self._rows)
 
     def append(self, mark: Mark) -> bool:
         """Add a mark; True when it closed a bar. Marks older than the last are ignored."""
-        last = self.last
-        if last is not None and mark.ts < last.ts:
+        ts = mark.ts.timestamp()
+        if ts < self.price_ts:
             return False
+        if self._stale_last:
+            self.last  # noqa: B018 - materialize the candle's mark so ``marks`` stays in time order
         self.marks.append(mark)
-        bucket = int(mark.ts.timestamp()) // self.bar_seconds
+        self.price = float(mark.price)
+        self.price_ts = ts
+        bucket = int(ts) // self.bar_seconds
         price = mark.price
         if self._bucket is None:
             self._start_bar(bucket, price)
@@ -62,15 +115,35 @@ class MarkWindow:
             self._low = min(self._low, price)
             self._close = price
             return False
-        self.bars.append(self._current_bar())
+        self.last_close = float(self._close)
+        self._rows.append(
+            (float(self._bucket * self.bar_seconds), float(self._open), float(self._high), float(self._low),
+             self.last_close)
+        )
         self.bars_closed += 1
+        self.appended += 1
         self._start_bar(bucket, price)
         return True
+
+    def append_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
+        """Add a bar that is already closed (a candle starting at ``start``, epoch
+        seconds). Its close is the mark, stamped at the bar's end. The caller feeds
+        candles in time order."""
+        self._rows.append((start, open_, high, low, close))
+        self.last_close = close
+        self.bars_closed += 1
+        self.appended += 1
+        self.price = close
+        self.price_ts = start + self.bar_seconds
+        self._stale_last = True
+        self._bucket = None
 
     def seed_bars(self, bars: list[Bar]) -> None:
         """Pre-fill closed bars (from exchange candles) so the strategy need not wait."""
         for bar in bars:
-            self.bars.append(bar)
+            self.last_close = float(bar.close)
+            self._rows.append((bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close))
+            self.appended += 1
         if bars:
             last_bucket = int(bars[-1].start.timestamp()) // self.bar_seconds
             if self._bucket is None or self._bucket <= last_bucket:
@@ -80,6 +153,3 @@ class MarkWindow:
         self._bucket = bucket
         self._open = self._high = self._low = self._close = price
 
-    def _current_bar(self) -> Bar:
-        start = datetime.fromtimestamp((self._bucket or 0) * self.bar_seconds, tz=UTC)
-        return Bar(start, self._open, self._high, self._low, self._close)

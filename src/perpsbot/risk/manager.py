@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +74,8 @@ class RiskVerdict:
 
 
 APPROVED = "approved"
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_EPS = 1e-9
 
 
 def kill_file_path(config: BotConfig) -> Path:
@@ -80,6 +84,8 @@ def kill_file_path(config: BotConfig) -> Path:
 
 def read_kill_file(path: Path) -> dict[str, Any] | None:
     """The sentinel's content (empty dict for an empty file), None when absent."""
+    if not os.path.lexists(path):  # the usual case, without raising and catching
+        return None
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -127,12 +133,36 @@ class RiskManager:
         self.error_streak = 0
         self.cooldown_until: datetime | None = None
         self._order_times: deque[datetime] = deque()
+        # The equity watch (``watch_equity``): float levels between which nothing can
+        # change, worked out from the state above after each full check.
+        self._peak_f = -math.inf
+        self._low_alarm = math.inf  # at or below: check in full (inf: always, e.g. after a mode change)
+        self._high_alarm = math.inf  # above: check in full (recovery from a drawdown)
+        self._day_floor = -math.inf
+        self._keep = 1.0
+        self._in_drawdown = False
+        self._next_day = -math.inf
         self._apply_config_reasons()
+
+    @property
+    def config(self) -> BotConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: BotConfig) -> None:
+        self._config = config
+        # Asked for on every evaluation: worked out once per config.
+        self._kill_path = kill_file_path(config)
+        self._vol_levels = (float(config.vol_warn), float(config.vol_reduce_only), float(config.vol_kill))
 
     # ----- mode -----------------------------------------------------------------------
 
     @property
     def reduce_only(self) -> bool:
+        return bool(self.reduce_only_reasons)
+
+    def is_reduce_only(self) -> bool:
+        """``reduce_only`` as a method, for callers that keep a reference to ask with."""
         return bool(self.reduce_only_reasons)
 
     @property
@@ -147,6 +177,7 @@ class RiskManager:
 
     def update_config(self, config: BotConfig) -> None:
         self.config = config
+        self._low_alarm = math.inf
         self._apply_config_reasons()
 
     def _apply_config_reasons(self) -> None:
@@ -160,6 +191,7 @@ class RiskManager:
             self.leave_kill("config")
 
     def _mode_event(self, **data: Any) -> None:
+        self._low_alarm = math.inf  # the watch levels depend on the mode: work them out again
         self.events.append(
             self.clock.now(), "risk_mode", None, mode=self.mode, reduce_only=self.reduce_only_reasons,
             kill=self.kill_reasons, **data,
@@ -340,7 +372,7 @@ class RiskManager:
 
     # ----- running controls -----------------------------------------------------------------
 
-    def evaluate(self, equity: Decimal, closes: Mapping[str, Sequence[Decimal]]) -> None:
+    def evaluate(self, equity: Decimal, closes: Mapping[str, Sequence[Decimal | float]]) -> None:
         """Run every cycle: the kill sources, daily loss, drawdown and volatility."""
         now = self.clock.now()
         self._check_kill_file()
@@ -353,7 +385,7 @@ class RiskManager:
         self.save()
 
     def _check_kill_file(self) -> None:
-        content = read_kill_file(kill_file_path(self.config))
+        content = read_kill_file(self._kill_path)
         if content is None:
             self.leave_kill("kill_file")
             if not self.killed:
@@ -378,6 +410,8 @@ class RiskManager:
         if loss >= cfg.daily_loss_limit:
             self.enter_reduce_only("daily_loss", f"lost {loss:.2f} today, limit {cfg.daily_loss_limit}")
         self.peak_equity = equity if self.peak_equity is None else max(self.peak_equity, equity)
+        if self._peak_f > float(self.peak_equity):  # a higher equity seen by the watch in between
+            self.peak_equity = Decimal(repr(self._peak_f))
         drawdown = self.drawdown
         if drawdown >= cfg.kill_drawdown_pct:
             self.enter_kill("drawdown", f"drawdown {drawdown:.2%}, kill at {cfg.kill_drawdown_pct:.2%}")
@@ -386,36 +420,85 @@ class RiskManager:
         else:
             self.leave_reduce_only("drawdown")
 
+    def watch_equity(self, equity: float, epoch: float) -> None:
+        """The daily-loss and drawdown controls on every new equity figure, cheaply.
+
+        A backtest calls this on every candle. Float levels (the drawdown floor under
+        the peak, the day's loss floor, the next UTC midnight, the recovery level in a
+        drawdown) are compared first; only crossing one of them runs ``track_equity``
+        — the same code the live cycle runs — which then sets the levels again. So a
+        candle that changes nothing costs a few comparisons."""
+        if equity > self._peak_f:
+            self._peak_f = equity
+            if self._in_drawdown:
+                self._full_check(equity, epoch)
+                return
+            floor = equity * self._keep
+            self._low_alarm = floor if floor > self._day_floor else self._day_floor
+        if equity <= self._low_alarm or equity > self._high_alarm or epoch >= self._next_day:
+            self._full_check(equity, epoch)
+
+    def _full_check(self, equity: float, epoch: float) -> None:
+        self.track_equity(Decimal(repr(equity)), self.clock.now())
+        # The levels lean a hair (_EPS) towards checking: a float rounding never skips
+        # a check the Decimal one would have acted on; it only costs a spare check.
+        cfg = self.config
+        peak = max(self._peak_f, float(self.peak_equity)) if self.peak_equity is not None else equity
+        self._peak_f = peak
+        keep = 1.0 - float(cfg.max_drawdown_pct)
+        self._keep = keep * (1 + _EPS)
+        in_loss = "daily_loss" in self.reduce_only_reasons
+        if in_loss or self.day_start_equity is None:
+            self._day_floor = -math.inf
+        else:
+            floor = float(self.day_start_equity - cfg.daily_loss_limit)
+            self._day_floor = floor + abs(floor) * _EPS
+        self._in_drawdown = "drawdown" in self.reduce_only_reasons
+        if self._in_drawdown:
+            self._high_alarm = peak * keep * (1 - _EPS)
+            killed = "drawdown" in self.kill_reasons
+            low = -math.inf if killed else peak * (1.0 - float(cfg.kill_drawdown_pct)) * (1 + _EPS)
+        else:
+            self._high_alarm = math.inf
+            low = peak * self._keep
+        self._low_alarm = max(low, self._day_floor)
+        day = self.day or self.clock.now().date()
+        self._next_day = (day.toordinal() - _EPOCH_ORDINAL + 1) * 86400.0
+
     @property
     def drawdown(self) -> Decimal:
         if not self.peak_equity or self.equity is None or self.peak_equity <= 0:
             return Decimal(0)
         return max(Decimal(0), 1 - self.equity / self.peak_equity)
 
-    def _check_volatility(self, symbol: str, closes: Sequence[Decimal], now: datetime) -> None:
+    def _check_volatility(self, symbol: str, closes: Sequence[Decimal | float], now: datetime) -> None:
         cfg = self.config
         vol = realized_volatility(closes, cfg.bar_seconds)
         if vol is None:
             return
         self.volatility[symbol] = vol
         reason = f"volatility:{symbol}"
-        detail = f"{symbol} realized volatility {vol:.0%} annualized"
-        if vol >= float(cfg.vol_kill):
-            self.enter_kill(reason, f"{detail}, kill at {cfg.vol_kill:.0%}")
-        if vol >= float(cfg.vol_reduce_only):
+        warn, reduce_only, kill = self._vol_levels
+        if vol >= kill:
+            self.enter_kill(reason, f"{self._vol_detail(symbol, vol)}, kill at {cfg.vol_kill:.0%}")
+        if vol >= reduce_only:
             self._calm_since.pop(symbol, None)
-            self.enter_reduce_only(reason, f"{detail}, reduce-only at {cfg.vol_reduce_only:.0%}")
+            self.enter_reduce_only(reason, f"{self._vol_detail(symbol, vol)}, reduce-only at {cfg.vol_reduce_only:.0%}")
         elif reason in self.reduce_only_reasons:
             calm = self._calm_since.setdefault(symbol, now)
             if (now - calm).total_seconds() >= cfg.vol_cooldown_seconds:
                 self._calm_since.pop(symbol, None)
                 self.leave_reduce_only(reason)
-        if vol >= float(cfg.vol_warn):
+        if vol >= warn:
             if symbol not in self._warned:
                 self._warned.add(symbol)
                 self.events.append(now, "risk_warning", symbol, code="volatility", volatility=round(vol, 4))
         else:
             self._warned.discard(symbol)
+
+    @staticmethod
+    def _vol_detail(symbol: str, vol: float) -> str:
+        return f"{symbol} realized volatility {vol:.0%} annualized"
 
     def forget(self, symbol: str) -> None:
         self.volatility.pop(symbol, None)
@@ -466,8 +549,8 @@ class RiskManager:
     def snapshot(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
-            "reduce_only": self.reduce_only_reasons,
-            "kill": self.kill_reasons,
+            "reduce_only": list(self.reduce_only_reasons),
+            "kill": list(self.kill_reasons),
             "flatten": self.flatten_requested,
             "day": self.day.isoformat() if self.day else None,
             "day_start_equity": self.day_start_equity,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -21,11 +22,11 @@ def realized_volatility(closes: Sequence[Decimal | float], sample_seconds: float
     samples in a year, so 1 s bars and 1 h bars of the same market give the same figure.
     """
     prices = [float(c) for c in closes]
-    if len(prices) < 3 or any(p <= 0 for p in prices):
+    if len(prices) < 3 or min(prices) <= 0:
         return None
-    returns = [math.log(b / a) for a, b in zip(prices, prices[1:], strict=False)]
+    returns = list(map(math.log, map(operator.truediv, prices[1:], prices)))
     mean = sum(returns) / len(returns)
-    variance = sum((r - mean) ** 2 for r in returns) / (len(returns) - 1)
+    variance = sum([(r - mean) ** 2 for r in returns]) / (len(returns) - 1)
     return math.sqrt(variance) * math.sqrt(SECONDS_PER_YEAR / sample_seconds)
 
 

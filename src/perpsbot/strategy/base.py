@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from perpsbot.domain import Position
-from perpsbot.market.windows import Bar
+from perpsbot.market.windows import Bar, MarkWindow
 
 
 class Target(str, enum.Enum):
@@ -33,15 +33,55 @@ class Decision:
         return self.target is Target.HOLD
 
 
-@dataclass(frozen=True, slots=True)
 class MarketView:
-    symbol: str
-    bars: Sequence[Bar]
-    mark: Decimal
-    bar_closed: bool
-    position: Position | None
-    reduce_only: bool
-    shorts_allowed: bool
+    """What a strategy sees of one symbol at one moment.
+
+    Built fresh in tests (``MarketView(symbol, bars, mark, ...)``); the orchestrator
+    keeps one per symbol and refreshes it each cycle, so a strategy must not hold on
+    to a view between calls. With a ``window`` (the symbol's ``MarkWindow``) the bars
+    and the ``Decimal`` mark are read from it only when asked for, and ``price`` —
+    the mark as a float, for indicators — is always there.
+    """
+
+    __slots__ = ("symbol", "_bars", "_mark", "bar_closed", "position", "reduce_only", "shorts_allowed", "window",
+                 "price")
+
+    def __init__(
+        self,
+        symbol: str,
+        bars: Sequence[Bar] | None,
+        mark: Decimal | None,
+        bar_closed: bool,
+        position: Position | None,
+        reduce_only: bool,
+        shorts_allowed: bool,
+        window: MarkWindow | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self._bars = bars
+        self._mark = mark
+        self.bar_closed = bar_closed
+        self.position = position
+        self.reduce_only = reduce_only
+        self.shorts_allowed = shorts_allowed
+        self.window = window
+        self.price: float | None = float(mark) if mark is not None else (window.price if window is not None else None)
+
+    @property
+    def bars(self) -> Sequence[Bar]:
+        if self._bars is None:
+            return self.window.bars if self.window is not None else []
+        return self._bars
+
+    @property
+    def mark(self) -> Decimal:
+        mark = self._mark
+        if mark is None and self.window is not None:
+            last = self.window.last
+            if last is not None:
+                mark = self._mark = last.price
+        assert mark is not None, "a view always has a mark"
+        return mark
 
 
 class Strategy(Protocol):

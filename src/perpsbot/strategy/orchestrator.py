@@ -14,8 +14,17 @@ from perpsbot.strategy.base import Decision, MarketView, Strategy, Target
 
 log = logging.getLogger(__name__)
 
+_HOLD = Target.HOLD
+
 
 class StrategyOrchestrator:
+    """Asks the strategy for a decision per symbol and records it.
+
+    Every non-HOLD decision is an event. A HOLD on a bar close is one too when
+    ``record_holds`` is on (live); a backtest turns it off — one event per candle
+    would dwarf the run — and keeps only the last one in ``last_decision``.
+    """
+
     def __init__(
         self,
         strategy: Strategy,
@@ -26,6 +35,7 @@ class StrategyOrchestrator:
         positions: Callable[[], dict[str, Position]],
         reduce_only: Callable[[], bool],
         shorts_allowed: Callable[[str], bool],
+        record_holds: bool = True,
     ) -> None:
         self.strategy = strategy
         self.market_data = market_data
@@ -33,36 +43,52 @@ class StrategyOrchestrator:
         self.clock = clock
         self._positions = positions
         self._reduce_only = reduce_only
-        self.shorts_allowed = shorts_allowed
+        self._shorts_allowed = shorts_allowed
+        self.record_holds = record_holds
         self.last_decision: dict[str, Decision] = {}  # the last one that was evaluated and recorded
         self.decision_ms: dict[str, float] = {}
-        self._bars_seen: dict[str, int] = {}
+        self._slots: dict[str, _Slot] = {}
+
+    @property
+    def shorts_allowed(self) -> Callable[[str], bool]:
+        return self._shorts_allowed
+
+    @shorts_allowed.setter
+    def shorts_allowed(self, rule: Callable[[str], bool]) -> None:
+        self._shorts_allowed = rule
+        for slot in self._slots.values():
+            slot.shorts = None
 
     def forget(self, symbol: str) -> None:
         self.strategy.forget(symbol)
-        for table in (self.last_decision, self.decision_ms, self._bars_seen):
+        for table in (self.last_decision, self.decision_ms, self._slots):
             table.pop(symbol, None)
 
     def process_symbol(self, symbol: str) -> Decision:
         started = time.perf_counter()
         window = self.market_data.windows.get(symbol)
-        mark = self.market_data.mark(symbol)
-        if window is None or mark is None:
-            decision = Decision(symbol, Target.HOLD, "no mark yet")
+        if window is None or window.price is None:
+            decision = Decision(symbol, _HOLD, "no mark yet")
         else:
-            bar_closed = window.bars_closed != self._bars_seen.get(symbol)
-            self._bars_seen[symbol] = window.bars_closed
-            view = MarketView(
-                symbol=symbol,
-                bars=window.bars,
-                mark=mark,
-                bar_closed=bar_closed,
-                position=self._positions().get(symbol),
-                reduce_only=self._reduce_only(),
-                shorts_allowed=self.shorts_allowed(symbol),
-            )
+            slot = self._slots.get(symbol)
+            if slot is None or slot.view.window is not window:
+                slot = self._slots[symbol] = _Slot(MarketView(symbol, None, None, False, None, False, False, window))
+            closed = window.bars_closed
+            bar_closed = closed != slot.bars_seen
+            slot.bars_seen = closed
+            shorts = slot.shorts
+            if shorts is None:
+                shorts = slot.shorts = self._shorts_allowed(symbol)
+            # The view is this symbol's, refreshed in place: no allocation on a HOLD.
+            view = slot.view
+            view._mark = None
+            view.price = window.price
+            view.bar_closed = bar_closed
+            view.position = self._positions().get(symbol)
+            view.reduce_only = self._reduce_only()
+            view.shorts_allowed = shorts
             decision = self.strategy.decide(view)
-            if bar_closed or not decision.is_hold:
+            if decision.target is not _HOLD or (bar_closed and self.record_holds):
                 self.last_decision[symbol] = decision
                 self.events.append(
                     self.clock.now(),
@@ -70,9 +96,21 @@ class StrategyOrchestrator:
                     symbol,
                     target=decision.target,
                     reason=decision.reason,
-                    mark=decision.mark,
+                    mark=decision.mark if decision.mark is not None else view.mark,
                 )
-        elapsed = (time.perf_counter() - started) * 1000
-        self.decision_ms[symbol] = elapsed
-        log.debug("process_symbol %s -> %s (%s) in %.3f ms", symbol, decision.target.value, decision.reason, elapsed)
+                log.debug("process_symbol %s -> %s (%s)", symbol, decision.target.value, decision.reason)
+            elif bar_closed:
+                self.last_decision[symbol] = decision
+        self.decision_ms[symbol] = (time.perf_counter() - started) * 1000
         return decision
+
+
+class _Slot:
+    """What the orchestrator keeps per symbol between cycles."""
+
+    __slots__ = ("view", "bars_seen", "shorts")
+
+    def __init__(self, view: MarketView) -> None:
+        self.view = view
+        self.bars_seen: int | None = None
+        self.shorts: bool | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from perpsbot.exchange.sim.keys import read_key_file, sign_jwt
+from perpsbot.exchange.sim.products import default_products
 
 NAME = re.compile(r"^organizations/[0-9a-f-]{36}/apiKeys/[0-9a-f-]{36}$")
 
@@ -97,7 +98,7 @@ def test_sim_serve_answers_on_free_ports_and_stops_on_ctrl_c(tmp_path: Path):
         assert Path(cert).is_file() and Path(cert).parent == tmp_path / "tls"
 
         public = requests.get(f"http://127.0.0.1:{plain_port}/api/v3/brokerage/market/products", timeout=10)
-        assert public.status_code == 200 and public.json()["num_products"] == 6
+        assert public.status_code == 200 and public.json()["num_products"] == len(default_products())
         path = "/api/v3/brokerage/accounts"
         token = sign_jwt(key, uri=f"GET 127.0.0.1:{tls_port}{path}")
         private = requests.get(f"https://127.0.0.1:{tls_port}{path}", headers={"Authorization": f"Bearer {token}"},

@@ -10,6 +10,7 @@ import pytest
 from requests.exceptions import HTTPError
 
 from perpsbot.exchange.sim.keys import ApiKey
+from perpsbot.exchange.sim.products import default_products
 from perpsbot.exchange.sim.server import SimServer
 
 from .conftest import call, sdk
@@ -21,9 +22,10 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
     client = sdk(server, any_key)
 
     products = await call(client.get_products)
-    assert products.num_products == 6
+    assert products.num_products == len(default_products())
     by_id = {p.product_id: p for p in products.products}
-    assert set(by_id) == {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"}
+    assert set(by_id) == {p.symbol for p in default_products()}
+    assert {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"} <= set(by_id)
     assert by_id["BTC-USD"].product_type == "SPOT" and by_id["BTC-USD"].base_increment == "0.00000001"
     perp = by_id["BTC-PERP-INTX"]
     assert perp.product_type == "FUTURE" and perp.product_venue == "INTX"
@@ -34,7 +36,8 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
     assert all(isinstance(p.price, str) and NUMBER.match(p.price) for p in products.products)
 
     spot_only = await call(client.get_products, product_type="SPOT")
-    assert {p.product_id for p in spot_only.products} == {"BTC-USD", "ETH-USD", "SOL-USD"}
+    assert {p.product_id for p in spot_only.products} == {p.symbol for p in default_products()
+                                                          if not p.product.is_perpetual}
 
     single = await call(client.get_product, "ETH-PERP-INTX")
     assert single.product_id == "ETH-PERP-INTX" and single.quote_increment == "0.01"
@@ -52,7 +55,7 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
 
     accounts = await call(client.get_accounts)
     balances = {a.currency: a.available_balance["value"] for a in accounts.accounts}
-    assert balances == {"USD": "100000", "BTC": "0", "ETH": "0", "SOL": "0"}
+    assert balances == {"USD": "100000", **{p.product.base: "0" for p in default_products()}}
     one = await call(client.get_account, accounts.accounts[0].uuid)
     assert one.account.currency == "USD"
 
@@ -71,7 +74,7 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
 async def test_public_market_endpoints_need_no_key(server: SimServer):
     client = sdk(server, None)
     products = await call(client.get_public_products)
-    assert products.num_products == 6
+    assert products.num_products == len(default_products())
     product = await call(client.get_public_product, "SOL-USD")
     assert product.product_id == "SOL-USD"
     book = await call(client.get_public_product_book, "SOL-USD", 3)
@@ -157,7 +160,7 @@ async def test_order_failures_come_back_coinbase_shaped(server: SimServer, ecdsa
     assert broke.error_response["preview_failure_reason"] == "PREVIEW_INSUFFICIENT_FUND"
     assert broke.error_response["message"]
 
-    unknown = await call(client.market_order_buy, "fail-2", "DOGE-USD", base_size="1")
+    unknown = await call(client.market_order_buy, "fail-2", "PEPE-USD", base_size="1")
     assert unknown.error_response["error"] == "INVALID_PRODUCT_ID"
 
     twap = await call(client.create_order, "fail-3", "BTC-USD", "BUY",

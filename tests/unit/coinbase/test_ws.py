@@ -188,7 +188,13 @@ async def test_subscribes_with_a_fresh_jwt_and_resubscribes_on_a_sequence_gap():
                                reconnect=FAST_RECONNECT)
         await ws.subscribe("level2", ["BTC-USD"])
         ws.start()
-        events = await collect(ws, lambda e: isinstance(e, L2Update) and ws.gaps == 1)
+        after_gap: list[object] = []
+
+        def update_after_the_gap(event: object) -> bool:
+            if isinstance(event, StreamNotice) and event.kind == "gap":
+                after_gap.append(event)
+            return isinstance(event, L2Update) and bool(after_gap)
+        events = await collect(ws, update_after_the_gap)
         await ws.close()
     kinds = [type(e).__name__ if not isinstance(e, StreamNotice) else e.kind for e in events]
     # update 2 applies; the gap (2 -> 4) drops 4 and 5 until the fresh snapshot at 6

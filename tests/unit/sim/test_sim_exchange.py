@@ -106,7 +106,8 @@ async def test_default_listing_through_the_port():
     clock = ManualClock(T0)
     ex = SimExchange(SimCore(default_products(), SimConfig(seed=7, warmup_seconds=30.0), start=T0), clock)
     products = {p.symbol: p for p in await ex.products()}
-    assert set(products) == {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"}
+    assets = ("BTC", "ETH", "SOL", "DOGE", "XRP", "AVAX", "LINK")
+    assert set(products) == {f"{a}-USD" for a in assets} | {f"{a}-PERP-INTX" for a in assets}
     btc = products["BTC-PERP-INTX"]
     assert btc.type is ProductType.PERPETUAL and btc.max_leverage == 20
     assert btc.base_increment == D("0.0001") and btc.price_increment == D("0.1") and btc.min_size == D("0.0001")

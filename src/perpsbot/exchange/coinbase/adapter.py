@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import ssl as ssl_module
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -137,6 +138,9 @@ class CoinbaseExchange:
         self._fill_watermark = fills_from or (clock.now() - FILL_OVERLAP)
         self._intx_portfolio: str | None = None
         self._streams: list[CoinbaseWebSocket] = []
+        # Where ``book`` looks first: the streamed order book, when one is being kept
+        # (the bot sets it to ``StreamingService.order_book``); None falls back to REST.
+        self.book_source: Callable[[str, int], OrderBook | None] | None = None
 
     @classmethod
     def from_config(cls, config: BotConfig, clock: Clock) -> CoinbaseExchange:
@@ -179,7 +183,12 @@ class CoinbaseExchange:
             raise BadResponse(f"best_bid_ask: no pricebook for {symbol}") from None
 
     async def book(self, symbol: str, depth: int) -> OrderBook:
-        """The L2 book from ``/product_book``, ``depth`` levels a side."""
+        """The L2 book, ``depth`` levels a side: the streamed one while it is served,
+        else ``/product_book``."""
+        if self.book_source is not None:
+            streamed = self.book_source(symbol, depth)
+            if streamed is not None:
+                return streamed
         return parse_product_book(await self.rest.product_book(symbol, depth), self.clock.now())
 
     async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
@@ -385,6 +394,7 @@ class CoinbaseExchange:
     def market_stream(self, on_event: Callback | None = None, **options: Any) -> CoinbaseWebSocket:
         stream = CoinbaseWebSocket(self.endpoints.ws_url, self.rest.signer, ssl=self._ssl, on_event=on_event,
                                    **options)
+        self._streams = [s for s in self._streams if not s.closed]
         self._streams.append(stream)
         return stream
 

@@ -169,8 +169,10 @@ class CoinbaseRestClient:
         resend_limit: int = 1,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.signer = signer
+        self.trace_configs = list(trace_configs)  # aiohttp request tracing (benchmarks time the wire)
         self.base_url = URL(base_url.rstrip("/"))
         if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
             raise ValueError(f"coinbase_rest_url: not an http(s) URL: {base_url}")
@@ -199,7 +201,7 @@ class CoinbaseRestClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(connector=connector, trace_configs=self.trace_configs or None)
         return self._session
 
     async def close(self) -> None:

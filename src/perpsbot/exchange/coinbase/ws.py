@@ -14,7 +14,15 @@ subscriptions and holds them across connections:
 * a dropped connection is replaced forever, with capped exponential backoff and jitter,
   and every subscription is sent again;
 * a connection with no message at all (heartbeats included) for ``quiet_seconds`` is
-  considered dead and replaced.
+  considered dead and replaced;
+* ``resync_book(symbol)`` asks for a fresh ``level2`` snapshot of one product (the book
+  keeper found it crossed or inconsistent).
+
+With ``on_market`` set, public market-data messages (``l2_data``, ``ticker``,
+``ticker_batch``, ``market_trades``, ``heartbeats``) take the fast path: decoded by
+``wire.decode_market`` into structs and handed to ``on_market`` synchronously, after the
+same sequence check and snapshot filtering; everything else still becomes typed events.
+``queue_events=False`` skips the event queue when only the callbacks are read.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_envelope,
 )
 from perpsbot.exchange.coinbase.rest import RetryPolicy
+from perpsbot.exchange.coinbase.wire import MarketMessage, decode_market
 from perpsbot.exchange.port import AuthenticationError, BadResponse
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,7 @@ class StreamNotice:
 
 Event = WsEvent | StreamNotice
 Callback = Callable[[Event], Any]
+MarketCallback = Callable[[MarketMessage], None]
 
 
 class _QuietConnection(Exception):
@@ -84,6 +94,8 @@ class CoinbaseWebSocket:
         on_event: Callback | None = None,
         queue_size: int = 10_000,
         rng: random.Random | None = None,
+        on_market: MarketCallback | None = None,
+        queue_events: bool = True,
     ) -> None:
         self.url = url
         self.signer = signer
@@ -91,6 +103,8 @@ class CoinbaseWebSocket:
         self.quiet_seconds = quiet_seconds
         self.reconnect = reconnect
         self.on_event = on_event
+        self.on_market = on_market
+        self.queue_events = queue_events
         self._rng = rng or random.Random()
         self.subscriptions: dict[str, set[str]] = {}
         if heartbeats:
@@ -104,12 +118,15 @@ class CoinbaseWebSocket:
         self._awaiting_snapshot: set[str] = set()
         self._send_lock = asyncio.Lock()
         self.connected = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
         # Counters for tests and telemetry.
         self.connects = 0
         self.gaps = 0
         self.quiet_reconnects = 0
         self.dropped_events = 0
         self.bad_messages = 0
+        self.book_resyncs = 0
+        self.callback_errors = 0
 
     def __repr__(self) -> str:
         return f"CoinbaseWebSocket(url={self.url!r}, channels={sorted(self.subscriptions)})"
@@ -167,6 +184,8 @@ class CoinbaseWebSocket:
             result = self.on_event(event)
             if inspect.isawaitable(result):
                 await result
+        if not self.queue_events:
+            return
         if self._queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
@@ -188,6 +207,11 @@ class CoinbaseWebSocket:
 
     # ----- connection -----------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """``close()`` was called."""
+        return self._closed
+
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
             self._closed = False
@@ -196,6 +220,8 @@ class CoinbaseWebSocket:
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._background):
+            task.cancel()
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
@@ -256,12 +282,13 @@ class CoinbaseWebSocket:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             try:
-                message = await asyncio.wait_for(ws.receive(), self.quiet_seconds)
+                message = await ws.receive(timeout=self.quiet_seconds)
             except TimeoutError:
                 await ws.close()
                 raise _QuietConnection() from None
             if message.type == aiohttp.WSMsgType.TEXT:
-                await self._handle(message.data)
+                if self.on_market is None or not self.handle_market_text(message.data):
+                    await self._handle(message.data)
             elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
                                   aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
                 return
@@ -285,7 +312,7 @@ class CoinbaseWebSocket:
         expected = None if self._last_sequence is None else self._last_sequence + 1
         self._last_sequence = envelope.sequence_num
         if expected is not None and envelope.sequence_num != expected:
-            await self._resync(expected, envelope.sequence_num)
+            await self._resync(self._gap(expected, envelope.sequence_num))
         for event in envelope.events:
             if isinstance(event, L2Snapshot):
                 self._awaiting_snapshot.discard(event.symbol)
@@ -293,11 +320,71 @@ class CoinbaseWebSocket:
                 continue  # applies to a book we no longer trust; the snapshot replaces it
             await self._deliver(event)
 
-    async def _resync(self, expected: int, got: int) -> None:
+    def handle_market_text(self, text: str | bytes) -> bool:
+        """The fast path: one market-data message, sequence-checked and handed to
+        ``on_market``. False when it is not a market-data message (the caller then takes
+        the generic path)."""
+        message = decode_market(text)
+        if message is None:
+            return False
+        expected = None if self._last_sequence is None else self._last_sequence + 1
+        self._last_sequence = message.sequence_num
+        if expected is not None and message.sequence_num != expected:
+            self._spawn(self._resync(self._gap(expected, message.sequence_num)))
+        if message.channel == "l2_data":
+            awaiting = self._awaiting_snapshot
+            if awaiting:
+                kept = []
+                for event in message.events:
+                    if event.type == "snapshot":
+                        awaiting.discard(event.product_id)
+                    elif event.product_id in awaiting:
+                        continue  # applies to a book we no longer trust; the snapshot replaces it
+                    kept.append(event)
+                message.events = kept
+        assert self.on_market is not None
+        try:
+            self.on_market(message)
+        except Exception:  # noqa: BLE001 - a consumer's bug must not end the connection
+            self.callback_errors += 1
+            log.exception("websocket %s: the market-data callback failed on a %s message", self.url,
+                          message.channel)
+        return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def resync_book(self, symbol: str, reason: str = "") -> None:
+        """Drop ``symbol``'s level2 updates until a fresh snapshot, and ask for one by
+        resubscribing that product alone."""
+        if symbol not in self.subscriptions.get("level2", ()):
+            return
+        self.book_resyncs += 1
+        self._awaiting_snapshot.add(symbol)
+        log.warning("websocket %s: resyncing the %s book%s", self.url, symbol, f" ({reason})" if reason else "")
+
+        async def resubscribe() -> None:
+            await self._send_subscription("unsubscribe", "level2", {symbol})
+            await self._send_subscription("subscribe", "level2", {symbol})
+
+        self._spawn(resubscribe())
+
+    @property
+    def awaiting_snapshot(self) -> frozenset[str]:
+        """Products whose level2 updates are being dropped until a fresh snapshot."""
+        return frozenset(self._awaiting_snapshot)
+
+    def _gap(self, expected: int, got: int) -> str:
+        """Count the gap and stop trusting every book at once (before the next update)."""
         self.gaps += 1
         detail = f"sequence_num {got}, expected {expected}: resubscribing"
         log.warning("websocket %s: %s", self.url, detail)
         self._awaiting_snapshot = set(self.subscriptions.get("level2", ()))
+        return detail
+
+    async def _resync(self, detail: str) -> None:
         await self._notice("gap", detail)
         await self._send_all("unsubscribe")
         await self._send_all("subscribe")

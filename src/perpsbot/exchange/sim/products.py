@@ -33,6 +33,10 @@ def underlying(key: str, start_price: float, vol_per_sec: float, **kwargs: float
 _BTC = underlying("BTC", 90_000.0, 0.0003)
 _ETH = underlying("ETH", 3_000.0, 0.0004)
 _SOL = underlying("SOL", 150.0, 0.0005)
+_DOGE = underlying("DOGE", 0.38, 0.0007)
+_XRP = underlying("XRP", 2.2, 0.0006)
+_AVAX = underlying("AVAX", 38.0, 0.0006)
+_LINK = underlying("LINK", 23.0, 0.0005)
 
 _USD = "USD"
 
@@ -66,7 +70,8 @@ def _perp(
 
 
 def default_products() -> list[SimProduct]:
-    """BTC, ETH and SOL spot against USD, and their INTX-style perpetuals.
+    """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD, and their INTX-style
+    perpetuals (increments and leverage caps like Coinbase's listings).
 
     A spot product and the perpetual on the same asset share the underlying
     index path; the perpetual adds a mean-reverting premium (which drives its
@@ -103,6 +108,53 @@ def default_products() -> list[SimProduct]:
             _perp("SOL-PERP-INTX", "SOL", "0.01", "0.01", "0.01", 10, "0.05"),
             MarketParams(_SOL, spread_bps=2.5, level_step_bps=1.0, top_depth=200.0, trades_per_sec=3.0,
                          mean_trade_size=10.0),
+        ),
+        *_alt_products(),
+    ]
+
+
+def _alt_products() -> list[SimProduct]:
+    """Smaller assets: wider spreads and steps, deeper books in base units, fewer trades."""
+    return [
+        SimProduct(
+            _spot("DOGE-USD", "DOGE", "0.1", "0.00001", "1"),
+            MarketParams(_DOGE, spread_bps=3.0, level_step_bps=1.5, top_depth=40_000.0, trades_per_sec=3.0,
+                         mean_trade_size=1_500.0),
+        ),
+        SimProduct(
+            _spot("XRP-USD", "XRP", "0.000001", "0.0001", "1"),
+            MarketParams(_XRP, spread_bps=2.5, level_step_bps=1.2, top_depth=15_000.0, trades_per_sec=3.0,
+                         mean_trade_size=600.0),
+        ),
+        SimProduct(
+            _spot("AVAX-USD", "AVAX", "0.00000001", "0.01", "0.01"),
+            MarketParams(_AVAX, spread_bps=3.0, level_step_bps=1.5, top_depth=250.0, trades_per_sec=1.5,
+                         mean_trade_size=8.0),
+        ),
+        SimProduct(
+            _spot("LINK-USD", "LINK", "0.01", "0.001", "0.1"),
+            MarketParams(_LINK, spread_bps=3.0, level_step_bps=1.5, top_depth=350.0, trades_per_sec=1.5,
+                         mean_trade_size=12.0),
+        ),
+        SimProduct(
+            _perp("DOGE-PERP-INTX", "DOGE", "1", "0.00001", "1", 10, "0.05"),
+            MarketParams(_DOGE, spread_bps=3.0, level_step_bps=1.5, top_depth=60_000.0, trades_per_sec=4.0,
+                         mean_trade_size=2_000.0),
+        ),
+        SimProduct(
+            _perp("XRP-PERP-INTX", "XRP", "1", "0.0001", "1", 10, "0.05"),
+            MarketParams(_XRP, spread_bps=2.5, level_step_bps=1.2, top_depth=25_000.0, trades_per_sec=4.0,
+                         mean_trade_size=900.0),
+        ),
+        SimProduct(
+            _perp("AVAX-PERP-INTX", "AVAX", "0.1", "0.01", "0.1", 10, "0.05"),
+            MarketParams(_AVAX, spread_bps=3.0, level_step_bps=1.5, top_depth=400.0, trades_per_sec=2.0,
+                         mean_trade_size=10.0),
+        ),
+        SimProduct(
+            _perp("LINK-PERP-INTX", "LINK", "0.1", "0.001", "0.1", 10, "0.05"),
+            MarketParams(_LINK, spread_bps=3.0, level_step_bps=1.5, top_depth=500.0, trades_per_sec=2.0,
+                         mean_trade_size=15.0),
         ),
     ]
 

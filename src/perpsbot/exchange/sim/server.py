@@ -1006,14 +1006,12 @@ class SimServer:
                 tickers = [_batch_ticker(t) for t in tickers]
             conn.push(channel, [{"type": "snapshot", "tickers": tickers}], now)
         elif channel == "level2":
-            events = []
-            for symbol in ordered:
+            for symbol in ordered:  # one product per message
                 bids, asks = self._books[symbol]
                 stamp = P.ts(self.core.now)
                 updates = [_l2("bid", p, q, stamp) for p, q in sorted(bids.items(), reverse=True)]
                 updates += [_l2("offer", p, q, stamp) for p, q in sorted(asks.items())]
-                events.append({"type": "snapshot", "product_id": symbol, "updates": updates})
-            conn.push(channel, events, now)
+                conn.push(channel, [{"type": "snapshot", "product_id": symbol, "updates": updates}], now)
         elif channel == "market_trades":
             trades = []
             for symbol in ordered:
@@ -1170,10 +1168,9 @@ class SimServer:
                 if chosen:
                     conn.push("ticker", [{"type": "update", "tickers": chosen}], now)
             if "level2" in subs:
-                events = [{"type": "update", "product_id": s, "updates": u} for s, u in l2.items()
-                          if conn.wants("level2", s)]
-                if events:
-                    conn.push("level2", events, now)
+                for s, u in l2.items():  # one product per message, as Coinbase sends them
+                    if conn.wants("level2", s):
+                        conn.push("level2", [{"type": "update", "product_id": s, "updates": u}], now)
             if "market_trades" in subs:
                 chosen_trades = [P.market_trade_json(t) for s, ts in trades.items() if conn.wants("market_trades", s)
                                  for t in ts]

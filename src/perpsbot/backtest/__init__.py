@@ -1,0 +1,1 @@
+"""Backtesting on the live code path: candles in, the bot's own services, a report out."""

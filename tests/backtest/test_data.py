@@ -1,0 +1,216 @@
+"""Candle files: every problem is one clear line or a listed repair, never a silent change."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+
+import pytest
+
+from perpsbot.backtest.data import (
+    DataError,
+    load_candles,
+    parse_timeframe,
+    resample,
+    synthetic_candles,
+    write_csv,
+)
+
+HEADER = "date,open,high,low,close,volume\n"
+
+
+def rows(*lines: str) -> str:
+    return HEADER + "".join(line + "\n" for line in lines)
+
+
+def minute(i: int) -> str:
+    return f"2026-01-01T00:{i:02d}:00Z"
+
+
+def good(n: int = 5) -> list[str]:
+    return [f"{minute(i)},{100 + i},{101 + i},{99 + i},{100.5 + i},{10 + i}" for i in range(n)]
+
+
+def write(tmp_path: Path, text: str, name: str = "c.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(path: Path, **kw):
+    return load_candles(path, symbol="BTC-USD", **kw)
+
+
+def one_line_error(path: Path, **kw) -> str:
+    with pytest.raises(DataError) as info:
+        load(path, **kw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_clean_file_loads_as_is_with_nothing_repaired(tmp_path):
+    series, report = load(write(tmp_path, rows(*good())))
+    assert len(series) == 5 and series.bar_seconds == 60
+    assert list(series.open) == [100, 101, 102, 103, 104]
+    assert list(series.close) == [100.5, 101.5, 102.5, 103.5, 104.5]
+    assert series.start[1] - series.start[0] == 60
+    assert series.first.isoformat() == "2026-01-01T00:00:00+00:00"
+    assert report.repairs == [] and report.rows == 5 and report.candles == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("date,open,high,low,volume\n" + minute(0) + ",1,1,1,1\n", "missing column close"),
+        ("open,high,low,close,volume\n1,1,1,1,1\n", "missing column date (or timestamp)"),
+        ("foo,bar\n1,2\n", "missing columns date (or timestamp), open, high, low, close"),
+        (rows(*good(2), f"{minute(2)},100,nan,99,100,1"), "line 4: high is nan (NaN or infinite)"),
+        (rows(*good(2), f"{minute(2)},100,101,99,,1"), "line 4: close is 'empty', not a number"),
+        (rows(*good(2), f"{minute(2)},100,101,99,abc,1"), "line 4: close is 'abc', not a number"),
+        (rows(*good(2), f"{minute(2)},100,101,99,inf,1"), "close is inf (NaN or infinite)"),
+        (rows(*good(2), f"{minute(2)},0,101,99,100,1"), "line 4: prices must be > 0"),
+        (rows(*good(2), f"{minute(2)},100,101,99,100,-5"), "line 4: volume -5.0 is negative"),
+        (rows(*good(2), f"{minute(2)},100,99.5,99,100,1"), "line 4: high 99.5 / low 99.0 do not contain open"),
+        (rows(*good(2), f"{minute(2)},100,101"), "line 4: 3 fields, the header has at least"),
+        (rows(*good(2), "yesterday,100,101,99,100,1"), "line 4: time 'yesterday' is not ISO 8601"),
+        (rows("someday,100,101,99,100,1"), "line 2: time 'someday' is neither unix time nor ISO 8601"),
+        (rows(good(1)[0]), "1 candle; a backtest needs at least 2"),
+        (HEADER, "0 candles; a backtest needs at least 2"),
+        ("", "the file is empty"),
+        (rows(minute(0) + ",1,1,1,1,1", minute(0) + ",2,2,2,2,1"), "lines 2 and 3: two different candles for"),
+        (rows(minute(0) + ",1,1,1,1,1", minute(1) + ",1,1,1,1,1", "2026-01-01T00:03:30Z,1,1,1,1,1"),
+         "line 4: 2026-01-01T00:03:30Z is off the 1m grid the data starts on"),
+        (rows(minute(0) + ",1,1,1,1,1", "2026-01-01T00:01:30Z,1,1,1,1,1"), "90 s apart; supported are whole minutes"),
+        (rows("2026-01-01T00:00:00Z,1,1,1,1,1", "2026-01-01T00:00:30Z,1,1,1,1,1"), "30 s apart; supported are whole minutes from 1m to 1d"),
+    ],
+)
+def test_bad_files_are_refused_with_one_clear_line(tmp_path, text, expected):
+    message = one_line_error(write(tmp_path, text))
+    assert expected in message, message
+    assert str(tmp_path / "c.csv") in message
+
+
+def test_missing_and_folder_paths_are_refused(tmp_path):
+    assert "no such file" in one_line_error(tmp_path / "nope.csv")
+    assert "is a folder" in one_line_error(tmp_path)
+
+
+def test_gaps_are_filled_with_flat_candles_and_reported(tmp_path):
+    lines = good(10)
+    del lines[3:6]  # 00:03, 00:04, 00:05 missing
+    del lines[-1]  # and 00:09 is simply the end
+    series, report = load(write(tmp_path, rows(*lines)))
+    assert len(series) == 9 and report.filled == 3
+    # The filled candles are flat at the close before the gap, without volume.
+    assert [series.close[i] for i in (2, 3, 4, 5, 6)] == [102.5, 102.5, 102.5, 102.5, 106.5]
+    assert [series.volume[i] for i in (3, 4, 5)] == [0, 0, 0]
+    assert series.high[4] == series.low[4] == series.open[4] == 102.5
+    assert report.repairs == [
+        "filled 1 gap (3 missing candles) with flat candles at the previous close and no volume; "
+        "widest: 3 after 2026-01-01T00:02:00Z"
+    ]
+
+
+def test_strict_mode_refuses_what_it_would_otherwise_repair(tmp_path):
+    lines = good(6)
+    gap = write(tmp_path, rows(*(lines[:2] + lines[3:])), "gap.csv")
+    assert "1 gap in the data, the first after 2026-01-01T00:01:00Z (1 candles missing) (strict)" in one_line_error(
+        gap, strict=True
+    )
+    unsorted = write(tmp_path, rows(lines[1], lines[0], *lines[2:]), "unsorted.csv")
+    assert "line 3: time goes backwards (strict" in one_line_error(unsorted, strict=True)
+    repeated = write(tmp_path, rows(*lines, lines[-1]), "repeated.csv")
+    assert "1 repeated row (strict)" in one_line_error(repeated, strict=True)
+    novolume = write(tmp_path, "date,open,high,low,close\n" + minute(0) + ",1,1,1,1\n" + minute(1) + ",1,1,1,1\n",
+                     "novolume.csv")
+    assert "no volume column (strict)" in one_line_error(novolume, strict=True)
+
+
+def test_unsorted_rows_and_exact_repeats_are_repaired_and_reported(tmp_path):
+    lines = good(6)
+    shuffled = [lines[2], lines[0], lines[1], lines[1], lines[5], lines[3], lines[4]]
+    series, report = load(write(tmp_path, rows(*shuffled)))
+    assert list(series.open) == [100, 101, 102, 103, 104, 105]
+    assert report.repairs == [
+        "sorted by time: 2 rows were out of order",
+        "dropped 1 exact repeat of a row",
+    ]
+
+
+def test_timestamps_in_unix_seconds_and_milliseconds_and_naive_iso(tmp_path):
+    seconds = "timestamp,open,high,low,close,volume\n1767225600,1,2,1,1.5,3\n1767225660,1.5,2,1,1,3\n"
+    series, report = load(write(tmp_path, seconds, "s.csv"))
+    assert series.start[0] == 1767225600 and "timestamps read as unix seconds" in report.notes
+    millis = "Timestamp,Open,High,Low,Close,Volume\n1767225600000,1,2,1,1.5,3\n1767225660000,1.5,2,1,1,3\n"
+    series, report = load(write(tmp_path, millis, "ms.csv"))
+    assert series.start[0] == 1767225600 and "timestamps read as unix milliseconds" in report.notes
+    naive = "date,open,high,low,close,volume\n2026-01-01 00:00:00,1,2,1,1.5,3\n2026-01-01 00:01:00,1.5,2,1,1,3\n"
+    series, report = load(write(tmp_path, naive, "naive.csv"))
+    assert series.start[0] == 1767225600
+    assert "timestamps read as ISO 8601, no time zone: taken as UTC" in report.notes
+
+
+def test_a_missing_volume_column_is_a_reported_repair(tmp_path):
+    text = "date,open,high,low,close\n" + minute(0) + ",1,1,1,1\n" + minute(1) + ",1,1,1,1\n"
+    series, report = load(write(tmp_path, text))
+    assert list(series.volume) == [0, 0]
+    assert report.repairs == ["no volume column: volume taken as 0"]
+
+
+def test_timeframe_aggregates_finer_data_and_refuses_finer_than_the_data(tmp_path):
+    lines = [f"2026-01-01T00:{i:02d}:00Z,{10 + i},{12 + i},{9 + i},{11 + i},1" for i in range(12)]
+    path = write(tmp_path, rows(*lines))
+    series, report = load(path, timeframe=300)
+    # 00:00-00:04 and 00:05-00:09 are whole; 00:10-00:11 is not and is dropped.
+    assert series.bar_seconds == 300 and len(series) == 2
+    assert (series.open[0], series.high[0], series.low[0], series.close[0], series.volume[0]) == (10, 16, 9, 15, 5)
+    assert (series.open[1], series.close[1]) == (15, 20)
+    assert any("aggregated 1m candles into 5m ones" in r for r in report.repairs)
+    five = write(tmp_path, rows(*[f"2026-01-01T00:{5 * i:02d}:00Z,1,1,1,1,1" for i in range(3)]), "5m.csv")
+    assert "the data is 5m candles; --timeframe 1m must be the same or a multiple of it" in one_line_error(
+        five, timeframe=60
+    )
+    assert "--timeframe 7m" not in one_line_error(five, timeframe=420)  # named in seconds: not a multiple
+
+
+def test_parse_timeframe():
+    assert [parse_timeframe(t) for t in ("1m", "5m", "1H", "1d", "900", "3600s")] == [60, 300, 3600, 86400, 900, 3600]
+    for bad in ("1s", "2d", "soon"):
+        with pytest.raises(DataError):
+            parse_timeframe(bad)
+
+
+def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError("No module named 'pyarrow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    message = one_line_error(write(tmp_path, "PAR1", "c.parquet"))
+    assert "reading Parquet needs pyarrow" in message and "pip install 'perpsbot[parquet]'" in message
+
+
+def test_synthetic_candles_are_seeded_valid_and_round_trip_through_csv(tmp_path):
+    a = synthetic_candles(3000, seed=4)
+    b = synthetic_candles(3000, seed=4)
+    c = synthetic_candles(3000, seed=5)
+    assert list(a.close) == list(b.close) and list(a.close) != list(c.close)
+    for o, h, lo, cl in zip(a.open, a.high, a.low, a.close, strict=True):
+        assert lo <= min(o, cl) <= max(o, cl) <= h and lo > 0
+    assert all(a.open[i + 1] == a.close[i] for i in range(len(a) - 1))
+    path = tmp_path / "synthetic.csv"
+    write_csv(a, path)
+    back, report = load(path)
+    assert report.repairs == []
+    assert list(back.close) == list(a.close) and list(back.start) == list(a.start)
+
+
+def test_resample_drops_incomplete_buckets():
+    series = synthetic_candles(130, seed=1, start=synthetic_candles(2, seed=1).first.replace(minute=58))
+    hourly = resample(series, 3600)
+    # starts at 00:58: 00:58-00:59 is incomplete, then 01:00..01:59 and 02:00..02:59 are whole, 03:00..03:07 is not
+    assert len(hourly) == 2 and hourly.start[0] % 3600 == 0

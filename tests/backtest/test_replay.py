@@ -1,0 +1,172 @@
+"""The replay exchange: fills at the next candle's open, fees, slippage, funding, liquidation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+import pytest
+
+from perpsbot.domain import Liquidity, OrderStatus, OrderType, Product, ProductType, Side, TimeInForce
+from perpsbot.domain.clock import SimulatedClock
+from perpsbot.exchange.port import OrderRejected, OrderRequest
+from perpsbot.exchange.sim.replay import ReplayCosts, ReplayExchange
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+SPOT = Product("TST-USD", "TST", "USD", ProductType.SPOT, D("0.001"), D("0.01"), D("0.001"))
+PERP = Product("TST-PERP-INTX", "TST", "USD", ProductType.PERPETUAL, D("0.001"), D("0.01"), D("0.001"), D(10),
+               maintenance_margin_rate=D("0.05"))
+
+
+def make(product=SPOT, cash="10000", **costs) -> tuple[ReplayExchange, SimulatedClock]:
+    clock = SimulatedClock(T0)
+    costs = {k: D(str(v)) for k, v in costs.items()}
+    return ReplayExchange(product, clock, bar_seconds=60, starting_cash=D(cash), costs=ReplayCosts(**costs)), clock
+
+
+def bar(ex: ReplayExchange, clock: SimulatedClock, i: int, o: float, h: float, lo: float, c: float) -> None:
+    """Candle i (start T0 + 60 i) as the backtest loop feeds it."""
+    start = T0 + 60 * i
+    clock.set(start + 60)
+    if ex.busy:
+        ex.on_bar(start, o, h, lo, c)
+    else:
+        ex.price = c
+
+
+def market(side: Side, size: str, cid: str = "c1", **kw) -> OrderRequest:
+    return OrderRequest(cid, kw.pop("symbol", SPOT.symbol), side, OrderType.MARKET, D(size), **kw)
+
+
+async def test_a_market_order_fills_at_the_next_open_with_slippage_and_the_taker_fee():
+    ex, clock = make(fee_bps=10, slippage_bps=20)
+    bar(ex, clock, 0, 100, 101, 99, 100)
+    snap = await ex.place_order(market(Side.BUY, "2"))
+    assert snap.status is OrderStatus.OPEN and snap.fills == ()  # nothing at the decision's close
+    assert ex.cash == D(10000)
+    bar(ex, clock, 1, 101, 103, 100, 102)
+    (fill,) = (await ex.get_order("c1")).fills
+    # 101 x 1.002 = 101.202 -> 101.21 (rounded up: against the buyer)
+    assert fill.price == D("101.21") and fill.size == D(2) and fill.liquidity is Liquidity.TAKER
+    assert fill.fee == D("101.21") * 2 * D("0.001")
+    assert fill.ts == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)  # the open of candle 1
+    assert ex.cash == D(10000) - D("202.42") - fill.fee
+    account = await ex.account()
+    assert account.balances["TST"].total == D(2)
+    assert account.equity == ex.cash + 2 * D(102)  # valued at the close
+    assert ex.changed
+    # Selling: 102 x 0.998 = 101.796 -> 101.79 (rounded down: against the seller)
+    await ex.place_order(market(Side.SELL, "2", "c2"))
+    bar(ex, clock, 2, 102, 102, 101, 101.5)
+    (sell,) = (await ex.get_order("c2")).fills
+    assert sell.price == D("101.79") and sell.fee == D("101.79") * 2 * D("0.001")
+    assert ex.cash == D(10000) - D("202.42") - fill.fee + D("203.58") - sell.fee
+    assert (await ex.account()).equity == ex.cash
+
+
+async def test_the_equity_line_matches_the_decimal_account_at_any_close():
+    ex, clock = make(fee_bps=5)
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    await ex.place_order(market(Side.BUY, "3"))
+    bar(ex, clock, 1, 100.5, 101, 100, 100.75)
+    for close in (100.75, 90.0, 123.45):
+        ex.price = close
+        assert ex.equity_a + ex.equity_b * close == pytest.approx(float((await ex.account()).equity), abs=1e-9)
+
+
+async def test_an_order_the_cash_cannot_cover_at_the_fill_is_cut_to_what_it_can_and_the_rest_cancelled():
+    ex, clock = make(cash="1000", fee_bps=0)
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    await ex.place_order(market(Side.BUY, "9.9"))  # ~990 at the close: accepted
+    bar(ex, clock, 1, 125, 125, 125, 125)  # gaps up: 1000 / 125 = 8
+    snap = await ex.get_order("c1")
+    assert snap.filled_size == D(8) and snap.status is OrderStatus.CANCELLED
+    assert snap.reject_reason == "insufficient_funds" and ex.cash == D(0)
+
+
+async def test_orders_are_refused_up_front_when_they_cannot_be_met():
+    ex, clock = make(cash="1000")
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    with pytest.raises(OrderRejected) as info:
+        await ex.place_order(market(Side.BUY, "20"))
+    assert info.value.reason == "insufficient_funds"
+    with pytest.raises(OrderRejected) as info:
+        await ex.place_order(market(Side.SELL, "1", "c2"))
+    assert info.value.reason == "insufficient_funds"
+    with pytest.raises(OrderRejected) as info:
+        await ex.place_order(market(Side.BUY, "0.0005", "c3"))
+    assert info.value.reason == "invalid_size"
+    assert (await ex.get_order("c1")).status is OrderStatus.REJECTED
+    # The same client id again returns the same order, never a second one.
+    assert (await ex.get_order("c1")).status is (await ex.place_order(market(Side.BUY, "1"))).status
+
+
+async def test_an_order_on_the_last_candle_stays_open():
+    ex, clock = make()
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    await ex.place_order(market(Side.BUY, "1"))
+    assert [o.client_order_id for o in await ex.open_orders()] == ["c1"]
+    assert (await ex.fills_since(0)) == ([], 0)
+
+
+async def test_limit_orders_fill_when_a_later_candle_reaches_them():
+    ex, clock = make(fee_bps=10, maker_fee_bps=2)
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    request = OrderRequest("L1", SPOT.symbol, Side.BUY, OrderType.LIMIT, D(1), D("98"), TimeInForce.GTC)
+    await ex.place_order(request)
+    bar(ex, clock, 1, 100, 101, 99, 100)  # not reached: waits (GTC)
+    assert (await ex.get_order("L1")).status is OrderStatus.OPEN
+    bar(ex, clock, 2, 99, 99.5, 97, 98.5)  # reached: at the limit, maker fee
+    (fill,) = (await ex.get_order("L1")).fills
+    assert (fill.price, fill.liquidity, fill.fee) == (D(98), Liquidity.MAKER, D(98) * D("0.0002"))
+    ioc = OrderRequest("L2", SPOT.symbol, Side.SELL, OrderType.LIMIT, D(1), D("110"), TimeInForce.IOC)
+    await ex.place_order(ioc)
+    bar(ex, clock, 3, 99, 100, 98, 99)  # not reached: an IOC gets one candle
+    assert (await ex.get_order("L2")).status is OrderStatus.CANCELLED
+    gap = OrderRequest("L3", SPOT.symbol, Side.SELL, OrderType.LIMIT, D(1), D("97"), TimeInForce.IOC)
+    await ex.place_order(gap)
+    bar(ex, clock, 4, 99.5, 100, 99, 99.5)  # opens through the limit: taker at the open
+    (fill,) = (await ex.get_order("L3")).fills
+    assert (fill.price, fill.liquidity) == (D("99.5"), Liquidity.TAKER)
+
+
+async def test_perp_funding_is_charged_every_hour_on_the_held_position():
+    ex, clock = make(PERP, fee_bps=0, funding_rate="0.0008")  # 0.01 % an hour
+    # Candle 58 (00:58) closes at 00:59; buy 2 at leverage 2, filled at 00:59's open.
+    bar(ex, clock, 58, 100, 100, 100, 100)
+    await ex.place_order(market(Side.BUY, "2", symbol=PERP.symbol, leverage=D(2)))
+    bar(ex, clock, 59, 100, 100, 100, 100)  # filled at 00:59; the candle ends at 01:00: funding
+    assert [(p.ts.hour, p.payment) for p in ex.funding] == [(1, D("-0.02"))]  # 2 x 100 x 0.0001, a long pays
+    assert ex.margin == D(100) and ex.cash == D(9900) - D("0.02")
+    for i in range(60, 120):
+        bar(ex, clock, i, 110, 110, 110, 110)
+    assert [p.payment for p in ex.funding] == [D("-0.02"), D("-0.022")]  # 02:00 at 110
+    assert ex.cash == D(9900) - D("0.042") and ex.position.funding == D("-0.042")
+    # Flat: no more funding.
+    await ex.place_order(market(Side.SELL, "2", "c2", symbol=PERP.symbol, reduce_only=True, leverage=D(2)))
+    for i in range(120, 200):
+        bar(ex, clock, i, 110, 110, 110, 110)
+    assert len(ex.funding) == 2 and not ex.busy
+    assert (await ex.account()).equity == D(10000) - D("0.042") + 2 * D(10)
+
+
+async def test_a_perp_that_trades_through_its_liquidation_price_is_liquidated():
+    ex, clock = make(PERP, fee_bps=0)
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    await ex.place_order(market(Side.BUY, "10", symbol=PERP.symbol, leverage=D(5)))
+    bar(ex, clock, 1, 100, 100, 100, 100)
+    assert ex.margin == D(200)
+    # long at 100, 5x, maintenance 5 %: liquidation at 100 x 0.8 / 0.95 = 84.21...
+    bar(ex, clock, 2, 95, 96, 80, 85)
+    assert ex.liquidations == 1 and ex.position.size == 0 and ex.margin == 0
+    fill = ex.fills[-1]
+    assert fill.liquidity is Liquidity.LIQUIDATION and fill.price == D("84.21")
+    assert ex.cash < D(10000) - D(150)  # most of the margin is gone
+
+
+async def test_reduce_only_may_not_open():
+    ex, clock = make(PERP)
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    with pytest.raises(OrderRejected) as info:
+        await ex.place_order(market(Side.SELL, "1", symbol=PERP.symbol, reduce_only=True))
+    assert info.value.reason == "reduce_only_would_increase"
