@@ -209,7 +209,9 @@ def test_drawdown_goes_reduce_only_then_kill(clock, events, tmp_path):
     assert risk.mode == "normal"
     risk.evaluate(D(10_700), {})  # 10.8 %
     assert risk.mode == "reduce-only" and risk.reduce_only_reasons == ["drawdown"]
-    risk.evaluate(D(11_500), {})  # recovered: reduce-only lifts by itself
+    risk.evaluate(D(10_850), {})  # 9.6 %: back inside the limit, but not clearly
+    assert risk.mode == "reduce-only"
+    risk.evaluate(D(11_100), {})  # 7.5 %, below 80 % of the limit: lifts by itself
     assert risk.mode == "normal"
     risk.evaluate(D(9_500), {})  # 20.8 %: kill
     assert risk.mode == "killed" and risk.kill_reasons == ["drawdown"]
@@ -287,9 +289,9 @@ def test_resume_refuses_while_the_cause_persists(clock, events, tmp_path):
     risk.evaluate(D(7_000), {})
     assert risk.killed
     assert "drawdown 30.00% is still beyond 20.00%" in risk.resume()
-    risk.evaluate(D(9_100), {})  # 9 % drawdown: below both levels
+    risk.evaluate(D(9_300), {})  # 7 % drawdown: clearly below both levels
     events.post_command(clock.now(), "resume")
-    risk.evaluate(D(9_100), {})
+    risk.evaluate(D(9_300), {})
     assert not risk.killed and risk.reduce_only_reasons == []
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 STATE_KEY = "risk"
 KILL_FILE = "KILL"
 BPS = Decimal(10_000)
+DRAWDOWN_RECOVERY = Decimal("0.8")  # drawdown reduce-only lifts below 80 % of its limit
 # Kill reasons that stay until a human resumes, even when their cause has passed.
 LATCHED_PREFIXES = ("drawdown", "volatility:")
 
@@ -417,7 +418,9 @@ class RiskManager:
             self.enter_kill("drawdown", f"drawdown {drawdown:.2%}, kill at {cfg.kill_drawdown_pct:.2%}")
         if drawdown >= cfg.max_drawdown_pct:
             self.enter_reduce_only("drawdown", f"drawdown {drawdown:.2%}, limit {cfg.max_drawdown_pct:.2%}")
-        else:
+        elif drawdown < cfg.max_drawdown_pct * DRAWDOWN_RECOVERY:
+            # Lifted only once clearly back inside the limit, so a drawdown hovering at it
+            # does not switch the mode on and off every cycle.
             self.leave_reduce_only("drawdown")
 
     def watch_equity(self, equity: float, epoch: float) -> None:
@@ -540,9 +543,10 @@ class RiskManager:
         return "resumed"
 
     def _run_commands(self, now: datetime) -> None:
+        # Order commands (cancel, close, ...) are the ExecutionCoordinator's.
         for command_id, command, _args in self.events.pending_commands():
-            result = self.resume() if command == "resume" else f"unknown command {command}"
-            self.events.complete_command(command_id, now, result)
+            if command == "resume":
+                self.events.complete_command(command_id, now, self.resume())
 
     # ----- persistence ------------------------------------------------------------------------
 
