@@ -458,7 +458,8 @@ class RiskManager:
             self._day_floor = floor + abs(floor) * _EPS
         self._in_drawdown = "drawdown" in self.reduce_only_reasons
         if self._in_drawdown:
-            self._high_alarm = peak * keep * (1 - _EPS)
+            recovered = 1.0 - float(cfg.max_drawdown_pct * DRAWDOWN_RECOVERY)
+            self._high_alarm = peak * recovered * (1 - _EPS)
             killed = "drawdown" in self.kill_reasons
             low = -math.inf if killed else peak * (1.0 - float(cfg.kill_drawdown_pct)) * (1 + _EPS)
         else:
