@@ -254,6 +254,10 @@ class PerpsBot:
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity,
         )
+        try:
+            await reg.execution.recover()  # earlier runs' open intents resolved, then reconciled
+        except (ExchangeError, TimeoutError, OSError) as exc:  # retried by the periodic reconciliation
+            reg.events.append(reg.clock.now(), "error", None, stage="reconcile", error=_error_text(exc))
         self.spawn(self._snapshot_loop(), "snapshots")
         self.started = True
 
@@ -303,6 +307,7 @@ class PerpsBot:
         try:
             await reg.execution.refresh_account()
             await reg.execution.sync_orders()
+            await reg.execution.housekeeping()  # order commands; reconciliation when due
         except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
             report.errors["account"] = _error_text(exc)
             reg.events.append(reg.clock.now(), "error", None, stage="account", error=_error_text(exc))
@@ -408,6 +413,7 @@ class PerpsBot:
             "end_equity": account.equity,
             "pnl": account.equity - self.start_equity if self.start_equity is not None else None,
             "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
+            "pnl": reg.execution.pnl().as_dict() if run_id is not None else None,
             **(reg.streaming.summary() if reg.streaming is not None else {}),
         }
 

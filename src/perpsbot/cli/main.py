@@ -7,7 +7,7 @@ import sys
 import typer
 
 from perpsbot.cli import backtest as backtest_cmd
-from perpsbot.cli import config_cmd, records, risk, sim
+from perpsbot.cli import config_cmd, orders_cmd, records, risk, sim
 from perpsbot.cli import data as data_cmd
 from perpsbot.cli import run as run_cmd
 from perpsbot.cli.common import UserError, err_console
@@ -20,7 +20,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("run")(run_cmd.run)
-app.command("orders")(records.orders)
+app.add_typer(orders_cmd.app, name="orders")
+app.command("close")(orders_cmd.close)
 app.command("positions")(records.positions)
 app.command("events")(records.events)
 app.command("kill")(risk.kill)

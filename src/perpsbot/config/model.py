@@ -119,6 +119,12 @@ class BotConfig(BaseModel):
     stream_quiet_seconds: float = Field(
         5.0, gt=0, le=300, description="a stream silent this long is replaced; marks are polled meanwhile"
     )
+    reconcile_every_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="how often open orders, fills and positions are checked against the exchange"
+    )
+    adopt_foreign_orders: bool = Field(
+        False, description="take over open orders we did not place (else they are reported and left alone)"
+    )
     daily_loss_limit: PositiveDecimal = Field(Decimal(5_000), description="USD lost since UTC midnight before reduce-only")
     max_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, lt=1, description="drawdown from the equity peak before reduce-only")
     kill_drawdown_pct: Decimal = Field(Decimal("0.20"), gt=0, lt=1, description="drawdown from the equity peak before kill")

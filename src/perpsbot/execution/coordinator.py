@@ -33,6 +33,8 @@ from perpsbot.domain import (
 )
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.port import Exchange, ExchangeError, OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot
+from perpsbot.execution.reconcile import ReconcileReport, Reconciler
+from perpsbot.execution.pnl import PnlReport, pnl_from_fills
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.strategy.base import Decision, Target
@@ -83,6 +85,11 @@ class ExecutionCoordinator:
         self.placed = 0
         self.failed = 0
         self._fill_cursor = 0
+        # Net signed size per symbol of every fill recorded by this process (reconciliation).
+        self.fill_ledger: dict[str, Decimal] = {}
+        # Open orders of earlier runs adopted at start-up (or foreign ones adopted): followed like ours.
+        self.tracked: set[str] = set()
+        self.reconciler = Reconciler(self)
 
     # ----- account ------------------------------------------------------------------
 
@@ -166,8 +173,10 @@ class ExecutionCoordinator:
         offset = mark * self.config.limit_offset_bps / Decimal(10_000)
         return product.quantize_price(mark + offset if side is Side.BUY else mark - offset)
 
-    def new_order(self, product: Product, side: Side, size: Decimal, mark: Decimal, *, closing: bool) -> Order:
-        limit = self.config.order_type is OrderTypeSetting.LIMIT
+    def new_order(
+        self, product: Product, side: Side, size: Decimal, mark: Decimal, *, closing: bool, market: bool = False
+    ) -> Order:
+        limit = self.config.order_type is OrderTypeSetting.LIMIT and not market
         return Order(
             client_order_id=self.new_client_order_id(),
             symbol=product.symbol,
@@ -215,12 +224,13 @@ class ExecutionCoordinator:
         closing: bool,
         flatten: bool = False,
         expected: Decimal | None = None,
+        market: bool = False,
     ) -> ExecutionResult:
         """Risk-check and place one order. ``expected``: the position this order will meet
         (orders ahead of it still working), instead of the one held now."""
         assert decision.mark is not None
         started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
-        order = self.new_order(product, side, size, decision.mark, closing=closing)
+        order = self.new_order(product, side, size, decision.mark, closing=closing, market=market)
         positions = self.positions()
         if expected is not None:
             positions = {s: p for s, p in positions.items() if s != product.symbol}
@@ -336,6 +346,7 @@ class ExecutionCoordinator:
     def record_fill(self, fill: Fill, order: Order | None) -> bool:
         if not self.orders.add_fill(fill):
             return False
+        self.fill_ledger[fill.symbol] = self.fill_ledger.get(fill.symbol, ZERO) + fill.size * fill.side.sign
         if order is not None:
             order.record_fill(fill)
         self.events.append(
@@ -366,11 +377,263 @@ class ExecutionCoordinator:
                 touched[order.client_order_id] = order
         for order in touched.values():
             self.orders.upsert(order)
-        for order in self.orders.orders(run_id=self.orders.run_id, open_only=True):
+        working = self.orders.orders(run_id=self.orders.run_id, open_only=True)
+        seen = {o.client_order_id for o in working}
+        for cid in sorted(self.tracked - seen):
+            adopted = self.orders.get(cid)
+            if adopted is None or adopted.status.is_terminal:
+                self.tracked.discard(cid)
+            else:
+                working.append(adopted)
+        for order in working:
             if order.status is OrderStatus.PENDING:
                 continue
-            snapshot = await self.exchange.get_order(order.client_order_id)
+            try:
+                snapshot = await self.exchange.get_order(order.client_order_id)
+            except OrderNotFound:
+                if order.client_order_id not in self.tracked:
+                    raise
+                # an adopted order the exchange no longer has: the next reconciliation resolves it
+                self.tracked.discard(order.client_order_id)
+                continue
             current = touched.get(order.client_order_id, order)
             self.apply_snapshot(current, snapshot)
+            if current.status.is_terminal:
+                self.tracked.discard(current.client_order_id)
         if fills:
             await self.refresh_account()
+
+    # ----- PnL ---------------------------------------------------------------------------
+
+    def pnl(self, marks: dict[str, Decimal | None] | None = None, *, run_id: int | None = None) -> PnlReport:
+        """Realized, unrealized, fees and funding per position and in total, from the fills
+        recorded in this run (or ``run_id``); funding as the exchange reports it settled
+        on each open position; marks from the risk manager's mark source unless given."""
+        fills = self.orders.fills(run_id=run_id if run_id is not None else self.orders.run_id)
+        symbols = {f.symbol for f in fills} | set(self.account.positions)
+        if marks is None:
+            marks = {s: self.risk.mark_of(s) for s in symbols}
+        funding = {s: p.funding for s, p in self.account.positions.items() if p.funding}
+        sizes = {s: p.contract_size for s, p in self.products.items()}
+        return pnl_from_fills(fills, marks, funding, sizes)
+
+    # ----- start-up and housekeeping ----------------------------------------------------
+
+    async def recover(self) -> ReconcileReport:
+        """At start-up: resolve what earlier runs left open, then reconcile."""
+        return await self.reconciler.reconcile()
+
+    async def housekeeping(self) -> None:
+        """Each cycle: order commands from other processes, and a reconciliation when due."""
+        await self.run_commands()
+        if self.reconciler.due(self.clock.now()):
+            await self.reconciler.reconcile()
+
+    # ----- restart: write-ahead intents of earlier runs -------------------------------
+
+    async def resolve_intents(self, *, this_run_pending: bool = False) -> list[tuple[str, str]]:
+        """Resolve every order an earlier run left without a known outcome (PENDING, OPEN,
+        PARTIALLY_FILLED) against the exchange by its client_order_id: adopted with its
+        fills, or closed when the exchange provably does not have it. Returns
+        ``(client_order_id, outcome)`` pairs; outcome ``adopted`` | ``rejected`` |
+        ``cancelled`` | ``unresolved`` (the lookup failed: tried again at the next
+        reconciliation). ``this_run_pending``: also this run's PENDING orders whose placement
+        ended in an unanswered lookup (reconciliation runs between placements, never during one)."""
+        outcomes: list[tuple[str, str]] = []
+        for order in self.orders.orders(open_only=True):
+            if self.orders.run_id is not None and self._run_of(order) == self.orders.run_id:
+                if not (this_run_pending and order.status is OrderStatus.PENDING):
+                    continue
+            cid = order.client_order_id
+            if cid in self.tracked:
+                continue  # adopted already: sync_orders follows it
+            was = order.status
+            try:
+                async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+                    snapshot = await self.exchange.get_order(cid)
+            except OrderNotFound:
+                now = self.clock.now()
+                order.reject_reason = "not found at exchange after restart"
+                # Only a PENDING intent can be REJECTED; one the exchange had acknowledged and
+                # no longer knows is over for us: CANCELLED (the state machine only moves forward).
+                order.advance_to(OrderStatus.REJECTED if was is OrderStatus.PENDING else OrderStatus.CANCELLED, now)
+                self.orders.upsert(order)
+                outcome = "rejected" if was is OrderStatus.PENDING else "cancelled"
+                self.events.append(
+                    now, "intent_resolved", order.symbol, client_order_id=cid, outcome=outcome, was=was,
+                    status=order.status, reason=order.reject_reason,
+                )
+                outcomes.append((cid, outcome))
+                continue
+            except (ExchangeError, TimeoutError, OSError) as exc:
+                self.events.append(
+                    self.clock.now(), "intent_resolved", order.symbol, client_order_id=cid, outcome="unresolved",
+                    was=was, error=f"{type(exc).__name__}: {exc}",
+                )
+                outcomes.append((cid, "unresolved"))
+                continue
+            self._resync_fill_totals(order)
+            self.apply_snapshot(order, snapshot)
+            if not order.status.is_terminal:
+                self.tracked.add(cid)
+            self.events.append(
+                self.clock.now(), "intent_resolved", order.symbol, client_order_id=cid, outcome="adopted", was=was,
+                status=order.status, filled_size=order.filled_size, fills=len(snapshot.fills),
+                exchange_order_id=snapshot.exchange_order_id,
+            )
+            outcomes.append((cid, "adopted"))
+        return outcomes
+
+    def _run_of(self, order: Order) -> int | None:
+        return self.orders.run_of(order.client_order_id)
+
+    def _resync_fill_totals(self, order: Order) -> None:
+        """A crash between recording a fill and updating its order leaves the order behind
+        its fills: bring the filled size, average price and fees back in line with them."""
+        mine = [f for f in self.orders.fills(symbol=order.symbol) if f.client_order_id == order.client_order_id]
+        if not mine:
+            return
+        filled = sum((f.size for f in mine), ZERO)
+        if filled == order.filled_size:
+            return
+        order.filled_size = filled
+        order.average_fill_price = sum((f.price * f.size for f in mine), ZERO) / filled
+        order.fees = sum((f.fee for f in mine), ZERO)
+        target = OrderStatus.FILLED if filled >= order.size else OrderStatus.PARTIALLY_FILLED
+        order.advance_to(target, self.clock.now())
+
+    # ----- order management -----------------------------------------------------------
+
+    async def cancel(self, client_order_id: str) -> Order:
+        """Cancel one working order; returns it as the exchange left it (an order already
+        done is returned unchanged)."""
+        order = self.orders.get(client_order_id)
+        if order is None:
+            raise OrderNotFound(f"no order {client_order_id} in the order store")
+        async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+            snapshot = await self.exchange.cancel_order(client_order_id)
+        self.apply_snapshot(order, snapshot)
+        self.tracked.discard(client_order_id)
+        self.events.append(
+            self.clock.now(), "order_cancelled", order.symbol, client_order_id=client_order_id, status=order.status,
+            filled_size=order.filled_size,
+        )
+        return order
+
+    async def cancel_all(self, symbol: str | None = None) -> list[Order]:
+        """Cancel every working order the exchange reports (ours, adopted ones and, with
+        ``adopt_foreign_orders``, foreign ones), optionally for one symbol."""
+        cancelled = []
+        for snapshot in await self.exchange.open_orders():
+            if symbol is not None and snapshot.symbol != symbol:
+                continue
+            if self.orders.get(snapshot.client_order_id) is None:
+                continue  # not ours: left alone
+            cancelled.append(await self.cancel(snapshot.client_order_id))
+        return cancelled
+
+    async def replace(
+        self, client_order_id: str, *, new_price: Decimal | None = None, new_size: Decimal | None = None
+    ) -> ExecutionResult:
+        """Change a working limit order's price and/or size: cancel it, then place the rest
+        (or ``new_size``) as a new order with a new client_order_id linked to the old one."""
+        old = self.orders.get(client_order_id)
+        if old is None:
+            raise OrderNotFound(f"no order {client_order_id} in the order store")
+        if old.status.is_terminal or old.status is OrderStatus.PENDING:
+            return ExecutionResult(client_order_id, "skipped", f"order is {old.status.value}, not working", old)
+        if new_price is not None and old.type is not OrderType.LIMIT:
+            return ExecutionResult(client_order_id, "skipped", "only a limit order has a price to change", old)
+        old = await self.cancel(client_order_id)
+        size = new_size if new_size is not None else old.remaining
+        if old.status is OrderStatus.FILLED or size <= 0:
+            return ExecutionResult(client_order_id, "skipped", "nothing left to replace", old)
+        product = self.products[old.symbol]
+        new = Order(
+            client_order_id=self.new_client_order_id(),
+            symbol=old.symbol,
+            side=old.side,
+            type=old.type,
+            size=product.quantize_size(size),
+            created_at=self.clock.now(),
+            limit_price=product.quantize_price(new_price) if new_price is not None else old.limit_price,
+            time_in_force=old.time_in_force,
+            reduce_only=old.reduce_only,
+            leverage=old.leverage,
+        )
+        mark = self.risk.mark_of(old.symbol) or new.limit_price or old.average_fill_price
+        held = self.positions().get(old.symbol)
+        intent = OrderIntent(
+            symbol=new.symbol, side=new.side, size=new.size, mark=mark or ZERO,
+            position_size=held.size if held else ZERO, leverage=new.leverage, contract_size=product.contract_size,
+        )
+        verdict = self.risk.check(intent, self.account.equity, self.positions(), await self._book_for(intent))
+        self.events.append(
+            self.clock.now(), "order_replaced", new.symbol, replaces=client_order_id,
+            client_order_id=new.client_order_id, size=new.size, limit_price=new.limit_price,
+            approved=verdict.approved,
+        )
+        if not verdict.approved:
+            return ExecutionResult(new.client_order_id, "rejected_by_risk", f"{verdict.code}: {verdict.detail}")
+        return await self._place(new, f"replaces {client_order_id}", time.perf_counter())
+
+    async def close_position(self, symbol: str) -> ExecutionResult:
+        """Close one position with a reduce-only market order (allowed even when killed)."""
+        product = self.products.get(symbol)
+        if product is None:
+            return ExecutionResult(None, "skipped", f"{symbol} is not traded by this bot")
+        await self.refresh_account()
+        position = self.positions().get(symbol)
+        if position is None or position.is_flat:
+            return ExecutionResult(None, "skipped", f"no position in {symbol}")
+        mark = self.risk.mark_of(symbol) or position.entry_price
+        side = Side.SELL if position.size > 0 else Side.BUY
+        decision = Decision(symbol, Target.FLAT, "close command", mark)
+        return await self.submit(product, side, abs(position.size), decision, closing=True, flatten=True, market=True)
+
+    async def run_commands(self) -> list[tuple[int, str]]:
+        """Carry out order commands posted by other processes (``perpsbot orders cancel``,
+        ``perpsbot close``); each gets a one-line result in the commands table."""
+        done = []
+        for command_id, command, args in self.events.pending_commands():
+            if command == "resume":
+                continue  # the RiskManager's
+            try:
+                result = await self._command(command, args)
+            except (ExchangeError, TimeoutError, OSError) as exc:
+                result = f"failed: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - a bad command never stops the cycle
+                result = f"failed: {type(exc).__name__}: {exc}"
+            self.events.complete_command(command_id, self.clock.now(), result)
+            self.events.append(self.clock.now(), "command", None, id=command_id, command=command, args=args, result=result)
+            done.append((command_id, result))
+        return done
+
+    async def _command(self, command: str, args: dict[str, object]) -> str:
+        if command == "cancel":
+            cid = str(args["client_order_id"])
+            if self.orders.get(cid) is None:
+                return f"failed: no order {cid}"
+            order = await self.cancel(cid)
+            return f"ok: {cid} {order.status.value} (filled {order.filled_size})"
+        if command == "cancel_all":
+            symbol = args.get("symbol")
+            cancelled = await self.cancel_all(str(symbol) if symbol else None)
+            return f"ok: {len(cancelled)} order(s) cancelled" + (
+                ": " + ", ".join(o.client_order_id for o in cancelled) if cancelled else ""
+            )
+        if command == "close":
+            result = await self.close_position(str(args["symbol"]))
+            if result.outcome == "placed":
+                return f"ok: {result.client_order_id} {result.detail}"
+            return f"{'failed' if result.outcome != 'skipped' else 'nothing to do'}: {result.detail}"
+        if command == "replace":
+            price = args.get("new_price")
+            size = args.get("new_size")
+            result = await self.replace(
+                str(args["client_order_id"]),
+                new_price=Decimal(str(price)) if price is not None else None,
+                new_size=Decimal(str(size)) if size is not None else None,
+            )
+            return f"{'ok' if result.outcome == 'placed' else result.outcome}: {result.client_order_id} {result.detail}"
+        return f"unknown command {command}"

@@ -164,6 +164,10 @@ class MemoryOrdersStore:
         known = self._orders.get(client_order_id)
         return None if known is None else known[2].copy()
 
+    def run_of(self, client_order_id: str) -> int | None:
+        known = self._orders.get(client_order_id)
+        return None if known is None else known[0]
+
     def orders(self, *, run_id: int | None = None, open_only: bool = False, limit: int | None = None) -> list[Order]:
         source = (self._orders[cid] for cid in self._open) if open_only else self._orders.values()
         rows = [(order.created_at, seq, order) for rid, seq, order in source if run_id is None or rid == run_id]

@@ -132,6 +132,11 @@ class OrdersStore:
         ).fetchone()
         return None if row is None else _order(row)
 
+    def run_of(self, client_order_id: str) -> int | None:
+        """The run that placed an order (None: unknown order or no run)."""
+        row = self._conn.execute("SELECT run_id FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
+        return None if row is None else row["run_id"]
+
     def orders(self, *, run_id: int | None = None, open_only: bool = False, limit: int | None = None) -> list[Order]:
         clauses, params = [], []
         if run_id is not None:

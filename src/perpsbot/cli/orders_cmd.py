@@ -1,0 +1,120 @@
+"""``perpsbot orders [cancel]`` and ``perpsbot close``: order commands for the running bot.
+
+They post a command to the profile's events.db ``commands`` table (as ``perpsbot resume``
+does); the bot carries it out on its next cycle. With a bot running we wait a few
+seconds for its result; otherwise it runs when the bot next starts.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from perpsbot.cli import records
+from perpsbot.cli.common import ConfigOpt, ProfileOpt, RunOpt, console, fail, load, open_existing_stores
+from perpsbot.risk.manager import STATE_KEY
+from perpsbot.store import EventStore
+
+WAIT_SECONDS = 3.0
+
+app = typer.Typer(help="List a run's orders, or cancel working ones.", invoke_without_command=True)
+
+
+@app.callback()
+def orders(
+    ctx: typer.Context,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    run: RunOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="show at most this many, newest last")] = 50,
+) -> None:
+    """List the orders of a run (`perpsbot orders cancel --help` to cancel)."""
+    if ctx.invoked_subcommand is None:
+        records.orders(profile=profile, config=config, run=run, limit=limit)
+    else:  # `perpsbot orders --profile P cancel ...` means P too
+        ctx.obj = {"profile": profile, "config": config}
+
+
+def _bot_running(events: EventStore) -> bool:
+    """The latest run has not ended and its risk state (saved every cycle) is recent: a
+    run killed without a shutdown leaves no end time, but its state goes stale."""
+    runs = events.runs()
+    if not runs or runs[-1].ended_at is not None:
+        return False
+    stored = events.get_state(STATE_KEY)
+    if stored is None or stored[1] < runs[-1].started_at:
+        return True  # started, no cycle yet
+    interval = float(runs[-1].config.get("interval", 1.0))
+    age = (datetime.now(UTC) - datetime.fromisoformat(stored[1])).total_seconds()
+    return age <= 3 * interval + 10
+
+
+def post_and_wait(events: EventStore, command: str, wait: float = WAIT_SECONDS, **args: Any) -> None:
+    command_id = events.post_command(datetime.now(UTC), command, **args)
+    console.print(f"command {command_id} ({command}) posted")
+    if not _bot_running(events):
+        console.print("no bot is running under this profile: it runs when the bot next starts")
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        result = events.command_result(command_id)
+        if result is not None:
+            console.print(f"result: {result}", highlight=False)
+            return
+        time.sleep(0.1)
+    console.print(f"no result within {wait:g} s: the bot carries it out on its next cycle "
+                  f"(see `perpsbot events --kind command`)")
+
+
+@app.command("cancel")
+def cancel(
+    ctx: typer.Context,
+    client_order_id: Annotated[str | None, typer.Argument(help="the order to cancel")] = None,
+    all_orders: Annotated[bool, typer.Option("--all", help="cancel every working order of ours")] = False,
+    symbol: Annotated[str | None, typer.Option(help="with --all: only this symbol's orders")] = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel one working order by client_order_id, or --all of them (optionally --symbol)."""
+    if all_orders == (client_order_id is not None):
+        fail("give either a CLIENT_ORDER_ID or --all")
+    if symbol is not None and not all_orders:
+        fail("--symbol goes with --all")
+    parent = ctx.obj or {}
+    profile = profile if profile is not None else parent.get("profile")
+    config = config if config is not None else parent.get("config")
+    events, store = open_existing_stores(load({"profile": profile}, config))
+    try:
+        if client_order_id is not None:
+            order = store.get(client_order_id)
+            if order is None:
+                fail(f"no order {client_order_id} in this profile's order store")
+            assert order is not None
+            if order.status.is_terminal:
+                fail(f"order {client_order_id} is already {order.status.value}")
+            post_and_wait(events, "cancel", client_order_id=client_order_id)
+        else:
+            post_and_wait(events, "cancel_all", symbol=symbol.upper() if symbol else None)
+    finally:
+        events.close()
+        store.close()
+
+
+def close(
+    symbol: Annotated[str, typer.Argument(help="the product whose position to close, e.g. BTC-PERP-INTX")],
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Close one position with a reduce-only market order, on the bot's next cycle."""
+    symbol = symbol.strip().upper()
+    if not symbol:
+        fail("give a SYMBOL")
+    events, store = open_existing_stores(load({"profile": profile}, config))
+    try:
+        post_and_wait(events, "close", symbol=symbol)
+    finally:
+        events.close()
+        store.close()

@@ -1,0 +1,200 @@
+"""Reconciliation: our records against the exchange's, at start-up and periodically.
+
+Open orders (ours brought forward, foreign ones reported or adopted), fills since the
+last one seen, positions and balances. A position our fill ledger cannot explain puts
+the RiskManager in reduce-only (reason ``reconciliation``) with a P2 ``alert`` event;
+a later reconciliation that matches clears it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from perpsbot.domain import ZERO, Order, OrderStatus, OrderType, TimeInForce
+from perpsbot.exchange.port import OrderSnapshot
+
+if TYPE_CHECKING:
+    from perpsbot.execution.coordinator import ExecutionCoordinator
+
+log = logging.getLogger(__name__)
+
+REASON = "reconciliation"
+
+
+@dataclass
+class ReconcileReport:
+    at: datetime
+    open_orders: int = 0
+    foreign_orders: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    positions: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # symbol: (ours, exchange's)
+    mismatches: list[str] = field(default_factory=list)
+    recovered_fills: int = 0
+
+    @property
+    def matched(self) -> bool:
+        return not self.mismatches
+
+
+class Reconciler:
+    """Owned by the ExecutionCoordinator; ``reconcile()`` at start-up, then whenever
+    ``due()`` (every ``reconcile_every_seconds``)."""
+
+    def __init__(self, execution: ExecutionCoordinator) -> None:
+        self.execution = execution
+        # Exchange position minus our fill ledger at the first reconciliation of this
+        # process: what was held before we started counting.
+        self.baseline: dict[str, Decimal] | None = None
+        self.last_at: datetime | None = None
+        self._foreign_reported: set[str] = set()
+        self.alerting = False
+
+    def due(self, now: datetime) -> bool:
+        every = self.execution.config.reconcile_every_seconds
+        return self.last_at is None or (now - self.last_at).total_seconds() >= every
+
+    def expected_position(self, symbol: str) -> Decimal:
+        base = (self.baseline or {}).get(symbol, ZERO)
+        return base + self.execution.fill_ledger.get(symbol, ZERO)
+
+    async def reconcile(self) -> ReconcileReport:
+        ex = self.execution
+        now = ex.clock.now()
+        report = ReconcileReport(now)
+        # Intents without a known outcome: earlier runs' (at start-up: all of them; later, those
+        # whose lookup failed) and this run's whose placement ended in an unanswered lookup.
+        await ex.resolve_intents(this_run_pending=True)
+        await ex.sync_orders()  # fills since the last one seen; our working orders brought forward
+        open_orders = await ex.exchange.open_orders()
+        report.open_orders = len(open_orders)
+        for snapshot in open_orders:
+            self._check_open_order(snapshot, report)
+        account = await ex.refresh_account()
+        exchange_positions = self._perp_positions(account.positions)
+        if self.baseline is None:
+            symbols = set(exchange_positions) | set(ex.fill_ledger)
+            self.baseline = {
+                s: exchange_positions.get(s, ZERO) - ex.fill_ledger.get(s, ZERO) for s in symbols if self._is_perp(s)
+            }
+        if self._position_mismatches(exchange_positions):
+            # Before calling it unexplained: read every fill the exchange has and take in the ones we missed.
+            report.recovered_fills = await self._recover_fills()
+            if report.recovered_fills:
+                account = await ex.refresh_account()
+                exchange_positions = self._perp_positions(account.positions)
+        for symbol in sorted(set(exchange_positions) | {s for s in ex.fill_ledger if self._is_perp(s)}):
+            ours, theirs = self.expected_position(symbol), exchange_positions.get(symbol, ZERO)
+            report.positions[symbol] = (ours, theirs)
+            if ours != theirs:
+                report.mismatches.append(f"{symbol} position: ours {ours}, exchange {theirs}")
+        self.last_at = now
+        ex.events.append(
+            now, "reconciliation", None, matched=report.matched, open_orders=report.open_orders,
+            foreign_orders=report.foreign_orders, adopted=report.adopted,
+            positions={s: {"ours": o, "exchange": t} for s, (o, t) in report.positions.items()},
+            balances={c: b.total for c, b in account.balances.items()}, equity=account.equity,
+            mismatches=report.mismatches, recovered_fills=report.recovered_fills,
+        )
+        self._apply_verdict(report)
+        return report
+
+    # ----- pieces -------------------------------------------------------------------------
+
+    def _is_perp(self, symbol: str) -> bool:
+        product = self.execution.products.get(symbol)
+        return product is not None and product.is_perpetual
+
+    def _perp_positions(self, positions: dict[str, Any]) -> dict[str, Decimal]:
+        return {s: p.size for s, p in positions.items() if self._is_perp(s) and p.size != 0}
+
+    def _position_mismatches(self, exchange_positions: dict[str, Decimal]) -> bool:
+        symbols = set(exchange_positions) | {s for s in self.execution.fill_ledger if self._is_perp(s)}
+        return any(self.expected_position(s) != exchange_positions.get(s, ZERO) for s in symbols)
+
+    async def _recover_fills(self) -> int:
+        ex = self.execution
+        fills, _ = await ex.exchange.fills_since(0)
+        recovered = 0
+        for fill in fills:
+            order = ex.orders.get(fill.client_order_id)
+            if ex.record_fill(fill, order):
+                recovered += 1
+                if order is not None:
+                    ex.orders.upsert(order)
+        if recovered:
+            ex.events.append(ex.clock.now(), "fills_recovered", None, count=recovered)
+        return recovered
+
+    def _check_open_order(self, snapshot: OrderSnapshot, report: ReconcileReport) -> None:
+        ex = self.execution
+        cid = snapshot.client_order_id
+        order = ex.orders.get(cid) if cid else None
+        if order is None:
+            report.foreign_orders.append(cid or snapshot.exchange_order_id)
+            # Without a client_order_id (placed by hand in the UI, say) it cannot be followed by id.
+            if ex.config.adopt_foreign_orders and cid:
+                self._adopt_foreign(snapshot)
+                report.adopted.append(cid)
+            elif (key := cid or snapshot.exchange_order_id) not in self._foreign_reported:
+                self._foreign_reported.add(key)
+                ex.events.append(
+                    ex.clock.now(), "foreign_order", snapshot.symbol, client_order_id=cid,
+                    exchange_order_id=snapshot.exchange_order_id, side=snapshot.side, size=snapshot.size,
+                    status=snapshot.status, action="left alone" if cid or not ex.config.adopt_foreign_orders
+                    else "left alone: no client_order_id to follow it by",
+                )
+            return
+        if order.status.is_terminal:
+            report.mismatches.append(f"order {cid}: {order.status.value} here, {snapshot.status.value} at the exchange")
+            return
+        if order.status is not snapshot.status or order.filled_size != snapshot.filled_size:
+            ex.apply_snapshot(order, snapshot)
+        if not order.status.is_terminal and ex.orders.run_of(cid) != ex.orders.run_id:
+            ex.tracked.add(cid)
+
+    def _adopt_foreign(self, snapshot: OrderSnapshot) -> None:
+        ex = self.execution
+        # The port's snapshot carries no order type or limit price: recorded as a GTC limit
+        # at its average fill price when it has one, else as a market order.
+        price = snapshot.average_fill_price
+        order = Order(
+            client_order_id=snapshot.client_order_id,
+            symbol=snapshot.symbol,
+            side=snapshot.side,
+            type=OrderType.LIMIT if price else OrderType.MARKET,
+            size=snapshot.size,
+            created_at=snapshot.created_at,
+            limit_price=price,
+            time_in_force=TimeInForce.GTC,
+            status=OrderStatus.PENDING,
+        )
+        ex.orders.upsert(order)
+        ex.apply_snapshot(order, snapshot)
+        if not order.status.is_terminal:
+            ex.tracked.add(order.client_order_id)
+        ex.events.append(
+            ex.clock.now(), "foreign_order", snapshot.symbol, client_order_id=snapshot.client_order_id,
+            exchange_order_id=snapshot.exchange_order_id, side=snapshot.side, size=snapshot.size,
+            status=order.status, action="adopted",
+        )
+
+    def _apply_verdict(self, report: ReconcileReport) -> None:
+        ex = self.execution
+        risk = ex.risk
+        if not report.matched:
+            if not self.alerting:
+                log.error("reconciliation mismatch: %s", "; ".join(report.mismatches))
+            self.alerting = True
+            ex.events.append(
+                report.at, "alert", None, severity="P2", source=REASON, action="reduce-only",
+                mismatches=report.mismatches,
+            )
+            risk.enter_reduce_only(REASON, "; ".join(report.mismatches))
+        elif REASON in risk.reduce_only_reasons or self.alerting:
+            self.alerting = False
+            risk.leave_reduce_only(REASON)
+            ex.events.append(report.at, "alert_cleared", None, severity="P2", source=REASON)
