@@ -25,7 +25,7 @@ run: install
 	$(BIN)/perpsbot run --profile paper $(ARGS)
 
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
