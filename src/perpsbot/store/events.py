@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from perpsbot.store.sqlite import dumps, open_db
+from perpsbot.store.sqlite import dumps, open_db, where_equal
 
 MIGRATIONS = (
     """
@@ -108,12 +108,7 @@ class EventStore:
         limit: int | None = None,
     ) -> list[Event]:
         """Events oldest first; with ``limit``, the newest ``limit`` of them."""
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("symbol", symbol), ("run_id", run_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_equal(kind=kind, symbol=symbol, run_id=run_id)
         sql = f"SELECT * FROM events {where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -122,12 +117,7 @@ class EventStore:
         return [_event(row) for row in reversed(rows)]
 
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("run_id", run_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_equal(kind=kind, run_id=run_id)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM events {where}", params).fetchone()[0])
 
     def runs(self) -> list[Run]:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from perpsbot.domain import Fill, Liquidity, Order, OrderStatus, OrderType, Side, TimeInForce
-from perpsbot.store.sqlite import open_db
+from perpsbot.store.sqlite import open_db, where_equal
 
 MIGRATIONS = (
     """
@@ -138,15 +138,11 @@ class OrdersStore:
         return None if row is None else row["run_id"]
 
     def orders(self, *, run_id: int | None = None, open_only: bool = False, limit: int | None = None) -> list[Order]:
-        clauses, params = [], []
-        if run_id is not None:
-            clauses.append("run_id = ?")
-            params.append(run_id)
+        where, params = where_equal(run_id=run_id)
         if open_only:
             terminal = [s.value for s in OrderStatus if s.is_terminal]
-            clauses.append(f"status NOT IN ({','.join('?' * len(terminal))})")
+            where += (" AND " if where else "WHERE ") + f"status NOT IN ({','.join('?' * len(terminal))})"
             params.extend(terminal)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM orders {where} ORDER BY created_at DESC, rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -154,12 +150,7 @@ class OrdersStore:
         return [_order(row) for row in reversed(self._conn.execute(sql, params).fetchall())]
 
     def fills(self, *, run_id: int | None = None, symbol: str | None = None) -> list[Fill]:
-        clauses, params = [], []
-        for column, value in (("run_id", run_id), ("symbol", symbol)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_equal(run_id=run_id, symbol=symbol)
         rows = self._conn.execute(f"SELECT * FROM fills {where} ORDER BY ts, rowid", params).fetchall()
         return [_fill(row) for row in rows]
 

@@ -64,5 +64,13 @@ def open_db(path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL
     return conn
 
 
+def where_equal(**filters: Any) -> tuple[str, list[Any]]:
+    """``WHERE a = ? AND b = ?`` for the filters that are not None, and their values."""
+    given = {column: value for column, value in filters.items() if value is not None}
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(f"{column} = ?" for column in given), list(given.values())
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
