@@ -149,9 +149,18 @@ def _summary_table(summary: dict[str, Any]) -> Table:
     table.add_column("what")
     table.add_column("value")
     for key, value in summary.items():
-        if isinstance(value, Decimal):
-            value = _money(value)
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
-        table.add_row(key.replace("_", " "), str(value))
+        table.add_row(key.replace("_", " "), _shown(value))
     return table
+
+
+def _shown(value: Any) -> str:
+    """One readable cell: money to the cent, nested figures (like the PnL's per-position
+    breakdown) left to `perpsbot positions`."""
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal):
+        return _money(value)
+    if isinstance(value, dict):
+        flat = {k: v for k, v in value.items() if not isinstance(v, dict)}
+        return ", ".join(f"{k} {_shown(v)}" for k, v in flat.items()) or "none"
+    return str(value)
