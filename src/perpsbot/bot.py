@@ -304,18 +304,16 @@ class PerpsBot:
         polled = None if reg.streaming is None else reg.streaming.symbols_to_poll()
         marks = await reg.market_data.update_marks(polled)
         report = CycleReport(marks)
-        try:
-            await reg.execution.refresh_account()
-            await reg.execution.sync_orders()
-            await reg.execution.housekeeping()  # order commands; reconciliation when due
-        except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
-            report.errors["account"] = _error_text(exc)
-            reg.events.append(reg.clock.now(), "error", None, stage="account", error=_error_text(exc))
-            log.error("account refresh failed: %s", _error_text(exc))
+        await self._guarded(report, "account", reg.execution.refresh_account(), reg.execution.sync_orders())
+        # order commands and reconciliation run even when the sync above failed
+        await self._guarded(report, "housekeeping", reg.execution.housekeeping())
         closes = {s: w.closes() for s, w in reg.market_data.windows.items()}
         reg.risk.evaluate(reg.execution.account.equity, closes)
         if reg.risk.killed and reg.risk.flatten_requested:
-            report.executions["*flatten*"] = await reg.execution.flatten_all()
+            flatten = reg.execution.flatten_all()
+            results = await self._guarded(report, "flatten", flatten)
+            if results is not None:
+                report.executions["*flatten*"] = results
         for symbol in reg.market_data.symbols:
             try:
                 decision = self.process_symbol(symbol)
@@ -330,6 +328,23 @@ class PerpsBot:
         self.cycles += 1
         report.elapsed_ms = self.cycle_ms = (time.perf_counter() - started) * 1000
         return report
+
+    async def _guarded(self, report: CycleReport, stage: str, *steps: Coroutine[Any, Any, Any]) -> Any:
+        """Run the steps in order; a failure is recorded and the cycle goes on. Returns the
+        last step's result, or None when one failed."""
+        reg = self._registry
+        result = None
+        try:
+            for step in steps:
+                result = await step
+        except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
+            for step in steps:
+                step.close()  # the steps that never ran
+            report.errors[stage] = _error_text(exc)
+            reg.events.append(reg.clock.now(), "error", None, stage=stage, error=_error_text(exc))
+            log.error("%s failed: %s", stage, _error_text(exc))
+            return None
+        return result
 
     def process_symbol(self, symbol: str) -> Decision:
         return self._registry.strategy.process_symbol(symbol)

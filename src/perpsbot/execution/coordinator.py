@@ -20,6 +20,7 @@ from perpsbot.config import BotConfig
 from perpsbot.config.model import OrderTypeSetting
 from perpsbot.domain import (
     ZERO,
+    DomainError,
     AccountSnapshot,
     Fill,
     Order,
@@ -133,6 +134,11 @@ class ExecutionCoordinator:
     async def execute_decision(self, decision: Decision) -> list[ExecutionResult]:
         if decision.is_hold or decision.mark is None:
             return []
+        working = [o for o in self.orders.orders(open_only=True) if o.symbol == decision.symbol]
+        if working:
+            # The filled position does not show a resting or unresolved order: acting on the
+            # decision again would stack a second order on the first.
+            return [self._skip(decision, f"{working[0].client_order_id} is still {working[0].status.value}")]
         product = self.products[decision.symbol]
         held = self.position_size(decision.symbol)
         results: list[ExecutionResult] = []
@@ -287,7 +293,9 @@ class ExecutionCoordinator:
             # The request may or may not have reached the exchange: find out by id, never resend.
             snapshot = await self._lookup_after_failure(order, exc)
             if snapshot is None:
-                return self._rejected(order, "not_accepted", f"{type(exc).__name__}: {exc}", failure=True)
+                # An exchange can take a moment to list an order it accepted: the order stays
+                # PENDING (blocking new orders for its symbol) until reconciliation settles it.
+                return self._unknown(order, exc, "not listed by the exchange yet")
         latency_ms = (time.perf_counter() - started) * 1000
         self.latencies_ms.append(latency_ms)
         self.apply_snapshot(order, snapshot)
@@ -309,13 +317,18 @@ class ExecutionCoordinator:
         except OrderNotFound:
             return None
         except (ExchangeError, TimeoutError, OSError) as lookup_exc:
-            # Fate unknown: the order stays PENDING in the store for reconciliation.
-            self.failed += 1
-            self.events.append(
-                self.clock.now(), "order_unknown", order.symbol, client_order_id=order.client_order_id,
-                error=str(exc), lookup_error=str(lookup_exc),
-            )
+            self._unknown(order, exc, f"lookup failed: {lookup_exc}")
             raise
+
+    def _unknown(self, order: Order, exc: BaseException, lookup: str) -> ExecutionResult:
+        """The request's fate is unknown; the order stays PENDING in the store for reconciliation."""
+        self.failed += 1
+        self.risk.record_order_result(ok=False)
+        self.events.append(
+            self.clock.now(), "order_unknown", order.symbol, client_order_id=order.client_order_id,
+            error=f"{type(exc).__name__}: {exc}", lookup=lookup,
+        )
+        return ExecutionResult(order.client_order_id, "failed", f"fate unknown ({lookup}); left PENDING", order)
 
     def _rejected(self, order: Order, code: str, detail: str, *, failure: bool = False) -> ExecutionResult:
         order.reject_reason = f"{code}: {detail}"
@@ -348,7 +361,13 @@ class ExecutionCoordinator:
             return False
         self.fill_ledger[fill.symbol] = self.fill_ledger.get(fill.symbol, ZERO) + fill.size * fill.side.sign
         if order is not None:
-            order.record_fill(fill)
+            try:
+                order.record_fill(fill)
+            except DomainError as exc:  # e.g. a fill for an order we had marked final
+                self.events.append(
+                    fill.ts, "alert", fill.symbol, severity="P2", code="fill_out_of_state",
+                    client_order_id=fill.client_order_id, trade_id=fill.trade_id, detail=str(exc),
+                )
         self.events.append(
             fill.ts, "fill", fill.symbol, trade_id=fill.trade_id, client_order_id=fill.client_order_id,
             side=fill.side, price=fill.price, size=fill.size, fee=fill.fee, liquidity=fill.liquidity,
@@ -391,10 +410,17 @@ class ExecutionCoordinator:
             try:
                 snapshot = await self.exchange.get_order(order.client_order_id)
             except OrderNotFound:
-                if order.client_order_id not in self.tracked:
-                    raise
-                # an adopted order the exchange no longer has: the next reconciliation resolves it
-                self.tracked.discard(order.client_order_id)
+                if order.client_order_id in self.tracked:
+                    # an adopted order the exchange no longer has: the next reconciliation resolves it
+                    self.tracked.discard(order.client_order_id)
+                    continue
+                # The exchange dropped a working order of ours (purged, or cancelled elsewhere).
+                order.reject_reason = "no longer known to the exchange"
+                order.advance_to(OrderStatus.CANCELLED, self.clock.now())
+                self.orders.upsert(order)
+                self.events.append(
+                    self.clock.now(), "order_vanished", order.symbol, client_order_id=order.client_order_id
+                )
                 continue
             current = touched.get(order.client_order_id, order)
             self.apply_snapshot(current, snapshot)
@@ -544,6 +570,8 @@ class ExecutionCoordinator:
             return ExecutionResult(client_order_id, "skipped", f"order is {old.status.value}, not working", old)
         if new_price is not None and old.type is not OrderType.LIMIT:
             return ExecutionResult(client_order_id, "skipped", "only a limit order has a price to change", old)
+        if self.config.dry_run:
+            return ExecutionResult(client_order_id, "dry_run", "dry run: not replaced", old)
         old = await self.cancel(client_order_id)
         size = new_size if new_size is not None else old.remaining
         if old.status is OrderStatus.FILLED or size <= 0:
