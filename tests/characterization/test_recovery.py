@@ -395,3 +395,22 @@ async def test_an_adopted_order_that_disappears_is_closed_by_the_next_reconcilia
     await ex.reconciler.reconcile()
     stored = second.registry.orders.get(resting.client_order_id)
     assert stored.status is OrderStatus.CANCELLED and stored.reject_reason == "not found at exchange after restart"
+
+
+async def test_an_unexplained_spot_balance_goes_reduce_only_until_it_matches(start_bot, core, sim_clock):
+    exchange = LossyExchange(core, sim_clock)
+    bot = await start_bot(exchange, symbols=("TST-USD",))
+    risk = bot.registry.risk
+    snapshot = core.place_order(request("ghost-spot", "TST-USD", Side.BUY, "0.5"), sim_clock.now())
+    exchange.hidden = {f.trade_id for f in snapshot.fills}  # bought BTC, but the fill never reaches us
+
+    sim_clock.advance(31)
+    await bot.registry.execution.housekeeping()
+    assert "reconciliation" in risk.reduce_only_reasons
+    assert kinds(bot, "alert")[-1].data["mismatches"] == ["TST balance: ours 0, exchange 0.500"]
+
+    exchange.hidden = set()
+    sim_clock.advance(31)
+    await bot.registry.execution.housekeeping()
+    assert "reconciliation" not in risk.reduce_only_reasons
+    assert kinds(bot, "reconciliation")[-1].data["matched"] is True

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REASON = "reconciliation"
+BALANCE = "balance:"  # holdings keys for spot assets; perpetuals are keyed by symbol
 
 
 @dataclass
@@ -57,9 +58,9 @@ class Reconciler:
         every = self.execution.config.reconcile_every_seconds
         return self.last_at is None or (now - self.last_at).total_seconds() >= every
 
-    def expected_position(self, symbol: str) -> Decimal:
-        base = (self.baseline or {}).get(symbol, ZERO)
-        return base + self.execution.fill_ledger.get(symbol, ZERO)
+    def expected_position(self, key: str) -> Decimal:
+        """What we should hold for a perp symbol or a ``balance:CCY`` key: the baseline plus our fills."""
+        return (self.baseline or {}).get(key, ZERO) + self._ledger(key)
 
     async def reconcile(self) -> ReconcileReport:
         ex = self.execution
@@ -74,23 +75,21 @@ class Reconciler:
         for snapshot in open_orders:
             self._check_open_order(snapshot, report)
         account = await ex.refresh_account()
-        exchange_positions = self._perp_positions(account.positions)
+        theirs_now = self._exchange_holdings(account)
         if self.baseline is None:
-            symbols = set(exchange_positions) | set(ex.fill_ledger)
-            self.baseline = {
-                s: exchange_positions.get(s, ZERO) - ex.fill_ledger.get(s, ZERO) for s in symbols if self._is_perp(s)
-            }
-        if self._position_mismatches(exchange_positions):
+            self.baseline = {k: theirs_now.get(k, ZERO) - self._ledger(k) for k in set(theirs_now) | self._ledger_keys()}
+        if self._holding_mismatches(theirs_now):
             # Before calling it unexplained: read every fill the exchange has and take in the ones we missed.
             report.recovered_fills = await self._recover_fills()
             if report.recovered_fills:
                 account = await ex.refresh_account()
-                exchange_positions = self._perp_positions(account.positions)
-        for symbol in sorted(set(exchange_positions) | {s for s in ex.fill_ledger if self._is_perp(s)}):
-            ours, theirs = self.expected_position(symbol), exchange_positions.get(symbol, ZERO)
-            report.positions[symbol] = (ours, theirs)
+                theirs_now = self._exchange_holdings(account)
+        for key in sorted(set(theirs_now) | self._ledger_keys()):
+            ours, theirs = self.expected_position(key), theirs_now.get(key, ZERO)
+            report.positions[key] = (ours, theirs)
             if ours != theirs:
-                report.mismatches.append(f"{symbol} position: ours {ours}, exchange {theirs}")
+                what = "balance" if key.startswith(BALANCE) else "position"
+                report.mismatches.append(f"{key.removeprefix(BALANCE)} {what}: ours {ours}, exchange {theirs}")
         self.last_at = now
         ex.events.append(
             now, "reconciliation", None, matched=report.matched, open_orders=report.open_orders,
@@ -108,12 +107,39 @@ class Reconciler:
         product = self.execution.products.get(symbol)
         return product is not None and product.is_perpetual
 
-    def _perp_positions(self, positions: dict[str, Any]) -> dict[str, Decimal]:
-        return {s: p.size for s, p in positions.items() if self._is_perp(s) and p.size != 0}
+    def _spot_bases(self) -> dict[str, list[str]]:
+        """Base currency -> the spot products trading it (their fills all move that balance)."""
+        bases: dict[str, list[str]] = {}
+        for symbol, product in self.execution.products.items():
+            if not product.is_perpetual:
+                bases.setdefault(product.base, []).append(symbol)
+        return bases
 
-    def _position_mismatches(self, exchange_positions: dict[str, Decimal]) -> bool:
-        symbols = set(exchange_positions) | {s for s in self.execution.fill_ledger if self._is_perp(s)}
-        return any(self.expected_position(s) != exchange_positions.get(s, ZERO) for s in symbols)
+    def _exchange_holdings(self, account: Any) -> dict[str, Decimal]:
+        """Perpetual positions by symbol, and spot asset balances as ``balance:CCY``."""
+        held = {s: p.size for s, p in account.positions.items() if self._is_perp(s) and p.size != 0}
+        for currency in self._spot_bases():
+            balance = account.balances.get(currency)
+            if balance is not None and balance.total != 0:
+                held[BALANCE + currency] = balance.total
+        return held
+
+    def _ledger(self, key: str) -> Decimal:
+        ledger = self.execution.fill_ledger
+        if key.startswith(BALANCE):
+            return sum((ledger.get(s, ZERO) for s in self._spot_bases().get(key.removeprefix(BALANCE), [])), ZERO)
+        return ledger.get(key, ZERO)
+
+    def _ledger_keys(self) -> set[str]:
+        keys = set()
+        for symbol in self.execution.fill_ledger:
+            product = self.execution.products.get(symbol)
+            if product is not None:
+                keys.add(symbol if product.is_perpetual else BALANCE + product.base)
+        return keys
+
+    def _holding_mismatches(self, theirs: dict[str, Decimal]) -> bool:
+        return any(self.expected_position(k) != theirs.get(k, ZERO) for k in set(theirs) | self._ledger_keys())
 
     async def _recover_fills(self) -> int:
         ex = self.execution
