@@ -426,7 +426,7 @@ class PerpsBot:
             "fees": sum((f.fee for f in fills), Decimal(0)),
             "start_equity": self.start_equity,
             "end_equity": account.equity,
-            "pnl": account.equity - self.start_equity if self.start_equity is not None else None,
+            "equity_change": account.equity - self.start_equity if self.start_equity is not None else None,
             "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
             "pnl": reg.execution.pnl().as_dict() if run_id is not None else None,
             **(reg.streaming.summary() if reg.streaming is not None else {}),

@@ -119,3 +119,6 @@ async def test_summary_reports_order_latency_percentiles(make_bot):
     summary = bot.summary()
     assert summary["order_latency_p50_ms"] == 50.0
     assert summary["order_latency_p99_ms"] == 99.0
+    # both figures are reported: equity moved (exchange's view) and PnL from our fills
+    assert summary["equity_change"] == 0
+    assert summary["pnl"]["net"] == 0

@@ -134,10 +134,6 @@ class EventStore:
             for row in rows
         ]
 
-    def latest_run_id(self) -> int | None:
-        row = self._conn.execute("SELECT MAX(id) FROM runs").fetchone()
-        return row[0]
-
     # ----- durable state and commands from other processes -------------------------
 
     def put_state(self, key: str, value: dict[str, Any], at: datetime) -> None:

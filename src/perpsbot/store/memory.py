@@ -84,9 +84,6 @@ class MemoryEventStore:
             for run_id, r in sorted(self._runs.items())
         ]
 
-    def latest_run_id(self) -> int | None:
-        return max(self._runs, default=None)
-
     def put_state(self, key: str, value: dict[str, Any], at: datetime) -> None:
         # Kept as given (the writer hands over a fresh dict of values); serialized when read.
         self._state[key] = (value, at)
@@ -183,9 +180,6 @@ class MemoryOrdersStore:
         ]
         rows.sort(key=lambda row: (row[0], row[1]))
         return [fill for _, _, fill in rows]
-
-    def latest_run_id(self) -> int | None:
-        return max((rid for rid, _, _ in self._orders.values() if rid is not None), default=None)
 
     def close(self) -> None:
         return None

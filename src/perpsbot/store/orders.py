@@ -154,10 +154,6 @@ class OrdersStore:
         rows = self._conn.execute(f"SELECT * FROM fills {where} ORDER BY ts, rowid", params).fetchall()
         return [_fill(row) for row in rows]
 
-    def latest_run_id(self) -> int | None:
-        row = self._conn.execute("SELECT MAX(run_id) FROM orders").fetchone()
-        return row[0]
-
     def close(self) -> None:
         self._conn.close()
 

@@ -71,6 +71,3 @@ def where_equal(**filters: Any) -> tuple[str, list[Any]]:
         return "", []
     return "WHERE " + " AND ".join(f"{column} = ?" for column in given), list(given.values())
 
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]

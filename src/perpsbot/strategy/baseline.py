@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from decimal import Decimal
 
 from perpsbot.market.windows import MarkWindow
 from perpsbot.strategy.base import Decision, MarketView, Target
-
-
-def sma(values: Sequence[Decimal], n: int) -> Decimal:
-    return sum(values[-n:], Decimal(0)) / n
 
 
 UP = 1

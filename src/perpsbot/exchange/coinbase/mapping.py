@@ -466,12 +466,6 @@ class Ticker:
     best_ask: Decimal | None
 
 
-def parse_ticker(body: Any) -> Ticker:
-    root = Obj(body, "")
-    trades = tuple(parse_market_trade(t) for t in root.objs("trades", optional=True))
-    return Ticker(trades, root.opt_decimal("best_bid"), root.opt_decimal("best_ask"))
-
-
 # ----- order configurations ---------------------------------------------------------------
 
 

@@ -162,10 +162,6 @@ class ReplayExchange:
 
     # ----- the replay loop -----------------------------------------------------------
 
-    def keep_history(self) -> None:
-        """Remember every candle (for ``candles()``); off by default: a backtest does not ask."""
-        self._history = []
-
     def on_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
         """A new candle: fill what waits for its open, liquidate, settle funding."""
         if self._pending:

@@ -111,8 +111,3 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     context.load_cert_chain(cert_path, key_path)
     return context
 
-
-def client_context(cert_path: Path) -> ssl.SSLContext:
-    """A client context that trusts exactly this server certificate (for tests and tools)."""
-    context = ssl.create_default_context(cafile=str(cert_path))
-    return context
