@@ -28,9 +28,13 @@ from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.market.streaming import StreamingService
 from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
+from perpsbot.store.alerts import AlertBook
 from perpsbot.strategy.base import Decision, Strategy
 from perpsbot.strategy.baseline import MACrossover
 from perpsbot.strategy.orchestrator import StrategyOrchestrator
+from perpsbot.telemetry.alerts import AlertRules, AlertWebhook
+from perpsbot.telemetry.metrics import BotMetrics
+from perpsbot.telemetry.server import TelemetryServer, TelemetryServerError, build_web_app
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ class ServiceRegistry:
     strategy: StrategyOrchestrator
     risk: RiskManager
     execution: ExecutionCoordinator
+    alerts: AlertBook
     streaming: StreamingService | None = None  # when the exchange offers a market stream
 
     def with_updates(self, **changes: Any) -> ServiceRegistry:
@@ -169,7 +174,8 @@ class PerpsBotBuilder:
             products=catalog,
             account_persists=exchange.name != "sim",  # the in-process simulator's account starts anew each run
         )
-        execution = ExecutionCoordinator(exchange, risk, orders, events, clock, config, catalog)
+        alerts = AlertBook(events, clock)
+        execution = ExecutionCoordinator(exchange, risk, orders, events, clock, config, catalog, alerts=alerts)
         orchestrator = StrategyOrchestrator(
             strategy,
             market_data,
@@ -190,6 +196,7 @@ class PerpsBotBuilder:
             strategy=orchestrator,
             risk=risk,
             execution=execution,
+            alerts=alerts,
             streaming=streaming,
         )
         return PerpsBot(registry, _token=_BUILDER_TOKEN)
@@ -222,6 +229,13 @@ class PerpsBot:
         self.cycle_ms: float = 0.0
         self.started = False
         self.start_equity: Decimal | None = None
+        # Telemetry listens on the event store: metrics, alert rules and the alert webhook.
+        self.metrics = BotMetrics(self)
+        self.alert_rules = AlertRules(self)
+        self.webhook = AlertWebhook(self)
+        registry.events.listeners.extend((self.metrics.on_event, self.alert_rules.on_event, self.webhook.on_event))
+        self.web: TelemetryServer | None = None
+        self.http_port: int | None = None  # bound by start() when http_port is not off
 
     # ----- registry access ----------------------------------------------------------
 
@@ -241,6 +255,7 @@ class PerpsBot:
 
     async def start(self) -> None:
         reg = self._registry
+        await self._start_web()
         run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, _public_config(reg.config))
         reg.orders.run_id = run_id
         reg.risk.restore()
@@ -252,14 +267,28 @@ class PerpsBot:
             self.spawn(reg.streaming.heartbeat_loop(), "stream-heartbeat")
         reg.events.append(
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
-            profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity,
+            profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
         )
         try:
             await reg.execution.recover()  # earlier runs' open intents resolved, then reconciled
         except (ExchangeError, TimeoutError, OSError) as exc:  # retried by the periodic reconciliation
             reg.events.append(reg.clock.now(), "error", None, stage="reconcile", error=_error_text(exc))
         self.spawn(self._snapshot_loop(), "snapshots")
+        self.spawn(self.webhook.run(), "alert-webhook")
         self.started = True
+
+    async def _start_web(self) -> None:
+        """/metrics and /health on 127.0.0.1, first: a busy port stops the start before any trading."""
+        port = self.config.http_port
+        if port is None or self.web is not None:
+            return
+        server = TelemetryServer(build_web_app(self))
+        try:
+            self.http_port = await server.start(port)
+        except TelemetryServerError as exc:
+            raise BotError(str(exc)) from None
+        self.web = server
+        log.info("metrics on %s/metrics, health on %s/health", server.url, server.url)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -326,7 +355,10 @@ class PerpsBot:
                 reg.events.append(reg.clock.now(), "error", symbol, stage="cycle", error=_error_text(exc))
                 log.exception("cycle for %s failed", symbol)
         self.cycles += 1
-        report.elapsed_ms = self.cycle_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        report.elapsed_ms = self.cycle_ms = elapsed * 1000
+        self.metrics.observe_cycle(elapsed)
+        self.alert_rules.evaluate()
         return report
 
     async def _guarded(self, report: CycleReport, stage: str, *steps: Coroutine[Any, Any, Any]) -> Any:
@@ -435,6 +467,10 @@ class PerpsBot:
     async def shutdown(self) -> dict[str, Any]:
         """Cancel background tasks, record the run's summary and close everything."""
         self._stop.set()
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
+        await self.webhook.drain()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -220,7 +220,7 @@ async def test_an_unexplained_position_goes_reduce_only_with_an_alert_until_it_m
     await bot.registry.execution.housekeeping()  # due: reconciles
     assert "reconciliation" in risk.reduce_only_reasons
     alert = kinds(bot, "alert")[-1]
-    assert alert.data["severity"] == "P2" and alert.data["source"] == "reconciliation"
+    assert alert.data["severity"] == "P2" and alert.data["rule"] == "reconciliation_mismatch"
     assert alert.data["mismatches"] == [f"{PERP} position: ours 0, exchange 0.300"]
     # reduce-only now refuses an order adding exposure
     adding = OrderIntent(PERP, Side.BUY, D("0.1"), D(100), position_size=D("0.3"), leverage=D(2))
@@ -235,7 +235,7 @@ async def test_an_unexplained_position_goes_reduce_only_with_an_alert_until_it_m
     sim_clock.advance(30)
     await bot.registry.execution.housekeeping()
     assert "reconciliation" not in risk.reduce_only_reasons
-    assert kinds(bot, "alert_cleared")
+    assert [e.data["rule"] for e in kinds(bot, "alert_cleared")] == ["reconciliation_mismatch"]
     assert kinds(bot, "fills_recovered")[-1].data["count"] == 1
     assert kinds(bot, "reconciliation")[-1].data["matched"] is True
 

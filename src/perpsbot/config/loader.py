@@ -38,6 +38,10 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, Any]] = {
 }
 
 
+# Settings whose values are never shown, not even in an error about them.
+SECRET_KEYS = frozenset(k for k, f in BotConfig.model_fields.items() if "SecretStr" in str(f.annotation))
+
+
 class ConfigError(ValueError):
     """A configuration problem, worded for the user in one line."""
 
@@ -143,6 +147,8 @@ def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources:
         message = err["msg"].removeprefix("Value error, ")
         if key:
             value = merged.get(key, err.get("input"))
+            if key in SECRET_KEYS:
+                value = SecretStr(str(value))
             origin = sources.get(key, "default")
             lines.append(f"config error: {key} = {_show_input(value)} ({origin}): {message}")
         else:

@@ -163,6 +163,31 @@ class BotConfig(BaseModel):
 
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR")
 
+    http_port: int | None = Field(
+        0, ge=0, le=65535,
+        description="port of the /metrics and /health server on 127.0.0.1 (0: any free port; off: no server)",
+    )
+    alert_mark_stale_seconds: float = Field(60.0, gt=0, description="P1 alert: a symbol without a fresh mark this long")
+    alert_reconnects: int = Field(
+        5, ge=1, description="P2 alert: more market stream reconnects than this within alert_window_seconds"
+    )
+    alert_window_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="window of the reconnect and order failure alert rules"
+    )
+    alert_order_failure_rate: float = Field(
+        0.2, gt=0, le=1, description="P2 alert: share of orders failing within alert_window_seconds above this"
+    )
+    alert_order_min_orders: int = Field(5, ge=1, description="orders in the window before their failure rate counts")
+    alert_memory_growth_mb_per_hour: float = Field(
+        20.0, gt=0, description="P2 alert: resident memory growing faster than this, MB per hour"
+    )
+    alert_memory_window_seconds: float = Field(
+        3600.0, ge=60, le=7 * 86_400, description="how long memory growth must be sustained before it alerts"
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible webhook that receives alerts, http(s)://... (a secret: never shown)"
+    )
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
@@ -199,6 +224,22 @@ class BotConfig(BaseModel):
                 except (ArithmeticError, ValueError):
                     raise ValueError(f"{symbol}: '{number}' is not a positive number") from None
         return value
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _port_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("off", "none", ""):
+            return None
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", value.get_secret_value().strip()):
+            raise ValueError("expected an http:// or https:// URL")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("off_hours_timezone")
     @classmethod

@@ -38,6 +38,7 @@ from perpsbot.execution.reconcile import ReconcileReport, Reconciler
 from perpsbot.execution.pnl import PnlReport, pnl_from_fills
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
+from perpsbot.store.alerts import AlertBook
 from perpsbot.strategy.base import Decision, Target
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ExecutionCoordinator:
         products: dict[str, Product],
         *,
         new_client_order_id: Callable[[], str] | None = None,
+        alerts: AlertBook | None = None,
     ) -> None:
         self.exchange = exchange
         self.risk = risk
@@ -80,6 +82,7 @@ class ExecutionCoordinator:
         self.config = config
         self.products = products
         self.new_client_order_id = new_client_order_id or _random_client_order_id
+        self.alerts = alerts or AlertBook(events, clock)
         self._account = AccountSnapshot()
         self._positions: dict[str, Position] | None = None
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -364,9 +367,9 @@ class ExecutionCoordinator:
             try:
                 order.record_fill(fill)
             except DomainError as exc:  # e.g. a fill for an order we had marked final
-                self.events.append(
-                    fill.ts, "alert", fill.symbol, severity="P2", code="fill_out_of_state",
-                    client_order_id=fill.client_order_id, trade_id=fill.trade_id, detail=str(exc),
+                self.alerts.notify(
+                    "fill_out_of_state", "P2", f"fill {fill.trade_id} for order {fill.client_order_id}: {exc}",
+                    fill.symbol, client_order_id=fill.client_order_id, trade_id=fill.trade_id,
                 )
         self.events.append(
             fill.ts, "fill", fill.symbol, trade_id=fill.trade_id, client_order_id=fill.client_order_id,

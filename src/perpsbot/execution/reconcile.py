@@ -8,7 +8,6 @@ a later reconciliation that matches clears it.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -20,9 +19,8 @@ from perpsbot.exchange.port import OrderSnapshot
 if TYPE_CHECKING:
     from perpsbot.execution.coordinator import ExecutionCoordinator
 
-log = logging.getLogger(__name__)
-
 REASON = "reconciliation"
+ALERT_RULE = "reconciliation_mismatch"
 BALANCE = "balance:"  # holdings keys for spot assets; perpetuals are keyed by symbol
 
 
@@ -52,7 +50,6 @@ class Reconciler:
         self.baseline: dict[str, Decimal] | None = None
         self.last_at: datetime | None = None
         self._foreign_reported: set[str] = set()
-        self.alerting = False
 
     def due(self, now: datetime) -> bool:
         every = self.execution.config.reconcile_every_seconds
@@ -212,15 +209,11 @@ class Reconciler:
         ex = self.execution
         risk = ex.risk
         if not report.matched:
-            if not self.alerting:
-                log.error("reconciliation mismatch: %s", "; ".join(report.mismatches))
-            self.alerting = True
-            ex.events.append(
-                report.at, "alert", None, severity="P2", source=REASON, action="reduce-only",
-                mismatches=report.mismatches,
+            ex.alerts.fire(
+                ALERT_RULE, "P2", f"reconciliation mismatch, reduce-only: {'; '.join(report.mismatches)}",
+                action="reduce-only", mismatches=report.mismatches,
             )
             risk.enter_reduce_only(REASON, "; ".join(report.mismatches))
-        elif REASON in risk.reduce_only_reasons or self.alerting:
-            self.alerting = False
+        elif REASON in risk.reduce_only_reasons or ex.alerts.is_active(ALERT_RULE):
             risk.leave_reduce_only(REASON)
-            ex.events.append(report.at, "alert_cleared", None, severity="P2", source=REASON)
+            ex.alerts.clear(ALERT_RULE, "our records match the exchange's")

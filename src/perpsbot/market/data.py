@@ -75,6 +75,7 @@ class MarketDataService:
         self.last_quotes: dict[str, Quote] = {}
         self.updates_total = 0
         self.streamed_total = 0
+        self.update_counts: dict[str, int] = {}  # marks taken per symbol, polled or streamed
         self.fresh: dict[str, float] = {}  # exchange time (UNIX s) the symbol's mark last held
         for symbol in symbols:
             self.add_symbol(symbol)
@@ -87,9 +88,11 @@ class MarketDataService:
         if symbol not in self.windows:
             self.windows[symbol] = MarkWindow(self.spec.max_marks, self.spec.max_bars, self.spec.bar_seconds)
             self.error_counts[symbol] = 0
+            self.update_counts.setdefault(symbol, 0)
 
     def remove_symbol(self, symbol: str) -> None:
-        for table in (self.windows, self.last_update, self.error_counts, self.last_quotes, self.fresh):
+        for table in (self.windows, self.last_update, self.error_counts, self.last_quotes, self.fresh,
+                      self.update_counts):
             table.pop(symbol, None)
 
     def resize(self, spec: WindowSpec) -> None:
@@ -150,6 +153,7 @@ class MarketDataService:
             self.last_quotes[symbol] = quote
             self.last_update[symbol] = now
             self.updates_total += 1
+            self.update_counts[symbol] += 1
             updated.append(symbol)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.debug("update_marks: %d updated, %d failed in %.2f ms", len(updated), len(failed), elapsed_ms)
@@ -176,6 +180,7 @@ class MarketDataService:
         if epoch > self.fresh.get(symbol, 0.0):
             self.fresh[symbol] = epoch
         self.streamed_total += 1
+        self.update_counts[symbol] += 1
         return closed
 
     def confirm_mark(self, symbol: str, epoch: float) -> None:

@@ -95,6 +95,7 @@ class LagHistogram:
     def __init__(self) -> None:
         self.counts = [0] * self.BUCKETS
         self.total = 0
+        self.sum = 0.0
         self.max = 0.0
 
     def record(self, seconds: float) -> None:
@@ -104,6 +105,7 @@ class LagHistogram:
             index = min(self.BUCKETS - 1, int(math.log2(seconds / self.MIN) * self.PER_DOUBLING) + 1)
         self.counts[index] += 1
         self.total += 1
+        self.sum += seconds
         if seconds > self.max:
             self.max = seconds
 
@@ -116,19 +118,25 @@ class LagHistogram:
         for index, count in enumerate(self.counts):
             seen += count
             if seen >= rank:
-                edge = self.MIN * 2 ** (index / self.PER_DOUBLING)
+                edge = self.upper_edge(index)
                 return min(edge, self.max) if index else self.MIN
         return self.max
 
     def reset(self) -> None:
         self.counts = [0] * self.BUCKETS
         self.total = 0
+        self.sum = 0.0
         self.max = 0.0
+
+    def upper_edge(self, index: int) -> float:
+        """The largest latency bucket ``index`` holds."""
+        return self.MIN * 2 ** (index / self.PER_DOUBLING)
 
     def copy(self) -> LagHistogram:
         other = LagHistogram()
         other.counts = list(self.counts)
         other.total = self.total
+        other.sum = self.sum
         other.max = self.max
         return other
 
@@ -137,6 +145,7 @@ class LagHistogram:
         other = LagHistogram()
         other.counts = [now - then for now, then in zip(self.counts, earlier.counts, strict=True)]
         other.total = self.total - earlier.total
+        other.sum = self.sum - earlier.sum
         other.max = self.max if other.total else 0.0  # an upper bound: the run's maximum
         return other
 
@@ -221,7 +230,7 @@ class StreamingService:
     async def close(self) -> None:
         stream = self.stream
         if stream is not None:
-            for key, value in self._counters().items():
+            for key, value in self.counters().items():
                 self._past[key] = value
         self.stream = None
         self.connected = False
@@ -545,7 +554,7 @@ class StreamingService:
 
     # ----- telemetry -----------------------------------------------------------------
 
-    def _counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         """Totals over every stream this service opened (a level switched off and on
         again opens a new one)."""
         past = self._past
@@ -558,6 +567,11 @@ class StreamingService:
             "quiet_replacements": past["quiet_replacements"] + stream.quiet_reconnects,
             "bad_messages": past["bad_messages"] + stream.bad_messages,
         }
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the exchange's last ``heartbeats`` message (None: none yet)."""
+        last = self._channel_last.get("heartbeats")
+        return None if last is None else _monotonic() - last
 
     def heartbeat(self) -> dict[str, Any] | None:
         """Record a ``stream_heartbeat`` event (and return its data); None when off."""
@@ -578,7 +592,7 @@ class StreamingService:
             "mark_source": self.mark_source.value,
             "connected": self.connected,
             "channels": channels,
-            **self._counters(),
+            **self.counters(),
             "book_resyncs": self.resyncs,
             "messages": self.messages,
             "level_updates": self.level_updates,
@@ -602,8 +616,8 @@ class StreamingService:
             "stream_level_updates": self.level_updates,
             "stream_lag_p50_ms": _ms(self.lag.quantile(0.50)),
             "stream_lag_p95_ms": _ms(self.lag.quantile(0.95)),
-            "stream_reconnects": self._counters()["reconnects"],
-            "stream_gaps": self._counters()["gaps"],
+            "stream_reconnects": self.counters()["reconnects"],
+            "stream_gaps": self.counters()["gaps"],
             "stream_book_resyncs": self.resyncs,
             "stream_fallback_polls": self.fallback_polls,
         }

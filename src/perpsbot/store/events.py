@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from perpsbot.store.sqlite import dumps, open_db, where_equal
+
+log = logging.getLogger(__name__)
+
+# Called after every append with (kind, symbol, data): how metrics and alert delivery listen.
+EventListener = Callable[[str, "str | None", dict[str, Any]], None]
 
 MIGRATIONS = (
     """
@@ -75,6 +82,7 @@ class EventStore:
         self.path = path
         self._conn = open_db(path, MIGRATIONS)
         self.run_id: int | None = None
+        self.listeners: list[EventListener] = []
 
     def start_run(self, started_at: datetime, profile: str, config: dict[str, Any]) -> int:
         cur = self._conn.execute(
@@ -97,6 +105,8 @@ class EventStore:
             "INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)",
             (self.run_id, ts.isoformat(), kind, symbol, dumps(data)),
         )
+        if self.listeners:
+            notify(self.listeners, kind, symbol, data)
         return int(cur.lastrowid or 0)
 
     def query(
@@ -171,6 +181,15 @@ class EventStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def notify(listeners: list[EventListener], kind: str, symbol: str | None, data: dict[str, Any]) -> None:
+    """A listener's failure is logged and never reaches the code that appended the event."""
+    for listener in listeners:
+        try:
+            listener(kind, symbol, data)
+        except Exception:  # noqa: BLE001 - telemetry must never stop the bot
+            log.exception("event listener failed on %s", kind)
 
 
 def _event(row: sqlite3.Row) -> Event:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perpsbot.domain import Fill, Order
-from perpsbot.store.events import Event, Run
+from perpsbot.store.events import Event, EventListener, Run, notify
 from perpsbot.store.sqlite import dumps
 
 
@@ -32,6 +32,7 @@ class MemoryEventStore:
         self._runs: dict[int, dict[str, Any]] = {}
         self._state: dict[str, tuple[dict[str, Any], datetime]] = {}
         self._commands: list[dict[str, Any]] = []
+        self.listeners: list[EventListener] = []
 
     def start_run(self, started_at: datetime, profile: str, config: dict[str, Any]) -> int:
         run_id = len(self._runs) + 1
@@ -53,6 +54,8 @@ class MemoryEventStore:
                 data[key] = type(value)(value)
         event_id = len(self._events) + 1
         self._events.append((event_id, self.run_id, ts, kind, symbol, data))
+        if self.listeners:
+            notify(self.listeners, kind, symbol, data)
         return event_id
 
     def query(
