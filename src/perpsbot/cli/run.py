@@ -83,6 +83,9 @@ async def _run(cfg: BotConfig) -> dict[str, Any]:
         f"symbols {', '.join(cfg.symbols)}; data in {cfg.store_dir}. Ctrl-C stops."
     )
     try:
+        await bot.start()
+        if bot.web is not None:
+            console.print(f"metrics {bot.web.url}/metrics  health {bot.web.url}/health")
         if console.is_terminal:
             with Live(status_view(bot), console=console, refresh_per_second=4, transient=False) as live:
                 await bot.run(cfg.duration, on_cycle=lambda b: live.update(status_view(b)))
