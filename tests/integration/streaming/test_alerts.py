@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -79,6 +80,15 @@ async def test_stale_marks_fire_p1_to_events_and_webhook_and_resolve_when_marks_
         await cycle_until(bot, lambda: reg.alerts.is_active("mark_stale"))
         (fired,) = alerts(bot, "alert", "mark_stale")
         assert fired.data["severity"] == "P1" and set(fired.data["symbols"]) == set(SYMBOLS)
+        for _ in range(40):  # the stream flaps (each reconnect is dropped at its first message): catch it down
+            status, text = await scrape(bot, "/health")
+            health = json.loads(text)
+            if len(health["reasons"]) > 1:
+                break
+            await asyncio.sleep(0.05)
+        assert (status, health["status"]) == (503, "failing")
+        assert health["reasons"][0].startswith("stale marks: ")
+        assert health["reasons"][1] == "market stream down: marks polled over REST"
         server.faults.clear()
         await cycle_until(bot, lambda: not reg.alerts.is_active("mark_stale"))
         assert len(alerts(bot, "alert", "mark_stale")) == 1  # fired once for the whole outage
