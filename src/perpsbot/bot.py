@@ -256,6 +256,7 @@ class PerpsBot:
     async def start(self) -> None:
         reg = self._registry
         await self._start_web()
+        self.spawn(self.webhook.run(), "alert-webhook")  # before anything can raise an alert
         run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, _public_config(reg.config))
         reg.orders.run_id = run_id
         reg.risk.restore()
@@ -274,7 +275,6 @@ class PerpsBot:
         except (ExchangeError, TimeoutError, OSError) as exc:  # retried by the periodic reconciliation
             reg.events.append(reg.clock.now(), "error", None, stage="reconcile", error=_error_text(exc))
         self.spawn(self._snapshot_loop(), "snapshots")
-        self.spawn(self.webhook.run(), "alert-webhook")
         self.started = True
 
     async def _start_web(self) -> None:
@@ -470,7 +470,8 @@ class PerpsBot:
         if self.web is not None:
             await self.web.stop()
             self.web = None
-        await self.webhook.drain()
+        if self.started:
+            await self.webhook.drain()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

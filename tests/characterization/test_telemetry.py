@@ -175,11 +175,15 @@ async def health(bot: PerpsBot) -> tuple[int, dict]:
 # ----- alerts -------------------------------------------------------------------------------
 
 
-async def test_an_alert_fires_once_resolves_once_and_survives_a_restart(make_bot, clock):
+async def test_an_alert_fires_once_resolves_once_and_survives_a_restart(make_bot, clock, caplog):
     bot = await make_bot(symbols=(BTC,))
     book = bot.registry.alerts
+    caplog.set_level("INFO", logger="perpsbot.store.alerts")
     assert book.fire("demo", "P2", "something is off", detail=1)
     assert not book.fire("demo", "P2", "something is still off")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "alert demo [P2]: something is off")
+    ]
     events = bot.registry.events
     (alert,) = events.query(kind="alert")
     assert alert.data == {"rule": "demo", "severity": "P2", "message": "something is off", "detail": 1}
@@ -188,6 +192,7 @@ async def test_an_alert_fires_once_resolves_once_and_survives_a_restart(make_bot
     assert again.clear("demo", "fine now") and not again.clear("demo")
     (cleared,) = events.query(kind="alert_cleared")
     assert cleared.data["rule"] == "demo" and cleared.data["severity"] == "P2"
+    assert caplog.records[-1].getMessage() == "alert demo [P2] cleared fine now"
     assert not AlertBook(events, clock).is_active("demo")
     with pytest.raises(ValueError, match="unknown severity"):
         book.notify("demo", "P9", "x")
@@ -213,6 +218,22 @@ async def test_no_mark_update_beyond_the_limit_fires_p1_and_fresh_marks_resolve_
     (cleared,) = events.query(kind="alert_cleared")
     assert cleared.data["rule"] == "mark_stale"
     assert len(events.query(kind="alert")) == 1
+
+
+async def test_a_symbol_added_live_is_not_stale_before_it_had_its_chance(make_bot, exchange, clock):
+    bot = await make_bot(symbols=(BTC,), alert_mark_stale_seconds=3)
+    for _ in range(5):
+        clock.advance(1)
+        await bot.run_cycle()
+    exchange.failing.add(ETH)
+    await bot.apply_config_change(bot.config.model_copy(update={"symbols": (BTC, ETH)}))
+    await bot.run_cycle()
+    assert not bot.registry.alerts.is_active("mark_stale")  # no mark yet, but only just added
+    for _ in range(4):
+        clock.advance(1)
+        await bot.run_cycle()
+    assert bot.registry.alerts.is_active("mark_stale")
+    assert bot.registry.events.query(kind="alert")[-1].data["symbols"] == [ETH]
 
 
 async def test_sustained_memory_growth_fires_and_a_plateau_resolves_it(make_bot, clock):

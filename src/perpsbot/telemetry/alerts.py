@@ -62,7 +62,7 @@ class AlertRules:
     def __init__(self, bot: PerpsBot, rss: Callable[[], int | None] = read_rss_bytes) -> None:
         self.bot = bot
         self.rss = rss
-        self._started: float | None = None  # clock time of the first evaluation
+        self._first_seen: dict[str, float] = {}  # clock time each symbol was first evaluated
         self._reconnects: deque[tuple[float, int]] = deque()
         self._orders: deque[tuple[float, bool]] = deque()
         self._memory: deque[tuple[float, int]] = deque()
@@ -73,8 +73,6 @@ class AlertRules:
 
     def evaluate(self) -> None:
         now = self.bot.clock.now().timestamp()
-        if self._started is None:
-            self._started = now
         self._mark_stale(now)
         self._ws_reconnects(now)
         self._order_failures(now)
@@ -89,8 +87,8 @@ class AlertRules:
         stale = {}
         for symbol in md.symbols:
             age = md.mark_age(symbol)
-            if age is None:
-                age = now - (self._started or now)  # never had a mark: as old as the run
+            if age is None:  # never had a mark: as old as our watch over the symbol
+                age = now - self._first_seen.setdefault(symbol, now)
             if age > limit:
                 stale[symbol] = round(age, 1)
         book = self.bot.registry.alerts
