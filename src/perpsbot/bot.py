@@ -358,7 +358,10 @@ class PerpsBot:
         elapsed = time.perf_counter() - started
         report.elapsed_ms = self.cycle_ms = elapsed * 1000
         self.metrics.observe_cycle(elapsed)
-        self.alert_rules.evaluate()
+        try:
+            self.alert_rules.evaluate()
+        except Exception:  # noqa: BLE001 - a broken alert rule must not stop trading
+            log.exception("alert rules failed")
         return report
 
     async def _guarded(self, report: CycleReport, stage: str, *steps: Coroutine[Any, Any, Any]) -> Any:
