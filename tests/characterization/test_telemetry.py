@@ -288,3 +288,15 @@ async def test_every_metric_in_the_prometheus_rules_and_grafana_dashboard_is_exp
         assert used <= exported, f"{source} uses {sorted(used - exported)}, not exported"
     for rule in ("PerpsbotMarkStale", "PerpsbotWsReconnects", "PerpsbotMemoryGrowth", "PerpsbotOrderFailureRate"):
         assert f"alert: {rule}" in rules
+
+
+async def test_a_broken_alert_rule_is_logged_and_the_cycle_goes_on(make_bot, caplog):
+    bot = await make_bot(symbols=(BTC,))
+
+    def broken() -> int:
+        raise RuntimeError("no /proc here")
+
+    bot.alert_rules.rss = broken
+    report = await bot.run_cycle()
+    assert report.marks.updated == (BTC,) and bot.cycles == 1
+    assert any(r.getMessage() == "alert rules failed" for r in caplog.records)
