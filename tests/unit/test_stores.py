@@ -75,3 +75,13 @@ def test_fills_are_recorded_once_per_trade_id(tmp_path: Path):
     assert store.add_fill(fill) is True
     assert store.add_fill(fill) is False
     assert store.fills() == [fill]
+
+
+def test_events_after_an_id(tmp_path: Path) -> None:
+    events = EventStore(tmp_path / "events.db")
+    ids = [events.append(NOW, "snapshot", None, n=n) for n in range(4)]
+    events.append(NOW, "fill", None)
+    assert [e.data["n"] for e in events.query(kind="snapshot", after_id=ids[1])] == [2, 3]
+    assert [e.data["n"] for e in events.query(kind="snapshot", after_id=ids[0], limit=2)] == [2, 3]
+    assert events.query(kind="snapshot", after_id=ids[-1]) == []
+    events.close()

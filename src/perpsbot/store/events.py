@@ -106,9 +106,14 @@ class EventStore:
         symbol: str | None = None,
         run_id: int | None = None,
         limit: int | None = None,
+        after_id: int | None = None,
     ) -> list[Event]:
-        """Events oldest first; with ``limit``, the newest ``limit`` of them."""
+        """Events oldest first; with ``limit``, the newest ``limit`` of them; with
+        ``after_id``, only those recorded after that event."""
         where, params = where_equal(kind=kind, symbol=symbol, run_id=run_id)
+        if after_id is not None:
+            where += (" AND " if where else "WHERE ") + "id > ?"
+            params.append(after_id)
         sql = f"SELECT * FROM events {where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
