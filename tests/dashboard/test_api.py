@@ -88,6 +88,9 @@ async def test_cross_origin_requests_are_refused_even_with_the_token(served: Ser
         {"Sec-Fetch-Site": "cross-site"},
         {"Sec-Fetch-Site": "same-site"},
         {"Host": "evil.example"},  # DNS rebinding: a foreign name resolving to 127.0.0.1
+        {"Host": "127.0.0.1.evil.example:8080"},
+        {"Host": "127.0.0.1:80@evil.example"},
+        {"Host": "[::2]:8080"},
     ):
         status, _, body, _ = await get(f"{served.url}/api/state", {**BEARER, **headers})
         assert status == 403 and BTC not in body, headers
@@ -96,7 +99,7 @@ async def test_cross_origin_requests_are_refused_even_with_the_token(served: Ser
 async def test_same_origin_requests_pass(served: Served) -> None:
     host = served.url.removeprefix("http://")
     for headers in ({"Origin": served.url, "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"},
-                    {"Host": "localhost:1234"}):
+                    {"Host": "localhost:1234"}, {"Host": "[::1]:1234"}, {"Host": "LOCALHOST"}):
         status, _, body, _ = await get(f"{served.url}/api/state", {**BEARER, **headers})
         assert status == 200, (headers, body)
     assert host.startswith("127.0.0.1:")

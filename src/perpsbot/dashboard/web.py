@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ STATE = "/api/state"
 COOKIE = "perpsbot_dashboard"
 REFRESH_SECONDS = 2.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::\d{1,5})?")
 _STATIC = {  # route -> (file in static/, content type)
     PAGE: ("index.html", "text/html"),
     f"{PAGE}/app.js": ("app.js", "application/javascript"),
@@ -131,8 +133,9 @@ class _Gate:
     @staticmethod
     def _refuse_origin(request: web.Request) -> str | None:
         host = request.host
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.strip("[]").lower() not in LOOPBACK_HOSTS:
+        parsed = _HOST.fullmatch(host)
+        name = (parsed.group("v6") or parsed.group("name")).lower() if parsed else ""
+        if name not in LOOPBACK_HOSTS:
             return "the dashboard answers only to 127.0.0.1, localhost or [::1]"
         origin = request.headers.get("Origin")
         if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
