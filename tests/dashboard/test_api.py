@@ -13,12 +13,13 @@ from aiohttp import web
 
 from perpsbot.dashboard import add_dashboard
 from perpsbot.dashboard.state import freshness, money, price
-from perpsbot.dashboard.web import COOKIE
+from perpsbot.dashboard.web import cookie_name
 from tests.dashboard.conftest import BTC, ETH, TOKEN, Served
 
 D = Decimal
 CENTS = re.compile(r"^-?\d+\.\d\d$")
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+COOKIE = cookie_name(TOKEN)
 
 
 async def get(url: str, headers: dict[str, str] | None = None, *, redirects: bool = True):
@@ -69,6 +70,7 @@ async def test_the_page_token_sets_a_strict_httponly_cookie_and_leaves_the_url(s
     morsel = jar[COOKIE]
     assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
     assert TOKEN not in morsel.value
+    assert COOKIE.startswith("perpsbot_dashboard_") and cookie_name("another-token-0123456789") != COOKIE
     session = {"Cookie": f"{COOKIE}={morsel.value}"}
     status, headers, body, _ = await get(f"{served.url}/dashboard", session)
     assert status == 200 and "<title>perpsbot dashboard</title>" in body

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 PAGE = "/dashboard"
 STATE = "/api/state"
-COOKIE = "perpsbot_dashboard"
+COOKIE_PREFIX = "perpsbot_dashboard_"
 REFRESH_SECONDS = 2.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::\d{1,5})?")
@@ -100,7 +100,8 @@ class _Gate:
     def __init__(self, token: str) -> None:
         self._token = token.encode()
         # The cookie carries a value derived from the token, not the token itself.
-        self._session = hmac.new(self._token, b"perpsbot dashboard session", hashlib.sha256).hexdigest().encode()
+        self._session = _derive(self._token, b"perpsbot dashboard session").encode()
+        self._cookie = cookie_name(token)
 
     def guard(self, handler: Handler, *, page: bool) -> Handler:
         """``handler`` behind the origin and token checks; ``page``: the one route that
@@ -121,9 +122,9 @@ class _Gate:
                     return _secured(_unauthorized())
                 # Keep the token out of the address bar and history: on to the bare URL.
                 response = web.Response(status=303, headers={"Location": PAGE})
-                response.set_cookie(COOKIE, self._session.decode(), httponly=True, samesite="Strict", path="/")
+                response.set_cookie(self._cookie, self._session.decode(), httponly=True, samesite="Strict", path="/")
                 return _secured(response)
-            cookie = request.cookies.get(COOKIE)
+            cookie = request.cookies.get(self._cookie)
             if cookie is None or not _same(cookie.encode(), self._session):
                 return _secured(_unauthorized())
             return _secured(await handler(request))
@@ -144,6 +145,16 @@ class _Gate:
         if site is not None and site not in ("same-origin", "none"):
             return "cross-origin requests are refused"
         return None
+
+
+def cookie_name(token: str) -> str:
+    """The session cookie's name: one per token, so that two bots on 127.0.0.1 (cookies
+    ignore the port) do not sign each other's pages out."""
+    return COOKIE_PREFIX + _derive(token.encode(), b"perpsbot dashboard cookie name")[:12]
+
+
+def _derive(token: bytes, purpose: bytes) -> str:
+    return hmac.new(token, purpose, hashlib.sha256).hexdigest()
 
 
 def _same(given: bytes, expected: bytes) -> bool:
