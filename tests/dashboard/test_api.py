@@ -6,14 +6,19 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from perpsbot.bot import PerpsBotBuilder
+from perpsbot.config import BotConfig
 from perpsbot.dashboard import add_dashboard
-from perpsbot.dashboard.state import freshness, money, price
+from perpsbot.dashboard.state import dashboard_state, freshness, money, price
+from perpsbot.domain.clock import ManualClock
 from perpsbot.dashboard.web import cookie_name
+from tests.conftest import T0
 from tests.dashboard.conftest import BTC, ETH, TOKEN, Served
 
 D = Decimal
@@ -218,3 +223,15 @@ def test_freshness_levels() -> None:
     assert [freshness(a, 3, 10) for a in (None, 0.0, 3.0, 3.1, 10.0, 10.1)] == [
         "none", "fresh", "fresh", "aging", "aging", "stale",
     ]
+
+
+async def test_a_bot_not_started_yet_shows_empty_figures(tmp_path: Path) -> None:
+    bot = await PerpsBotBuilder(BotConfig(data_dir=tmp_path, symbols=(BTC,))).with_clock(ManualClock(T0)).build()
+    try:
+        s = dashboard_state(bot, lambda: {"status": "degraded", "reasons": ["starting"]})
+    finally:
+        await bot.shutdown()
+    assert s["positions"] == [] and s["orders"] == [] and s["alerts"] == {"active": [], "recent": []}
+    assert s["pnl"]["net"] == "0.00" and s["account"]["start_equity"] is None
+    assert s["marks"] == [{"symbol": BTC, "mark": None, "age_seconds": None, "freshness": "none"}]
+    assert s["equity_history"] == {"points": [], "last_id": None}
