@@ -15,7 +15,8 @@ from aiohttp import web
 from perpsbot.bot import PerpsBotBuilder
 from perpsbot.config import BotConfig
 from perpsbot.dashboard import add_dashboard
-from perpsbot.dashboard.state import dashboard_state, freshness, money, price
+from perpsbot.dashboard import state as state_module
+from perpsbot.dashboard.state import dashboard_state, freshness, money, price, thin
 from perpsbot.domain.clock import ManualClock
 from perpsbot.dashboard.web import cookie_name
 from tests.conftest import T0
@@ -217,6 +218,21 @@ def test_add_dashboard_refuses_a_short_token() -> None:
 )
 def test_money_is_a_string_to_the_cent(amount: str, shown: str) -> None:
     assert money(D(amount)) == shown
+
+
+async def test_a_long_history_is_thinned_keeping_both_ends(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots = served.bot.registry.events.field_series("snapshot", "equity", run_id=served.bot.registry.events.run_id)
+    assert len(snapshots) > 3
+    monkeypatch.setattr(state_module, "EQUITY_POINTS", 3)
+    history = (await state(served))["equity_history"]
+    assert [p[0] for p in history["points"]] == [snapshots[0][1], snapshots[round((len(snapshots) - 1) / 2)][1], snapshots[-1][1]]
+    assert history["last_id"] == snapshots[-1][0]
+
+
+def test_thin() -> None:
+    assert thin(list(range(10)), 20) == list(range(10))
+    assert thin(list(range(10)), 4) == [0, 3, 6, 9]
+    assert thin(list(range(1001)), 3) == [0, 500, 1000]
 
 
 def test_freshness_levels() -> None:

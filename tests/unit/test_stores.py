@@ -77,11 +77,17 @@ def test_fills_are_recorded_once_per_trade_id(tmp_path: Path):
     assert store.fills() == [fill]
 
 
-def test_events_after_an_id(tmp_path: Path) -> None:
+def test_a_field_series_of_one_kind_in_one_run(tmp_path: Path) -> None:
     events = EventStore(tmp_path / "events.db")
-    ids = [events.append(NOW, "snapshot", None, n=n) for n in range(4)]
-    events.append(NOW, "fill", None)
-    assert [e.data["n"] for e in events.query(kind="snapshot", after_id=ids[1])] == [2, 3]
-    assert [e.data["n"] for e in events.query(kind="snapshot", after_id=ids[0], limit=2)] == [2, 3]
-    assert events.query(kind="snapshot", after_id=ids[-1]) == []
+    events.append(NOW, "snapshot", None, equity=D("1.5"))  # no run yet
+    run = events.start_run(NOW, "paper", {})
+    ids = [events.append(NOW, "snapshot", None, equity=D(n), marks={"X": "1"}) for n in range(4)]
+    events.append(NOW, "fill", None, equity="not a snapshot")
+    events.append(NOW, "snapshot", None)  # no equity in it
+    series = events.field_series("snapshot", "equity", run_id=run)
+    assert [(i, v) for i, _, v in series] == [*zip(ids, ["0", "1", "2", "3"]), (ids[-1] + 2, None)]
+    assert series[0][1] == NOW.isoformat()
+    assert [v for _, _, v in events.field_series("snapshot", "equity", run_id=run, after_id=ids[2])] == ["3", None]
+    with pytest.raises(ValueError, match="not a data key"):
+        events.field_series("snapshot", "equity') FROM events --", run_id=run)
     events.close()

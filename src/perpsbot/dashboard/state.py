@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from perpsbot.bot import PerpsBot
 
 CENT = Decimal("0.01")
-EQUITY_POINTS = 2_000  # snapshots sent on a page's first load (newest); later polls send only new ones
+EQUITY_POINTS = 2_000  # most snapshots sent at once (a long run's are thinned); later polls send only new ones
 ALERT_EVENTS = 100  # newest alert / alert_cleared events listed
 HEALTH_STATUSES = ("ok", "degraded", "failing")
 # Keys of an alert event that name what it is about; the rest are shown as details.
@@ -78,7 +78,7 @@ def dashboard_state(
     bot: PerpsBot, health: Callable[[], Mapping[str, Any]], *, equity_after: int | None = None
 ) -> dict[str, Any]:
     """Everything the page shows. ``equity_after``: the last snapshot event the page has
-    (only newer ones are sent); None sends the run's newest ``EQUITY_POINTS``."""
+    (only newer ones are sent); None sends the whole run's, thinned to ``EQUITY_POINTS``."""
     reg = bot.registry
     config = reg.config
     now = reg.clock.now()
@@ -109,9 +109,7 @@ def dashboard_state(
         **_pnl_and_positions(bot),
         "orders": [_order(o, reg.products.get(o.symbol), now) for o in reg.orders.orders(open_only=True)],
         "marks": _marks(bot),
-        "alerts": _alerts(reg.events.query(kind="alert", run_id=run_id, limit=ALERT_EVENTS)
-                          + reg.events.query(kind="alert_cleared", run_id=run_id, limit=ALERT_EVENTS))
-        if run_id is not None else {"active": [], "recent": []},
+        "alerts": _alerts(_this_run(bot, "alert") + _this_run(bot, "alert_cleared")),
         "equity_history": _equity_history(bot, equity_after),
     }
 
@@ -181,6 +179,16 @@ def _marks(bot: PerpsBot) -> list[dict[str, Any]]:
     return rows
 
 
+def _this_run(bot: PerpsBot, kind: str) -> list[Event]:
+    """The run's newest ``ALERT_EVENTS`` events of a kind. Asked by kind alone (the kind
+    index, where run and kind together would walk the whole run's events when there are
+    few), then kept to this run: its events are the newest."""
+    events = bot.registry.events
+    if events.run_id is None:
+        return []
+    return [e for e in events.query(kind=kind, limit=ALERT_EVENTS) if e.run_id == events.run_id]
+
+
 def _alerts(events: list[Event]) -> dict[str, Any]:
     """``recent``: the alert events newest first. ``active``: for each rule (or source)
     the alert raised last and not cleared since; one-off alerts (a ``code``) only list."""
@@ -224,11 +232,21 @@ def _equity_history(bot: PerpsBot, after: int | None) -> dict[str, Any]:
     run_id = events.run_id
     if run_id is None:
         return {"points": [], "last_id": after}
-    snapshots = events.query(kind="snapshot", run_id=run_id, after_id=after, limit=EQUITY_POINTS)
+    series = events.field_series("snapshot", "equity", run_id=run_id, after_id=after)
+    if not series:
+        return {"points": [], "last_id": after}
     points = []
-    for event in snapshots:
+    for _, ts, equity in thin(series, EQUITY_POINTS):
         try:
-            points.append([event.ts, money(Decimal(str(event.data["equity"])))])
-        except (KeyError, ArithmeticError, ValueError):
-            continue  # a snapshot without a usable equity figure is left off the chart
-    return {"points": points, "last_id": snapshots[-1].id if snapshots else after}
+            points.append([ts, money(Decimal(str(equity)))])
+        except ArithmeticError:  # a snapshot without a usable equity figure is left off the chart
+            continue
+    return {"points": points, "last_id": series[-1][0]}
+
+
+def thin(items: list[Any], most: int) -> list[Any]:
+    """At most ``most`` of ``items``, evenly spread, always the first and the last."""
+    if len(items) <= most:
+        return items
+    step = (len(items) - 1) / (most - 1)
+    return [items[round(i * step)] for i in range(most)]

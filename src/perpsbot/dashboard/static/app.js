@@ -156,7 +156,8 @@ function render(s) {
   listItems("alerts-active", s.alerts.active.map(alertItem), "none");
   listItems("alerts-recent", s.alerts.recent.map(alertItem), "none this run");
 
-  history = history.concat(s.equity_history.points).slice(-MAX_POINTS);
+  history = history.concat(s.equity_history.points);
+  if (history.length > MAX_POINTS) history = history.filter((_, i) => i % 2 === 0 || i === history.length - 1);
   lastId = s.equity_history.last_id;
   const live = s.account.equity === null ? [] : [[s.generated_at, s.account.equity]];
   drawChart(history.concat(live));
