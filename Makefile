@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,23 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/perpsbot run --profile paper $(ARGS)
 
-test: install-test
+# The dashboard browser test drives Debian's chromium (never a browser download).
+# As root it is installed when missing; otherwise this says what to install.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the dashboard browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-cache show chromium >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium </dev/null; } \
+		|| { apt-get update -q </dev/null && apt-get install -y -q --no-install-recommends chromium </dev/null; } \
+		|| { echo "could not install chromium with apt-get" >&2; exit 1; }; \
+	else \
+		echo "the dashboard browser test needs Debian's chromium at $(CHROMIUM): run 'apt-get install chromium' as root"; \
+	fi
+
+test: install-test browser
 	$(BIN)/python -m pytest -q -n 2
 
 clean:

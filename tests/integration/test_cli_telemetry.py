@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_run_prints_the_urls_and_serves_metrics_and_health(tmp_path: Path):
             urls = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)  health (http://127\.0\.0\.1:\d+/health)", line)
         assert urls, "no metrics URL printed"
         metrics_url, health_url = urls.groups()
+        board = re.search(r"dashboard (http://127\.0\.0\.1:\d+)/dashboard\?token=TOKEN, TOKEN in (\S+)", proc.stdout.readline())
+        assert board, "no dashboard URL printed"
+        base, token_file = board.groups()
         deadline = time.monotonic() + 20
         while True:  # a few cycles in, the marks are fresh
             with urllib.request.urlopen(health_url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1 only
@@ -44,6 +48,16 @@ def test_run_prints_the_urls_and_serves_metrics_and_health(tmp_path: Path):
             text = resp.read().decode()
         assert 'perpsbot_mark_updates_total{symbol="BTC-PERP-INTX"}' in text
         assert "perpsbot_cycle_seconds_count" in text
+        token = (tmp_path / token_file).read_text().strip()
+        request = urllib.request.Request(f"{base}/api/state", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+            assert "BTC-PERP-INTX" in resp.read().decode()
+        request = urllib.request.Request(f"{base}/api/state", headers={"Authorization": "Bearer " + "x" * 43})
+        try:
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310
+            raise AssertionError("a wrong dashboard token was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)

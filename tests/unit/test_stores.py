@@ -75,3 +75,19 @@ def test_fills_are_recorded_once_per_trade_id(tmp_path: Path):
     assert store.add_fill(fill) is True
     assert store.add_fill(fill) is False
     assert store.fills() == [fill]
+
+
+def test_a_field_series_of_one_kind_in_one_run(tmp_path: Path) -> None:
+    events = EventStore(tmp_path / "events.db")
+    events.append(NOW, "snapshot", None, equity=D("1.5"))  # no run yet
+    run = events.start_run(NOW, "paper", {})
+    ids = [events.append(NOW, "snapshot", None, equity=D(n), marks={"X": "1"}) for n in range(4)]
+    events.append(NOW, "fill", None, equity="not a snapshot")
+    events.append(NOW, "snapshot", None)  # no equity in it
+    series = events.field_series("snapshot", "equity", run_id=run)
+    assert [(i, v) for i, _, v in series] == [*zip(ids, ["0", "1", "2", "3"]), (ids[-1] + 2, None)]
+    assert series[0][1] == NOW.isoformat()
+    assert [v for _, _, v in events.field_series("snapshot", "equity", run_id=run, after_id=ids[2])] == ["3", None]
+    with pytest.raises(ValueError, match="not a data key"):
+        events.field_series("snapshot", "equity') FROM events --", run_id=run)
+    events.close()

@@ -18,6 +18,7 @@ from rich.table import Table
 from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, load
 from perpsbot.config import BotConfig
+from perpsbot.dashboard import token_path
 from perpsbot.store import StoreError
 
 PLAIN_STATUS_EVERY_SECONDS = 10.0
@@ -86,6 +87,8 @@ async def _run(cfg: BotConfig) -> dict[str, Any]:
         await bot.start()
         if bot.web is not None:
             console.print(f"metrics {bot.web.url}/metrics  health {bot.web.url}/health")
+            where = "the dashboard_token setting" if cfg.dashboard_token is not None else str(token_path(cfg))
+            console.print(f"dashboard {bot.web.url}/dashboard?token=TOKEN, TOKEN in {where}", highlight=False)
         if console.is_terminal:
             with Live(status_view(bot), console=console, refresh_per_second=4, transient=False) as live:
                 await bot.run(cfg.duration, on_cycle=lambda b: live.update(status_view(b)))

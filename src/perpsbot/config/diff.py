@@ -10,7 +10,7 @@ from perpsbot.config.model import BotConfig
 RESTART_KEYS = frozenset({
     "profile", "exchange", "data_dir", "seed", "sim_starting_cash",
     "api_key_name", "api_private_key", "api_key_file",
-    "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle", "http_port",
+    "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle", "http_port", "dashboard_token",
 })
 
 

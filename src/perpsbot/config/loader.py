@@ -140,6 +140,10 @@ def _check_locks(profile: Profile, merged: dict[str, Any], sources: dict[str, st
             )
 
 
+# Settings never echoed back, not even in an error about their value.
+SECRET_KEYS = frozenset(k for k, f in BotConfig.model_fields.items() if "SecretStr" in str(f.annotation))
+
+
 def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources: Mapping[str, str]) -> str:
     lines = []
     for err in exc.errors():
@@ -150,7 +154,8 @@ def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources:
             if key in SECRET_KEYS:
                 value = SecretStr(str(value))
             origin = sources.get(key, "default")
-            lines.append(f"config error: {key} = {_show_input(value)} ({origin}): {message}")
+            shown = "'**********'" if key in SECRET_KEYS else _show_input(value)
+            lines.append(f"config error: {key} = {shown} ({origin}): {message}")
         else:
             lines.append(f"config error: {message}")
     return "\n".join(lines)

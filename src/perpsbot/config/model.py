@@ -48,6 +48,8 @@ class MarkSource(str, enum.Enum):
     LAST = "last"
 
 
+DASHBOARD_TOKEN_MIN_LENGTH = 16
+
 PositiveDecimal = Annotated[Decimal, Field(gt=0)]
 
 
@@ -161,6 +163,12 @@ class BotConfig(BaseModel):
     )
     ca_bundle: Path | None = Field(None, description="extra CA certificates for TLS (e.g. the simulator server's)")
 
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="token for the web dashboard, 16+ characters (none: a random one per start, "
+        "written to <store>/dashboard_token; never shown)",
+    )
+
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR")
 
     http_port: int | None = Field(
@@ -240,6 +248,18 @@ class BotConfig(BaseModel):
         if not re.match(r"^https?://[^\s/]+(/\S*)?$", value.get_secret_value().strip()):
             raise ValueError("expected an http:// or https:// URL")
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _dashboard_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token) < DASHBOARD_TOKEN_MIN_LENGTH or not token.isascii() or not token.isprintable() or " " in token:
+            raise ValueError(
+                f"must be at least {DASHBOARD_TOKEN_MIN_LENGTH} printable ASCII characters without spaces"
+            )
+        return value
 
     @field_validator("off_hours_timezone")
     @classmethod

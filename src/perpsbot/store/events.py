@@ -126,6 +126,23 @@ class EventStore:
         rows = self._conn.execute(sql, params).fetchall()
         return [_event(row) for row in reversed(rows)]
 
+    def field_series(
+        self, kind: str, key: str, *, run_id: int | None = None, after_id: int | None = None
+    ) -> list[tuple[int, str, Any]]:
+        """(event id, ts, data[key]) of the ``kind`` events, oldest first, read in SQL
+        without decoding each event (a chart over a long run)."""
+        if not key.isidentifier():
+            raise ValueError(f"not a data key: {key!r}")
+        where, params = where_equal(kind=kind, run_id=run_id)
+        if after_id is not None:
+            where += " AND id > ?"
+            params.append(after_id)
+        cursor = self._conn.cursor()
+        cursor.row_factory = None  # plain tuples: a long run has many
+        return cursor.execute(
+            f"SELECT id, ts, json_extract(data, '$.{key}') FROM events {where} ORDER BY id", params
+        ).fetchall()
+
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
         where, params = where_equal(kind=kind, run_id=run_id)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM events {where}", params).fetchone()[0])

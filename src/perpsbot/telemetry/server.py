@@ -1,4 +1,5 @@
-"""The bot's HTTP server on 127.0.0.1: ``/metrics`` (Prometheus) and ``/health`` (JSON).
+"""The bot's HTTP server on 127.0.0.1: ``/metrics`` (Prometheus), ``/health`` (JSON) and
+the token-guarded web dashboard (``/dashboard``, ``/api/state``).
 
 ``build_web_app(bot)`` is the one place routes are registered; ``TelemetryServer``
 binds it to ``http_port`` (0: any free port) and reports the port it got.
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from perpsbot.dashboard import add_dashboard, ensure_dashboard_token
 from perpsbot.telemetry.health import evaluate
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ def build_web_app(bot: PerpsBot) -> web.Application:
     app[BOT_KEY] = bot
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
+    add_dashboard(app, bot, ensure_dashboard_token(bot.config), lambda: evaluate(bot))
     return app
 
 

@@ -1,0 +1,74 @@
+"""What one dashboard poll costs the bot's event loop.
+
+A bot on the in-process simulator trades ``--orders`` market orders (alternating buy and
+sell, so the PnL replays that many fills), then records ``--snapshots`` snapshots (a
+week of the bot's 10 s snapshots by default) through ``PerpsBot.record_snapshot``.
+Prints the time ``dashboard_state`` takes for a page's first load (the whole equity
+history, thinned to 2,000 points) and for a later poll (only new snapshots), best and
+median of ``--repeats``, and the JSON size of each:
+
+    python benchmarks/dashboard_state.py [--snapshots 60480] [--orders 200] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from perpsbot.bot import PerpsBotBuilder
+from perpsbot.config import BotConfig
+from perpsbot.dashboard.state import dashboard_state
+from perpsbot.domain import Side
+from perpsbot.domain.clock import ManualClock
+from perpsbot.store.sqlite import dumps
+
+SYMBOL = "BTC-PERP-INTX"
+
+
+def timed(repeats: int, run) -> tuple[float, float, int]:
+    times, size = [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        size = len(dumps(run()))
+        times.append((time.perf_counter() - started) * 1000)
+    return min(times), statistics.median(times), size
+
+
+async def main(args: argparse.Namespace) -> None:
+    clock = ManualClock()
+    with tempfile.TemporaryDirectory() as folder:
+        config = BotConfig(symbols=(SYMBOL, "ETH-PERP-INTX"), data_dir=Path(folder), long_window=200)
+        bot = await PerpsBotBuilder(config).with_clock(clock).build()
+        await bot.start()
+        await bot.run_cycle()
+        ex = bot.registry.execution
+        product = bot.registry.products[SYMBOL]
+        for n in range(args.orders):
+            side = Side.BUY if n % 2 == 0 else Side.SELL
+            await ex._place(ex.new_order(product, side, Decimal("0.01"), Decimal(1), closing=False, market=True),
+                            "benchmark", 0.0)
+            clock.advance(1)
+        await bot.run_cycle()
+        for _ in range(args.snapshots):
+            bot.record_snapshot()
+        health = lambda: {"status": "ok", "reasons": []}  # noqa: E731
+        last = dashboard_state(bot, health)["equity_history"]["last_id"]
+        first = timed(args.repeats, lambda: dashboard_state(bot, health))
+        poll = timed(args.repeats, lambda: dashboard_state(bot, health, equity_after=last))
+        await bot.shutdown()
+    print(f"{args.snapshots} snapshots, {args.orders} fills in the run")
+    print(f"first load: best {first[0]:.1f} ms, median {first[1]:.1f} ms, {first[2] / 1000:.0f} kB of JSON")
+    print(f"later poll: best {poll[0]:.1f} ms, median {poll[1]:.1f} ms, {poll[2] / 1000:.1f} kB of JSON")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--snapshots", type=int, default=60_480)
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,88 @@
+"""A bot on the in-process simulator with a position, an open order, equity snapshots and
+alerts, and the dashboard served for it on 127.0.0.1 on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from perpsbot.bot import PerpsBot, PerpsBotBuilder
+from perpsbot.config import BotConfig
+from perpsbot.dashboard import add_dashboard
+from perpsbot.domain import Side
+from perpsbot.domain.clock import ManualClock
+from tests.conftest import T0
+
+D = Decimal
+TOKEN = "test-dashboard-token-0123456789abcdef"
+BTC, ETH = "BTC-PERP-INTX", "ETH-PERP-INTX"
+
+
+@dataclass
+class Served:
+    bot: PerpsBot
+    clock: ManualClock
+    url: str  # http://127.0.0.1:PORT
+    health: dict[str, Any] = field(default_factory=lambda: {"status": "ok", "reasons": []})
+    limit_order_id: str = ""
+
+
+async def trading_bot(data_dir: Path, clock: ManualClock) -> tuple[PerpsBot, str]:
+    """Started, cycled, long 0.25 BTC-PERP-INTX at 2x, a resting ETH-PERP-INTX limit buy
+    well below the market, snapshots over 40 s and three kinds of alert events. Returns
+    the bot and the limit order's client id."""
+    config = BotConfig(
+        symbols=(BTC, ETH), data_dir=data_dir, bar_seconds=5, short_window=5, long_window=200,
+        leverage=D(2), order_type="limit", time_in_force="GTC", vol_warn=10_000, vol_reduce_only=20_000,
+        vol_kill=30_000,
+    )
+    bot = await PerpsBotBuilder(config).with_clock(clock).build()
+    await bot.start()
+    await bot.run_cycle()
+    reg = bot.registry
+    ex = reg.execution
+    btc, eth = reg.products[BTC], reg.products[ETH]
+    bought = await ex._place(ex.new_order(btc, Side.BUY, D("0.25"), reg.market_data.mark(BTC), closing=False,
+                                          market=True), "test", 0.0)
+    assert bought.order is not None and bought.order.filled_size == D("0.25")
+    below = reg.market_data.mark(ETH) * D("0.8")
+    resting = await ex._place(ex.new_order(eth, Side.BUY, D("1.5"), below, closing=False), "test", 0.0)
+    assert resting.order is not None and not resting.order.status.is_terminal
+    for _ in range(4):
+        clock.advance(10)
+        await bot.run_cycle()
+        bot.record_snapshot()
+    now = clock.now()
+    reg.events.append(now, "alert", "SOL-PERP-INTX", rule="mark_stale", severity="P1",
+                      message="no mark update for 75 s on SOL-PERP-INTX")
+    reg.events.append(now, "alert", None, rule="reconnects", severity="P2", message="6 reconnects in 5 min")
+    reg.events.append(now, "alert_cleared", None, rule="reconnects", severity="P2")
+    reg.events.append(now, "alert", None, severity="P2", source="reconcile", action="reduce-only",
+                      mismatches=["BTC-PERP-INTX: exchange 0.3 vs ours 0.25"])
+    return bot, resting.order.client_order_id
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    clock = ManualClock(T0)
+    bot, limit_id = await trading_bot(tmp_path / "data", clock)
+    holder = Served(bot, clock, "", limit_order_id=limit_id)
+    app = web.Application()
+    add_dashboard(app, bot, TOKEN, lambda: holder.health, refresh_seconds=0.3)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    holder.url = f"http://{host}:{port}"
+    try:
+        yield holder
+    finally:
+        await runner.cleanup()
+        await bot.shutdown()
