@@ -30,10 +30,10 @@ def parse_junit_args(values: list[str]) -> tuple[list[Path], list[Path]]:
     return sides["baseline"], sides["current"]
 
 
-def _read_junit(paths: list[Path]) -> junit.TestRun | None:
+def _read_junit(paths: list[Path]) -> junit.JUnitRun | None:
     if not paths:
         return None
-    run = junit.TestRun()
+    run = junit.JUnitRun()
     for path in paths:
         try:
             junit.parse(path, run)

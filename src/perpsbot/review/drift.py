@@ -13,7 +13,7 @@ from typing import Any
 
 from perpsbot.review.charts import metric_chart
 from perpsbot.review.config_audit import AuditFinding, ConfigAudit, audit_changes, audit_run
-from perpsbot.review.junit import TestRun
+from perpsbot.review.junit import JUnitRun
 from perpsbot.review.runmetrics import METRIC_FIELDS
 from perpsbot.review.thresholds import (
     CODE,
@@ -113,7 +113,7 @@ class Review:
     current: RunFacts
     rows: list[Row]
     code_rows: list[Row]
-    junit: tuple[TestRun | None, TestRun | None]
+    junit: tuple[JUnitRun | None, JUnitRun | None]
     audits: list[ConfigAudit]
     changes: list[AuditFinding]
     generated: datetime
@@ -124,7 +124,7 @@ class Review:
         return [r for r in (*self.code_rows, *self.rows) if r.verdict.flagged]
 
 
-def junit_figures(run: TestRun | None) -> dict[str, float | None]:
+def junit_figures(run: JUnitRun | None) -> dict[str, float | None]:
     if run is None:
         return {spec.field: None for spec in CODE}
     slowest = run.slowest(1)
@@ -141,7 +141,7 @@ def junit_figures(run: TestRun | None) -> dict[str, float | None]:
 
 def build(
     events: EventStore, baseline: Run, current: Run, *,
-    junit: tuple[TestRun | None, TestRun | None] = (None, None),
+    junit: tuple[JUnitRun | None, JUnitRun | None] = (None, None),
     file_audit: ConfigAudit | None = None, now: datetime | None = None,
 ) -> Review:
     base, cur = facts(events, baseline), facts(events, current)

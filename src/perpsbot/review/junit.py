@@ -13,16 +13,16 @@ class JUnitError(ValueError):
 
 
 @dataclass(frozen=True)
-class TestCase:
+class JUnitCase:
     name: str  # classname::name
     seconds: float
     outcome: str  # passed | failed | error | skipped
 
 
 @dataclass
-class TestRun:
+class JUnitRun:
     files: list[str] = field(default_factory=list)
-    cases: list[TestCase] = field(default_factory=list)
+    cases: list[JUnitCase] = field(default_factory=list)
     suite_seconds: float = 0.0  # the suites' own time attributes, when given
 
     @property
@@ -45,7 +45,7 @@ class TestRun:
         """Wall time of the suites as reported, else the sum of the test times."""
         return round(self.suite_seconds or sum(c.seconds for c in self.cases), 3)
 
-    def slowest(self, n: int = 5) -> list[TestCase]:
+    def slowest(self, n: int = 5) -> list[JUnitCase]:
         return sorted(self.cases, key=lambda c: (-c.seconds, c.name))[:n]
 
 
@@ -61,9 +61,9 @@ def _seconds(value: str | None, path: Path) -> float:
     return seconds
 
 
-def parse(path: Path, into: TestRun | None = None) -> TestRun:
+def parse(path: Path, into: JUnitRun | None = None) -> JUnitRun:
     """Add one report's test cases to ``into`` (a new run if None)."""
-    run = into or TestRun()
+    run = into or JUnitRun()
     try:
         root = ET.parse(path).getroot()
     except OSError as exc:
@@ -88,7 +88,7 @@ def parse(path: Path, into: TestRun | None = None) -> TestRun:
                     outcome = label
                     break
             classname = case.get("classname")
-            run.cases.append(TestCase(f"{classname}::{name}" if classname else name,
+            run.cases.append(JUnitCase(f"{classname}::{name}" if classname else name,
                                       _seconds(case.get("time"), path), outcome))
     run.files.append(str(path))
     return run
