@@ -389,7 +389,7 @@ def markdown(review: Review) -> str:
     if c.incidents:
         out += ["| Time (UTC) | Event | Symbol | Detail |", "|------------|-------|--------|--------|"]
         for e in c.incidents[:200]:
-            detail = ", ".join(f"{k}={v}" for k, v in sorted(e.data.items())).replace("|", "/")
+            detail = " ".join(", ".join(f"{k}={v}" for k, v in sorted(e.data.items())).replace("|", "/").split())
             out.append(f"| {_ts(e.ts)} | `{e.kind}` | {e.symbol or '-'} | {detail[:200]} |")
         if len(c.incidents) > 200:
             out.append(f"| ... | {len(c.incidents) - 200} more | | |")
