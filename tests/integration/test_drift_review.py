@@ -125,9 +125,7 @@ def test_junit_rows_and_bad_inputs(tmp_path: Path):
     (tmp_path / "bad.xml").write_text("<testsuite><testcase")
     for args, message in (
         (("--junit", "bad.xml"), "error: junit bad.xml: not valid XML"),
-        (("--junit", "baseline="), "--junit baseline=: a file must follow 'baseline='"),
         (("--baseline", "99"), "--baseline 99: no such run; runs recorded: 1, 2"),
-        (("--current", "newest"), "--current 'newest' is not a run id, 'latest' or 'previous'"),
         (("--profile", "dev"), "no runs recorded yet for profile 'dev'"),
     ):
         bad = perpsbot("drift-review", *args, cwd=tmp_path)

@@ -54,3 +54,14 @@ def test_a_run_without_metrics_is_reported_not_compared(tmp_path: Path, clock):
     assert "ended `not recorded (no clean shutdown)`" in text
     written = write(review, tmp_path / "out" / "r.md")
     assert [p.name for p in written] == ["r.md", "order_latency_p99_ms.png"]  # a chart only where there is data
+
+
+def test_junit_arguments_pick_a_side():
+    from perpsbot.cli.common import UserError
+    from perpsbot.cli.drift import parse_junit_args
+
+    base, cur = parse_junit_args(["baseline=old.xml", "new.xml", "current=more.xml", "odd=name.xml"])
+    assert base == [Path("old.xml")]
+    assert cur == [Path("new.xml"), Path("more.xml"), Path("odd=name.xml")]  # only the two sides are prefixes
+    with pytest.raises(UserError, match="--junit baseline=: a file must follow 'baseline='"):
+        parse_junit_args(["baseline="])
