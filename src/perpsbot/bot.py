@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,6 +25,7 @@ from perpsbot.exchange.port import Exchange, ExchangeError
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.market.streaming import StreamingService
+from perpsbot.review.runmetrics import METRIC_FIELDS, RunMetricsRecorder, percentile
 from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
@@ -215,7 +215,7 @@ class PerpsBotBuilder:
             SimConfig(seed=config.seed, starting_cash=config.sim_starting_cash, warmup_seconds=warmup),
             start=clock.now(),
         )
-        return SimExchange(core, clock)
+        return SimExchange(core, clock, order_latency_seconds=config.sim_order_latency_ms / 1000)
 
 
 class PerpsBot:
@@ -236,6 +236,9 @@ class PerpsBot:
         registry.events.listeners.extend((self.metrics.on_event, self.alert_rules.on_event, self.webhook.on_event))
         self.web: TelemetryServer | None = None
         self.http_port: int | None = None  # bound by start() when http_port is not off
+        self.run_metrics = RunMetricsRecorder(
+            registry.clock, registry.events, registry.market_data, registry.execution, registry.streaming
+        )
 
     # ----- registry access ----------------------------------------------------------
 
@@ -275,6 +278,8 @@ class PerpsBot:
         except (ExchangeError, TimeoutError, OSError) as exc:  # retried by the periodic reconciliation
             reg.events.append(reg.clock.now(), "error", None, stage="reconcile", error=_error_text(exc))
         self.spawn(self._snapshot_loop(), "snapshots")
+        self.run_metrics.begin()
+        self.spawn(self.run_metrics.loop(), "run-metrics")
         self.started = True
 
     async def _start_web(self) -> None:
@@ -450,13 +455,13 @@ class PerpsBot:
         account = reg.execution.account
         run_id = reg.events.run_id
         fills = reg.orders.fills(run_id=run_id) if run_id is not None else []
+        metrics = self.run_metrics.figures()
         return {
             "run_id": run_id,
             "cycles": self.cycles,
             "orders_placed": reg.execution.placed,
             "orders_failed": reg.execution.failed,
-            "order_latency_p50_ms": _percentile(reg.execution.latencies_ms, 50),
-            "order_latency_p99_ms": _percentile(reg.execution.latencies_ms, 99),
+            "order_latency_p50_ms": percentile(reg.execution.latencies_ms, 50),
             "fills": len(fills),
             "fees": sum((f.fee for f in fills), Decimal(0)),
             "start_equity": self.start_equity,
@@ -465,6 +470,7 @@ class PerpsBot:
             "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
             "pnl": reg.execution.pnl().as_dict() if run_id is not None else None,
             **(reg.streaming.summary() if reg.streaming is not None else {}),
+            **metrics,  # the drift review's production metrics (also the run_metrics event)
         }
 
     async def shutdown(self) -> dict[str, Any]:
@@ -481,7 +487,10 @@ class PerpsBot:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._tasks.difference_update(tasks)  # a task that ended meanwhile may not have run its done callback yet
         reg = self._registry
+        if self.started:
+            self.run_metrics.sample()  # a short run still gets one
         summary = self.summary()
         if reg.streaming is not None:
             if self.started:
@@ -489,6 +498,7 @@ class PerpsBot:
             await reg.streaming.close()
         if self.started:
             self.record_snapshot()
+            reg.events.append(reg.clock.now(), "run_metrics", None, **{k: summary[k] for k in METRIC_FIELDS})
             reg.events.append(reg.clock.now(), "bot_stopped", None, **summary)
             reg.events.end_run(reg.clock.now(), summary)
         await reg.exchange.close()
@@ -499,14 +509,6 @@ class PerpsBot:
 
 def _public_config(config: BotConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
-
-
-def _percentile(samples: Iterable[float], pct: float) -> float | None:
-    ordered = sorted(samples)
-    if not ordered:
-        return None
-    rank = max(0, math.ceil(pct / 100 * len(ordered)) - 1)
-    return round(ordered[rank], 3)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -122,3 +122,34 @@ async def test_summary_reports_order_latency_percentiles(make_bot):
     # both figures are reported: equity moved (exchange's view) and PnL from our fills
     assert summary["equity_change"] == 0
     assert summary["pnl"]["net"] == 0
+
+
+async def test_shutdown_records_the_run_metrics_in_an_event_and_the_summary(make_bot, clock):
+    import json
+
+    from perpsbot.review.runmetrics import METRIC_FIELDS
+
+    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    for _ in range(4):
+        clock.advance(1)
+        await bot.run_cycle()
+    bot.registry.execution.latencies_ms.extend([3.0, 9.0])
+    bot.registry.execution.placed = 2
+    path = bot.registry.events.path
+    summary = await bot.shutdown()
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT data FROM events WHERE kind = 'run_metrics'").fetchall()
+    stored = json.loads(conn.execute("SELECT summary FROM runs").fetchone()[0])
+    conn.close()
+    assert len(rows) == 1
+    event = json.loads(rows[0][0])
+    assert set(event) == set(METRIC_FIELDS)
+    assert {k: stored[k] for k in METRIC_FIELDS} == event == {k: summary[k] for k in METRIC_FIELDS}
+    assert event["order_latency_p99_ms"] == 9.0
+    assert event["order_failure_rate_pct"] == 0.0
+    assert event["mark_update_frequency_hz"] == pytest.approx(1.0, rel=0.3)  # a poll a cycle, a cycle a second
+    assert event["memory_rss_avg_mb"] > 0  # the shutdown sample at least
+    # no stream behind the fake exchange and no backup: no data, not zero
+    assert event["stream_heartbeat_lag_p95_ms"] is None
+    assert event["ws_message_lag_p99_ms"] is None
+    assert event["backup_duration_avg_s"] is None

@@ -125,6 +125,14 @@ def test_diff_lists_symbol_changes_and_refuses_restart_keys():
     assert change.changed_keys == {"symbols", "interval"}
     with pytest.raises(ConfigChangeRejected, match="seed cannot change"):
         diff_configs(old, BotConfig(symbols=old.symbols, seed=99))
+    with pytest.raises(ConfigChangeRejected, match="sim_order_latency_ms cannot change"):
+        diff_configs(old, BotConfig(symbols=old.symbols, sim_order_latency_ms=50))
+
+
+def test_sim_order_latency_is_bounded():
+    with pytest.raises(ValueError, match="sim_order_latency_ms"):
+        BotConfig(sim_order_latency_ms=-1)
+    assert BotConfig(sim_order_latency_ms=250).sim_order_latency_ms == 250.0
 
 
 def test_secrets_are_masked_in_shown_values():

@@ -8,7 +8,7 @@ from perpsbot.config.model import BotConfig
 
 # Keys that need a fresh process (they choose the exchange, the stores, the market or the HTTP port).
 RESTART_KEYS = frozenset({
-    "profile", "exchange", "data_dir", "seed", "sim_starting_cash",
+    "profile", "exchange", "data_dir", "seed", "sim_starting_cash", "sim_order_latency_ms",
     "api_key_name", "api_private_key", "api_key_file",
     "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle", "http_port", "dashboard_token",
 })

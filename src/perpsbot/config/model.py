@@ -144,6 +144,9 @@ class BotConfig(BaseModel):
     limit_offset_bps: Decimal = Field(Decimal(5), ge=0, le=1000, description="limit price distance past the mark")
 
     sim_starting_cash: PositiveDecimal = Field(Decimal(100_000), description="simulator USD balance")
+    sim_order_latency_ms: float = Field(
+        0.0, ge=0, le=60_000, description="built-in simulator: delay added to every order placement, ms"
+    )
 
     api_key_name: str | None = Field(None, description="CDP API key name (organizations/.../apiKeys/...)")
     api_private_key: SecretStr | None = Field(

@@ -3,6 +3,7 @@ alone, against the simulator server over TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -54,9 +55,15 @@ async def test_the_bot_trades_on_coinbase_pointed_at_the_simulator_server(tmp_pa
             for _ in range(3):
                 report = await bot.run_cycle()
                 assert not report.errors, report.errors
+            for _ in range(100):  # streamed marks, for the run metrics' lag figures
+                if bot.registry.streaming.lag.total:
+                    break
+                await asyncio.sleep(0.02)
         finally:
             summary = await bot.shutdown()
         assert summary["orders_placed"] == 1 and summary["orders_failed"] == 0
+        assert summary["order_failure_rate_pct"] == 0.0 and summary["order_latency_p99_ms"] > 0
+        assert 0 < summary["stream_heartbeat_lag_p95_ms"] <= summary["ws_message_lag_p99_ms"]
         assert summary["fills"] >= 1
         assert summary["positions"]["BTC-PERP-INTX"] > 0
         placed = [o for o in server.venue.orders() if o.client_order_id.startswith("pb-")]

@@ -120,3 +120,20 @@ async def test_default_listing_through_the_port():
     assert acct.positions["BTC-PERP-INTX"].size == D("0.05")
     assert acct.equity < D(100_000)  # paid the spread and a fee
     assert acct.equity > D(99_900)
+
+
+async def test_order_latency_setting_delays_placement_on_the_clock():
+    import asyncio
+
+    clock = ManualClock(T0)
+    ex = SimExchange(build_core(seed=1), clock, order_latency_seconds=0.25)
+    placing = asyncio.create_task(ex.place_order(request("slow", "TST-USD", Side.BUY, "1")))
+    await asyncio.sleep(0)
+    clock.advance(0.2)
+    await asyncio.sleep(0)
+    assert not placing.done()  # still "on the wire"
+    clock.advance(0.05)
+    snap = await placing
+    assert snap.status is OrderStatus.FILLED
+    with pytest.raises(ValueError):
+        SimExchange(build_core(seed=1), clock, order_latency_seconds=-1)

@@ -11,13 +11,20 @@ from perpsbot.exchange.sim.market import OrderBook
 
 class SimExchange:
     """Every call first brings the simulated markets up to ``clock.now()``
-    (the core never steps backwards), then asks the core."""
+    (the core never steps backwards), then asks the core.
+
+    ``order_latency_seconds`` delays every order placement by that long on the clock
+    before the order reaches the core (the ``sim_order_latency_ms`` setting): a slow
+    exchange, for latency drills and drift reviews."""
 
     name = "sim"
 
-    def __init__(self, core: SimCore, clock: Clock) -> None:
+    def __init__(self, core: SimCore, clock: Clock, *, order_latency_seconds: float = 0.0) -> None:
+        if order_latency_seconds < 0:
+            raise ValueError("order_latency_seconds must be >= 0")
         self.core = core
         self.clock = clock
+        self.order_latency_seconds = order_latency_seconds
 
     def _sync(self) -> None:
         self.core.advance_to(self.clock.now())
@@ -39,6 +46,8 @@ class SimExchange:
         return self.core.candles(symbol, granularity_seconds, limit)
 
     async def place_order(self, request: OrderRequest) -> OrderSnapshot:
+        if self.order_latency_seconds:
+            await self.clock.sleep(self.order_latency_seconds)
         now = self.clock.now()
         self.core.advance_to(now)
         return self.core.place_order(request, now)
