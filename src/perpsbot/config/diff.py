@@ -11,6 +11,7 @@ RESTART_KEYS = frozenset({
     "profile", "exchange", "data_dir", "seed", "sim_starting_cash",
     "api_key_name", "api_private_key", "api_key_file",
     "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle",
+    "log_file", "log_file_max_bytes", "log_file_backups", "backup_every_minutes",
 })
 
 
