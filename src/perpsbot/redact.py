@@ -45,6 +45,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _QUERY_SECRET = re.compile(
     r"(?i)([?&;](?:[a-z_]*(?:token|secret|key|password|passwd|signature|sig|auth)[a-z_]*)=)[^&;\s\"'#]+"
 )
+# name=value / name: value in free text (exception messages, repr of a mapping)
+_ASSIGNED_SECRET = re.compile(
+    r"(?i)\b([a-z_]*(?:secret|token|password|passwd|api_?key|private_?key|authorization)[a-z_]*"
+    r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])([^\s\"',;&})\]]+)"
+)
 # base64 of an Ed25519 seed (44 chars) or seed + public key (88 chars), or any similar blob:
 # 40+ base64 characters mixing upper case, lower case and digits (hex ids and words do not).
 _BASE64_BLOB = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40,}={0,2}")
@@ -94,6 +99,7 @@ def redact_text(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     text = _QUERY_SECRET.sub(r"\1" + REDACTED, text)
+    text = _ASSIGNED_SECRET.sub(r"\1" + REDACTED, text)
     return _BASE64_BLOB.sub(_blob, text)
 
 
