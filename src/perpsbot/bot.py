@@ -378,9 +378,9 @@ class PerpsBot:
             self.record_snapshot()
 
     async def _backup_loop(self) -> None:
-        workflow = BackupWorkflow.from_config(self.config)
         while True:
             await self.clock.sleep(self.config.backup_every_minutes * 60)
+            workflow = BackupWorkflow.from_config(self.config)  # backup_dir / retention may have changed
             job = asyncio.ensure_future(workflow.run_and_record(self._registry.events, self.clock))
             try:
                 await asyncio.shield(job)

@@ -54,6 +54,11 @@ _ASSIGNED_SECRET = re.compile(
 # 40+ base64 characters mixing upper case, lower case and digits (hex ids and words do not).
 _BASE64_BLOB = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40,}={0,2}")
 
+# Everything any rule above can match contains one of these: text without them is clean.
+_TRIGGER = re.compile(
+    r"(?i)secret|token|passw|auth|webhook|credential|private|key|cookie|sig|eyJ|bearer|basic|://|[A-Za-z0-9+/]{40}"
+)
+
 _known: set[str] = set()
 _known_lock = threading.Lock()
 _known_pattern: re.Pattern[str] | None = None
@@ -79,6 +84,12 @@ def forget_secrets() -> None:
         _known_pattern = None
 
 
+def might_hold_secret(text: str) -> bool:
+    """False when no rule could redact anything in ``text`` (a cheap first look)."""
+    known = _known_pattern
+    return _TRIGGER.search(text) is not None or (known is not None and known.search(text) is not None)
+
+
 def looks_secret(name: object) -> bool:
     """Whether a field or setting of this name holds a secret."""
     return isinstance(name, str) and _SECRET_NAME.search(name) is not None
@@ -96,6 +107,8 @@ def redact_text(text: str) -> str:
     known = _known_pattern
     if known is not None:
         text = known.sub(REDACTED, text)
+    if _TRIGGER.search(text) is None:
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     text = _QUERY_SECRET.sub(r"\1" + REDACTED, text)

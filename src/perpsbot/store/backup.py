@@ -39,7 +39,7 @@ from typing import Any
 from perpsbot import __version__
 from perpsbot.config import BotConfig
 from perpsbot.domain.clock import Clock
-from perpsbot.redact import redact_text, redact_value
+from perpsbot.redact import might_hold_secret, redact_text, redact_value
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
@@ -368,7 +368,7 @@ def _scrub(conn: sqlite3.Connection) -> None:
 def scrub_value(value: Any) -> Any:
     """A stored text value with its secrets redacted; JSON text keeps its layout unless a
     secret is found in it (then it is written back in the stores' own JSON form)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not might_hold_secret(value):
         return value
     if value[:1] in ("{", "["):
         try:
