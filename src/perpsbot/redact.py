@@ -76,14 +76,6 @@ def remember_secret(value: str | SecretStr | None) -> None:
         _known_pattern = re.compile("|".join(re.escape(s) for s in alternatives))
 
 
-def forget_secrets() -> None:
-    """Drop the remembered values (tests)."""
-    global _known_pattern
-    with _known_lock:
-        _known.clear()
-        _known_pattern = None
-
-
 def might_hold_secret(text: str) -> bool:
     """False when no rule could redact anything in ``text`` (a cheap first look)."""
     known = _known_pattern

@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from rich.console import Console
 
+from perpsbot import redact
 from perpsbot.config import BotConfig
 from perpsbot.logs import configure_logging
 from perpsbot.redact import (
     REDACTED,
-    forget_secrets,
     looks_secret,
     public_config,
     redact_text,
@@ -47,10 +47,11 @@ def secrets_in(text: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def clean_logging() -> Iterator[None]:
+def clean_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root = logging.getLogger()
     before, level = root.handlers[:], root.level
-    forget_secrets()
+    monkeypatch.setattr(redact, "_known", set())  # no credential remembered by an earlier test
+    monkeypatch.setattr(redact, "_known_pattern", None)
     yield
     for handler in root.handlers[:]:
         root.removeHandler(handler)
@@ -58,7 +59,6 @@ def clean_logging() -> Iterator[None]:
     for handler in before:
         root.addHandler(handler)
     root.setLevel(level)
-    forget_secrets()
 
 
 def test_text_patterns_are_redacted_and_ordinary_text_is_not():
@@ -173,3 +173,14 @@ def test_the_log_rotates_by_size_and_keeps_the_configured_count(tmp_path: Path):
         numbers += [int(r["event"].split()[1]) for r in records]
         assert (path.parent / name).stat().st_size <= 10_000
     assert numbers == list(range(numbers[0], 150))  # the newest lines, in order, none lost inside the kept files
+
+
+def test_credentials_loaded_from_a_key_file_are_redacted_literally(tmp_path: Path):
+    from perpsbot.exchange.coinbase.auth import resolve_credentials
+
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({"name": "bare-key-id-4711", "privateKey": "Zm9vYmFy-not-base64!"}))
+    key_file.chmod(0o600)
+    assert redact_text("key bare-key-id-4711 in use") == "key bare-key-id-4711 in use"
+    resolve_credentials(None, None, key_file)
+    assert redact_text("key bare-key-id-4711 with Zm9vYmFy-not-base64!") == f"key {REDACTED} with {REDACTED}"

@@ -52,10 +52,6 @@ class StoreLock:
         fd, self._fd = self._fd, None
         os.close(fd)  # closing the only descriptor drops the flock
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def __enter__(self) -> StoreLock:
         return self.acquire()
 
