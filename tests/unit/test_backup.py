@@ -315,3 +315,20 @@ async def test_the_bot_backs_up_on_schedule_and_its_backups_hold_no_secret(tmp_p
     for secret in (KEY_NAME, *PEM.splitlines()[1:-1]):
         assert secret not in text
     assert '"profile":"paper"' in text  # the runs' config is in there, masked
+
+
+async def test_a_backup_under_way_at_shutdown_finishes_and_is_recorded(tmp_path: Path):
+    clock = ManualClock(NOW)
+    config = BotConfig(data_dir=tmp_path / "data", backup_every_minutes=1, bar_seconds=1, short_window=2, long_window=4)
+    bot = await PerpsBotBuilder(config).with_clock(clock).build()
+    await bot.start()
+    await bot.run_cycle()
+    clock.advance(60)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the timer fires and the backup thread starts
+    await bot.shutdown()
+    events = EventStore(config.store_dir / "events.db")
+    (done,) = events.query(kind="backup_completed")
+    assert Path(done.data["path"]).is_file()
+    assert [e.kind for e in events.query(limit=2)] == ["snapshot", "bot_stopped"]  # recorded before the stores closed
+    events.close()
