@@ -54,10 +54,22 @@ _ASSIGNED_SECRET = re.compile(
 # 40+ base64 characters mixing upper case, lower case and digits (hex ids and words do not).
 _BASE64_BLOB = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40,}={0,2}")
 
-# Everything any rule above can match contains one of these: text without them is clean.
-_TRIGGER = re.compile(
-    r"(?i)secret|token|passw|auth|webhook|credential|private|key|cookie|sig|eyJ|bearer|basic|://|[A-Za-z0-9+/]{40}"
-)
+# Everything any rule above can match contains one of these words (in any case) or a
+# 40-character base64 run; text without them is clean.
+_TRIGGER_WORDS = re.compile(
+    "secret|token|passw|auth|webhook|credential|private|key|cookie|sig|eyj|bearer|basic|://"
+)  # searched in the lower-cased text: much faster than a case-insensitive pattern
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/]{40}")
+SHORTEST_SECRET = 6  # remembered secrets are at least this long; no pattern matches less
+
+
+def _triggered(text: str) -> bool:
+    if len(text) < SHORTEST_SECRET:
+        return False
+    if _TRIGGER_WORDS.search(text.lower()) is not None:
+        return True
+    return len(text) >= 40 and _LONG_RUN.search(text) is not None
+
 
 _known: set[str] = set()
 _known_lock = threading.Lock()
@@ -68,7 +80,7 @@ def remember_secret(value: str | SecretStr | None) -> None:
     """Redact this exact value wherever it appears from now on (credentials as loaded)."""
     global _known_pattern
     text = value.get_secret_value() if isinstance(value, SecretStr) else value
-    if not text or len(text.strip()) < 6:  # a tiny value would redact innocent text
+    if not text or len(text.strip()) < SHORTEST_SECRET:  # a tiny value would redact innocent text
         return
     with _known_lock:
         _known.update({text, text.strip()})
@@ -79,7 +91,7 @@ def remember_secret(value: str | SecretStr | None) -> None:
 def might_hold_secret(text: str) -> bool:
     """False when no rule could redact anything in ``text`` (a cheap first look)."""
     known = _known_pattern
-    return _TRIGGER.search(text) is not None or (known is not None and known.search(text) is not None)
+    return _triggered(text) or (known is not None and known.search(text) is not None)
 
 
 def looks_secret(name: object) -> bool:
@@ -99,7 +111,7 @@ def redact_text(text: str) -> str:
     known = _known_pattern
     if known is not None:
         text = known.sub(REDACTED, text)
-    if _TRIGGER.search(text) is None:
+    if not _triggered(text):
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

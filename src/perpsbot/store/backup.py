@@ -39,7 +39,7 @@ from typing import Any
 from perpsbot import __version__
 from perpsbot.config import BotConfig
 from perpsbot.domain.clock import Clock
-from perpsbot.redact import might_hold_secret, redact_text, redact_value
+from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, redact_value
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
@@ -361,7 +361,8 @@ def _scrub(conn: sqlite3.Connection) -> None:
         for column in columns:
             conn.execute(
                 f'UPDATE "{table}" SET "{column}" = perpsbot_scrub("{column}") '
-                f'WHERE typeof("{column}") = \'text\' AND perpsbot_scrub("{column}") IS NOT "{column}"'
+                f'WHERE typeof("{column}") = \'text\' AND length("{column}") >= {SHORTEST_SECRET} '
+                f'AND perpsbot_scrub("{column}") IS NOT "{column}"'
             )
 
 
