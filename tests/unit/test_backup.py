@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import io
 import json
+import os
 import random
 import sqlite3
 import tarfile
@@ -236,7 +237,12 @@ def test_retention_keeps_the_newest_n_and_drops_old_ones_but_never_the_newest(tm
     # other files in the folder are never touched
     (tmp_path / "backups" / "notes.txt").write_text("mine")
     (tmp_path / "backups" / "perpsbot-prod-20200101T000000000000Z.tar.gz").write_text("another profile")
+    stale, fresh = tmp_path / "backups" / ".partial-killed", tmp_path / "backups" / ".partial-running"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (0, 0))  # a backup killed long ago left its staging folder
     flow.backup(NOW + timedelta(days=10))
+    assert not stale.exists() and fresh.exists()
     assert (tmp_path / "backups" / "notes.txt").exists()
     assert (tmp_path / "backups" / "perpsbot-prod-20200101T000000000000Z.tar.gz").exists()
 

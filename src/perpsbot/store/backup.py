@@ -55,6 +55,7 @@ DATABASES: dict[str, Sequence[str]] = {"events.db": events_schema.MIGRATIONS, "o
 NAME_RE = re.compile(r"^perpsbot-(?P<profile>[a-z]+)-(?P<stamp>\d{8}T\d{12}Z)\.tar\.gz$")
 STAMP = "%Y%m%dT%H%M%S%fZ"
 CHUNK = 1 << 20
+STALE_PARTIAL_SECONDS = 86_400
 
 
 class BackupError(StoreError):
@@ -153,7 +154,11 @@ class BackupWorkflow:
         return sorted(found, reverse=True)
 
     def prune(self, now: datetime) -> list[Path]:
-        """Delete backups past the newest ``keep`` or older than ``max_age``; the newest stays."""
+        """Delete backups past the newest ``keep`` or older than ``max_age``; the newest stays.
+        Staging folders a killed backup left behind go too, once a day old."""
+        for partial in self.backup_dir.glob(".partial-*"):
+            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                shutil.rmtree(partial, ignore_errors=True)
         deleted = []
         for index, (created, path) in enumerate(self.backups()):
             if index == 0:
