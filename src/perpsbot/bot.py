@@ -25,10 +25,13 @@ from perpsbot.exchange.port import Exchange, ExchangeError
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.market.streaming import StreamingService
+from perpsbot.redact import public_config
 from perpsbot.review.runmetrics import METRIC_FIELDS, RunMetricsRecorder, percentile
 from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
+from perpsbot.store.backup import BackupWorkflow
+from perpsbot.store.lock import StoreLock
 from perpsbot.strategy.base import Decision, Strategy
 from perpsbot.strategy.baseline import MACrossover
 from perpsbot.strategy.orchestrator import StrategyOrchestrator
@@ -156,12 +159,24 @@ class PerpsBotBuilder:
             raise BotError(
                 f"unknown product {unknown[0]} on {exchange.name}; available: {', '.join(sorted(catalog))}"
             )
+        lock: StoreLock | None = None
         if self._stores is not None:
             events, orders = self._stores
         else:
             store_dir = config.store_dir
-            events = EventStore(store_dir / "events.db")
-            orders = OrdersStore(store_dir / "orders.db")
+            lock = StoreLock(store_dir)
+            try:
+                lock.acquire()  # one bot per store; held until shutdown, dropped by the kernel on a crash
+                events = EventStore(store_dir / "events.db")
+                try:
+                    orders = OrdersStore(store_dir / "orders.db")
+                except BaseException:
+                    events.close()
+                    raise
+            except BaseException:
+                lock.release()
+                await exchange.close()
+                raise
         strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
         streaming = streaming_service(exchange, market_data, events, clock, config)
@@ -199,7 +214,7 @@ class PerpsBotBuilder:
             alerts=alerts,
             streaming=streaming,
         )
-        return PerpsBot(registry, _token=_BUILDER_TOKEN)
+        return PerpsBot(registry, _token=_BUILDER_TOKEN, store_lock=lock)
 
     @staticmethod
     def _default_exchange(config: BotConfig, clock: Clock) -> Exchange:
@@ -219,10 +234,13 @@ class PerpsBotBuilder:
 
 
 class PerpsBot:
-    def __init__(self, registry: ServiceRegistry, *, _token: object = None) -> None:
+    def __init__(
+        self, registry: ServiceRegistry, *, _token: object = None, store_lock: StoreLock | None = None
+    ) -> None:
         if _token is not _BUILDER_TOKEN:
             raise TypeError("PerpsBot is built only through PerpsBotBuilder(config).build()")
         self._registry = registry
+        self._store_lock = store_lock
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.cycles = 0
@@ -260,7 +278,7 @@ class PerpsBot:
         reg = self._registry
         await self._start_web()
         self.spawn(self.webhook.run(), "alert-webhook")  # before anything can raise an alert
-        run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, _public_config(reg.config))
+        run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, public_config(reg.config))
         reg.orders.run_id = run_id
         reg.risk.restore()
         account = await reg.execution.refresh_account()
@@ -280,6 +298,8 @@ class PerpsBot:
         self.spawn(self._snapshot_loop(), "snapshots")
         self.run_metrics.begin()
         self.spawn(self.run_metrics.loop(), "run-metrics")
+        if reg.config.backup_every_minutes > 0 and self._store_lock is not None:  # file stores only
+            self.spawn(self._backup_loop(), "backups")
         self.started = True
 
     async def _start_web(self) -> None:
@@ -397,6 +417,17 @@ class PerpsBot:
             await self.clock.sleep(SNAPSHOT_EVERY_SECONDS)
             self.record_snapshot()
 
+    async def _backup_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.config.backup_every_minutes * 60)
+            workflow = BackupWorkflow.from_config(self.config)  # backup_dir / retention may have changed
+            job = asyncio.ensure_future(workflow.run_and_record(self._registry.events, self.clock))
+            try:
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                await job  # a backup under way finishes (and is recorded) before the stores close
+                raise
+
     def record_snapshot(self) -> None:
         reg = self._registry
         account = reg.execution.account
@@ -501,14 +532,16 @@ class PerpsBot:
             reg.events.append(reg.clock.now(), "run_metrics", None, **{k: summary[k] for k in METRIC_FIELDS})
             reg.events.append(reg.clock.now(), "bot_stopped", None, **summary)
             reg.events.end_run(reg.clock.now(), summary)
-        await reg.exchange.close()
-        reg.events.close()
-        reg.orders.close()
+        try:
+            await reg.exchange.close()
+        finally:
+            reg.events.close()
+            reg.orders.close()
+            if self._store_lock is not None:
+                self._store_lock.release()
         return summary
 
 
-def _public_config(config: BotConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")
 
 
 def _error_text(exc: BaseException) -> str:

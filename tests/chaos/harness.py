@@ -68,6 +68,10 @@ def rows(db: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(db)
     try:
         return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # killed after creating the file, before its schema: no rows yet
+            return []
+        raise
     finally:
         conn.close()
 

@@ -81,6 +81,8 @@ async def crash(bot: PerpsBot) -> None:
     await asyncio.sleep(0)
     bot.registry.events.close()
     bot.registry.orders.close()
+    if bot._store_lock is not None:
+        bot._store_lock.release()  # what the kernel does for a process that dies
     bot._crashed = True  # type: ignore[attr-defined]
 
 

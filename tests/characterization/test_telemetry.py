@@ -120,9 +120,9 @@ async def test_risk_rejections_exchange_failures_and_backups_are_counted_by_reas
     assert sample(text, "perpsbot_kill_switch") == 1
 
 
-async def test_each_bot_has_its_own_metrics(make_bot, exchange, clock):
+async def test_each_bot_has_its_own_metrics(make_bot, exchange, clock, tmp_path):
     first = await make_bot(symbols=(BTC,))
-    second = await make_bot(symbols=(BTC,))
+    second = await make_bot(symbols=(BTC,), data_dir=tmp_path / "second")  # one bot per store
     await first.run_cycle()
     _, one = await get(first, "/metrics")
     _, two = await get(second, "/metrics")

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from perpsbot.cli import backtest as backtest_cmd
-from perpsbot.cli import config_cmd, orders_cmd, records, risk, sim
+from perpsbot.cli import backup_cmd, config_cmd, orders_cmd, records, risk, sim
 from perpsbot.cli import data as data_cmd
 from perpsbot.cli import drift as drift_cmd
 from perpsbot.cli import run as run_cmd
@@ -32,6 +32,8 @@ app.add_typer(config_cmd.app, name="config")
 app.command("backtest")(backtest_cmd.backtest)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim.app, name="sim")
+app.command("backup")(backup_cmd.backup)
+app.command("restore")(backup_cmd.restore)
 app.command("drift-review")(drift_cmd.drift_review)
 
 

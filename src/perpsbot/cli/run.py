@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import time
 from decimal import Decimal
@@ -12,13 +11,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.logging import RichHandler
 from rich.table import Table
 
 from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, load
 from perpsbot.config import BotConfig
 from perpsbot.dashboard import token_path
+from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
 
 PLAIN_STATUS_EVERY_SECONDS = 10.0
@@ -50,12 +49,10 @@ def run(
     flags.update(profile=profile, symbols=symbols, interval=interval, duration=duration, seed=seed)
     loaded = load(flags, config)
     cfg = loaded.config
-    logging.basicConfig(
-        level=cfg.log_level,
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-        format="%(message)s",
-        force=True,
-    )
+    try:
+        configure_logging(cfg, console)
+    except OSError as exc:
+        raise UserError(f"cannot open the log file {cfg.log_path}: {exc.strerror}") from None
     try:
         summary = asyncio.run(_run(cfg))
     except (BotError, StoreError) as exc:
@@ -81,7 +78,7 @@ async def _run(cfg: BotConfig) -> dict[str, Any]:
     mode = "dry run" if cfg.dry_run else "trading"
     console.print(
         f"perpsbot [bold]{cfg.profile.value}[/] on {cfg.exchange.value}, {mode}, "
-        f"symbols {', '.join(cfg.symbols)}; data in {cfg.store_dir}. Ctrl-C stops."
+        f"symbols {', '.join(cfg.symbols)}; data in {cfg.store_dir}, log in {cfg.log_path}. Ctrl-C stops."
     )
     try:
         await bot.start()

@@ -11,6 +11,7 @@ RESTART_KEYS = frozenset({
     "profile", "exchange", "data_dir", "seed", "sim_starting_cash", "sim_order_latency_ms",
     "api_key_name", "api_private_key", "api_key_file",
     "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle", "http_port", "dashboard_token",
+    "log_file", "log_file_max_bytes", "log_file_backups", "backup_every_minutes",
 })
 
 

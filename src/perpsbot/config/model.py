@@ -173,6 +173,22 @@ class BotConfig(BaseModel):
     )
 
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR")
+    log_file: Path | None = Field(
+        None, description="JSON lines log of `perpsbot run` (none: <data_dir>/<profile>/logs/perpsbot.jsonl)"
+    )
+    log_file_max_bytes: int = Field(
+        10_000_000, ge=10_000, le=10_000_000_000, description="the JSON log rotates when it reaches this size"
+    )
+    log_file_backups: int = Field(5, ge=1, le=1000, description="rotated JSON logs kept (perpsbot.jsonl.1 ...)")
+
+    backup_every_minutes: float = Field(
+        0.0, ge=0, le=525_600, description="back up the stores this often while the bot runs (0: off)"
+    )
+    backup_dir: Path | None = Field(None, description="where backups go (none: <data_dir>/<profile>/backups)")
+    backup_keep: int = Field(48, ge=0, le=100_000, description="keep the newest N backups (0: no count limit)")
+    backup_max_age_days: float = Field(
+        30.0, ge=0, le=36_500, description="delete backups older than this (0: no age limit); the newest is always kept"
+    )
 
     http_port: int | None = Field(
         0, ge=0, le=65535,
@@ -324,6 +340,14 @@ class BotConfig(BaseModel):
     @property
     def store_dir(self) -> Path:
         return self.data_dir / self.profile.value
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file if self.log_file is not None else self.store_dir / "logs" / "perpsbot.jsonl"
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else self.store_dir / "backups"
 
     @property
     def required_bars(self) -> int:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import SecretStr
 
 from perpsbot.exchange.port import AuthenticationError
+from perpsbot.redact import remember_secret
 
 JWT_ISSUER = "cdp"
 JWT_LIFETIME_SECONDS = 120
@@ -68,12 +69,19 @@ def resolve_credentials(
             raise CredentialsError(
                 "give either api_key_file or api_key_name + api_private_key, not both"
             )
-        return read_key_file(key_file)
+        return _remembered(read_key_file(key_file))
     if not key_name:
         raise CredentialsError("api_key_name is missing (or set api_key_file)")
     if secret is None or not secret.get_secret_value().strip():
         raise CredentialsError("api_private_key is missing (or set api_key_file)")
-    return Credentials(key_name.strip(), secret)
+    return _remembered(Credentials(key_name.strip(), secret))
+
+
+def _remembered(credentials: Credentials) -> Credentials:
+    """Credentials whose values the log redaction now knows, wherever they appear."""
+    remember_secret(credentials.key_name)
+    remember_secret(credentials.private_key)
+    return credentials
 
 
 def read_key_file(path: Path) -> Credentials:

@@ -1,0 +1,97 @@
+"""Logging for ``perpsbot run``: readable lines on the terminal, JSON lines in a rotated file.
+
+The code logs with stdlib ``logging.getLogger(__name__)`` (fields through ``extra=``);
+both handlers format with structlog's ``ProcessorFormatter``, so every record becomes one JSON object with ``timestamp`` (UTC ISO 8601), ``level``,
+``logger``, ``event``, the fields and, for an error, ``exception``. Secrets are
+redacted (``perpsbot.redact``) in both outputs before anything is written, exception
+text included.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rich.console import Console
+from rich.logging import RichHandler
+
+from perpsbot.config import BotConfig
+from perpsbot.redact import redact_text, redact_value, remember_secret
+
+# Keys every record has; the rest are the record's own fields.
+_FIXED = ("timestamp", "level", "logger", "event")
+_KEEP = {"timestamp", "level", "logger"}
+
+
+def redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the event with every secret replaced (after exceptions are
+    rendered into ``exception``, so their text is covered too)."""
+    out: dict[str, Any] = {}
+    for key, value in event.items():
+        if key in _KEEP:
+            out[key] = value
+        elif key in ("event", "exception", "stack"):
+            out[key] = redact_text(str(value))
+        else:
+            out[key] = redact_value(value, name=key)
+    return out
+
+
+def _human(_logger: Any, _method: str, event: dict[str, Any]) -> str:
+    """The terminal line: the message, then ``key=value`` fields, then the traceback."""
+    fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in _FIXED and k != "exception")
+    text = str(event.get("event", "")) + (f"  {fields}" if fields else "")
+    if event.get("exception"):
+        text += "\n" + str(event["exception"])
+    return text
+
+
+def _pre_chain() -> list[Any]:
+    return [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+    ]
+
+
+def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_pre_chain(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_event,
+            renderer,
+        ],
+    )
+
+
+def json_file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
+    """A size-rotated file of JSON lines (``path``, ``path.1`` ... ``path.<backups>``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler.setFormatter(_formatter(structlog.processors.JSONRenderer(sort_keys=False, default=str)))
+    return handler
+
+
+def configure_logging(config: BotConfig, console: Console) -> Path:
+    """Send every log record to the terminal (rich) and to the rotated JSON file; returns
+    the file's path. Replaces any earlier set-up."""
+    for secret in (config.api_private_key, config.api_key_name):
+        remember_secret(secret)
+    terminal = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+    terminal.setFormatter(_formatter(_human))
+    path = config.log_path
+    handlers = [terminal, json_file_handler(path, config.log_file_max_bytes, config.log_file_backups)]
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(config.log_level)
+    return path
