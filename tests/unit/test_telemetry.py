@@ -8,6 +8,7 @@ from perpsbot.config import BotConfig
 from perpsbot.config.diff import ConfigChangeRejected, diff_configs
 from perpsbot.config.loader import ConfigError, config_rows, load_config
 from perpsbot.market.streaming import LagHistogram
+from perpsbot.telemetry.alerts import read_rss_bytes
 from perpsbot.telemetry.metrics import LAG_BUCKETS, lag_buckets
 
 HOOK = "https://hooks.example.invalid/services/T0/B0/s3cr3t"
@@ -62,3 +63,13 @@ def test_the_lag_histogram_folds_into_cumulative_prometheus_buckets():
     assert lag.sum == pytest.approx(20.2065)
     counts = list(buckets.values())
     assert counts == sorted(counts)  # cumulative
+
+
+def test_the_memory_rule_reads_this_process_resident_memory():
+    before = read_rss_bytes()
+    ballast = bytearray(64 * 1024 * 1024)  # touched below, so it is resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    after = read_rss_bytes()
+    assert before is not None and after is not None
+    assert 10 * 1024 * 1024 < before and after - before > 48 * 1024 * 1024
+    del ballast

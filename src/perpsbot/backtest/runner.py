@@ -53,7 +53,7 @@ CHUNK = 8192  # candles between progress reports
 FIXED_KEYS = frozenset({"symbols", "bar_seconds", "profile", "exchange", "data_dir", "interval", "duration",
                         "dry_run", "seed", "log_level", "api_key_name", "api_private_key", "api_key_file",
                         "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle",
-                        "sim_order_latency_ms",
+                        "sim_order_latency_ms", "http_port", "dashboard_token", "alert_webhook_url",
                         "log_file", "log_file_max_bytes", "log_file_backups", "backup_every_minutes",
                         "backup_dir", "backup_keep", "backup_max_age_days"})
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import psutil
 
 if TYPE_CHECKING:
     from perpsbot.bot import PerpsBot
@@ -50,11 +50,11 @@ ORDER_FAILED = ("order_rejected", "order_failed", "order_unknown")
 
 
 def read_rss_bytes() -> int | None:
-    """This process's resident memory (Linux /proc); None where it cannot be read."""
+    """This process's resident memory (psutil, as the run metrics read it); None where
+    it cannot be read."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process().memory_info().rss)
+    except (psutil.Error, OSError):
         return None
 
 
