@@ -25,6 +25,8 @@ from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.backup import BackupError, BackupWorkflow, restore_backup
 from perpsbot.store.lock import StoreLock, StoreLocked
 from tests.unit.test_logs import ED25519, JWT, KEY_NAME, PEM, WEBHOOK
+DASHBOARD_TOKEN = "d4shb0ard-t0ken-6b1f0c93e2"
+
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -296,6 +298,7 @@ async def test_the_bot_backs_up_on_schedule_and_its_backups_hold_no_secret(tmp_p
     config = BotConfig(
         data_dir=tmp_path / "data", backup_every_minutes=5, api_key_name=KEY_NAME,
         api_private_key=SecretStr(PEM), interval=1.0, bar_seconds=1, short_window=2, long_window=4,
+        alert_webhook_url=SecretStr(WEBHOOK), dashboard_token=SecretStr(DASHBOARD_TOKEN),
     )
     bot = await PerpsBotBuilder(config).with_clock(clock).build()
     await bot.start()
@@ -318,7 +321,7 @@ async def test_the_bot_backs_up_on_schedule_and_its_backups_hold_no_secret(tmp_p
         await bot.shutdown()
     StoreLock(config.store_dir).acquire().release()  # the bot let go of its store
     text = _raw_text(path)
-    for secret in (KEY_NAME, *PEM.splitlines()[1:-1]):
+    for secret in (KEY_NAME, WEBHOOK, DASHBOARD_TOKEN, *PEM.splitlines()[1:-1]):
         assert secret not in text
     assert '"profile":"paper"' in text  # the runs' config is in there, masked
 
