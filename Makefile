@@ -41,7 +41,7 @@ browser:
 	fi
 
 test: install-test browser
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 4
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
