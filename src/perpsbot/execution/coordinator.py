@@ -47,10 +47,6 @@ BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
 
 
-def _random_client_order_id() -> str:
-    return f"pb-{uuid.uuid4().hex}"
-
-
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
     client_order_id: str | None
@@ -79,7 +75,8 @@ class ExecutionCoordinator:
         self.clock = clock
         self.config = config
         self.products = products
-        self.new_client_order_id = new_client_order_id or _random_client_order_id
+        # Ours by their prefix, unique to the order store: recovery finds them at the exchange by it.
+        self.new_client_order_id = new_client_order_id or (lambda: f"{orders.id_prefix}{uuid.uuid4().hex}")
         self._account = AccountSnapshot()
         self._positions: dict[str, Position] | None = None
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -266,8 +263,10 @@ class ExecutionCoordinator:
         return await self._place(order, decision.reason, started)
 
     async def _place(self, order: Order, reason: str, started: float) -> ExecutionResult:
-        # Write-ahead: the intent is durable before the exchange hears of it.
-        self.orders.upsert(order)
+        # Write-ahead: the intent is recorded before the exchange hears of it — committed, not
+        # fsync'd (the outcome's commit below is); a power cut in between is covered by
+        # recovery finding the order at the exchange by its id prefix (Reconciler.adopt_lost_orders).
+        self.orders.write_ahead(order)
         self.events.append(
             self.clock.now(), "order_submitted", order.symbol, client_order_id=order.client_order_id,
             side=order.side, type=order.type, size=order.size, limit_price=order.limit_price,
@@ -322,6 +321,7 @@ class ExecutionCoordinator:
 
     def _unknown(self, order: Order, exc: BaseException, lookup: str) -> ExecutionResult:
         """The request's fate is unknown; the order stays PENDING in the store for reconciliation."""
+        self.orders.mark_synced(order.created_at)  # the write-ahead record, fsync'd
         self.failed += 1
         self.risk.record_order_result(ok=False)
         self.events.append(
