@@ -129,13 +129,19 @@ class ExecutionCoordinator:
     # ----- decisions ----------------------------------------------------------------
 
     async def execute_decision(self, decision: Decision) -> list[ExecutionResult]:
+        try:
+            return await self._execute(decision)
+        finally:
+            self.events.flush()  # the decision's and its orders' events kept by append_later
+
+    async def _execute(self, decision: Decision) -> list[ExecutionResult]:
         if decision.is_hold or decision.mark is None:
             return []
-        working = [o for o in self.orders.orders(open_only=True) if o.symbol == decision.symbol]
-        if working:
+        working = self.orders.working(decision.symbol)
+        if working is not None:
             # The filled position does not show a resting or unresolved order: acting on the
             # decision again would stack a second order on the first.
-            return [self._skip(decision, f"{working[0].client_order_id} is still {working[0].status.value}")]
+            return [self._skip(decision, f"{working.client_order_id} is still {working.status.value}")]
         product = self.products[decision.symbol]
         held = self.position_size(decision.symbol)
         results: list[ExecutionResult] = []
@@ -267,7 +273,7 @@ class ExecutionCoordinator:
         # fsync'd (the outcome's commit below is); a power cut in between is covered by
         # recovery finding the order at the exchange by its id prefix (Reconciler.adopt_lost_orders).
         self.orders.write_ahead(order)
-        self.events.append(
+        self.events.append_later(  # committed with the outcome's event, after the request
             self.clock.now(), "order_submitted", order.symbol, client_order_id=order.client_order_id,
             side=order.side, type=order.type, size=order.size, limit_price=order.limit_price,
             reduce_only=order.reduce_only, reason=reason,

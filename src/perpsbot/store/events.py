@@ -1,4 +1,12 @@
-"""EventStore: an append-only record of every run, decision, order, fill, risk verdict and error."""
+"""EventStore: an append-only record of every run, decision, order, fill, risk verdict and error.
+
+``append`` commits at once. ``append_later`` (the order path's decision, risk verdict
+and ``order_submitted``) keeps the row in memory until the next ``append``, ``flush``,
+read or ``close``, which writes all of it in one transaction, in order: the three rows
+of an order cost one commit, after its request is sent instead of three before it. A
+crash in between loses those rows — an audit trail's, never the order's record, which
+is in ``OrdersStore`` before the request goes out.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +83,7 @@ class EventStore:
         self.path = path
         self._conn = open_db(path, MIGRATIONS)
         self.run_id: int | None = None
+        self._pending: list[tuple[int | None, str, str, str | None, str]] = []
 
     def start_run(self, started_at: datetime, profile: str, config: dict[str, Any]) -> int:
         cur = self._conn.execute(
@@ -92,12 +101,32 @@ class EventStore:
             (ended_at.isoformat(), dumps(summary), self.run_id),
         )
 
-    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> int:
-        cur = self._conn.execute(
-            "INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)",
-            (self.run_id, ts.isoformat(), kind, symbol, dumps(data)),
-        )
-        return int(cur.lastrowid or 0)
+    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
+        row = (self.run_id, ts.isoformat(), kind, symbol, dumps(data))
+        if self._pending:
+            self._pending.append(row)
+            self.flush()
+            return
+        self._conn.execute("INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)", row)
+
+    def append_later(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
+        """An event written with the next commit (``flush``, ``append``, a read)."""
+        self._pending.append((self.run_id, ts.isoformat(), kind, symbol, dumps(data)))
+
+    def flush(self) -> None:
+        """Write the events kept by ``append_later``, in one transaction."""
+        rows = self._pending
+        if not rows:
+            return
+        self._pending = []
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany("INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def query(
         self,
@@ -108,6 +137,7 @@ class EventStore:
         limit: int | None = None,
     ) -> list[Event]:
         """Events oldest first; with ``limit``, the newest ``limit`` of them."""
+        self.flush()
         where, params = where_equal(kind=kind, symbol=symbol, run_id=run_id)
         sql = f"SELECT * FROM events {where} ORDER BY id DESC"
         if limit is not None:
@@ -117,6 +147,7 @@ class EventStore:
         return [_event(row) for row in reversed(rows)]
 
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
+        self.flush()
         where, params = where_equal(kind=kind, run_id=run_id)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM events {where}", params).fetchone()[0])
 
@@ -170,6 +201,7 @@ class EventStore:
         return None if row is None else row["result"]
 
     def close(self) -> None:
+        self.flush()
         self._conn.close()
 
 

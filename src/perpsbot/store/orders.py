@@ -91,6 +91,21 @@ class OrdersStore:
             prefix = f"pb-{secrets.token_hex(4)}-"
             self._conn.execute("INSERT INTO meta(key, value) VALUES ('id_prefix', ?)", (prefix,))
         self.id_prefix = prefix
+        terminal = [s.value for s in OrderStatus if s.is_terminal]
+        rows = self._conn.execute(
+            f"SELECT client_order_id, symbol FROM orders WHERE status NOT IN ({','.join('?' * len(terminal))}) "
+            "ORDER BY created_at, rowid", terminal,
+        ).fetchall()
+        # Orders not final yet, by client id: their symbol (this process is the store's only writer).
+        self._open: dict[str, str] = {row["client_order_id"]: row["symbol"] for row in rows}
+
+    def working(self, symbol: str) -> Order | None:
+        """The oldest order for ``symbol`` that is not final yet (None: there is none); no
+        query unless there is one."""
+        for cid, held in self._open.items():
+            if held == symbol:
+                return self.get(cid)
+        return None
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -158,6 +173,10 @@ class OrdersStore:
                 order.updated_at.isoformat() if order.updated_at else None,
             ),
         )
+        if order.status.is_terminal:
+            self._open.pop(order.client_order_id, None)
+        else:
+            self._open.setdefault(order.client_order_id, order.symbol)
 
     def add_fill(self, fill: Fill) -> bool:
         """Record a fill; False when its trade id was already recorded."""

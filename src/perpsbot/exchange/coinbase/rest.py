@@ -240,6 +240,9 @@ class CoinbaseRestClient:
             raise TransportError(f"{what}: no answer within {self.timeout:g} s") from None
         except aiohttp.ClientError as exc:
             raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
+        finally:
+            if order_request and self.signer is not None:
+                self.signer.prepare(method, self.host, full_path)  # the next order's token, signed now
         try:
             payload = json.loads(text) if text else {}
         except json.JSONDecodeError:
