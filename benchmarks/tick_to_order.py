@@ -11,7 +11,7 @@ quote makes exactly one market order. Each sample:
       (its slippage estimate on the streamed book), the write-ahead ``orders.db``
       commit, the request (its JWT signed ahead, after the previous order); the
       decision, risk verdict and ``order_submitted`` events are committed after it
-  t1  aiohttp reports the POST /orders body written to the socket (TraceConfig).
+  t1  the POST /orders request handed to the socket (``OrderLine.on_sent``).
 
 The exchange's round trip is not in it (the ack, the order lookup and the account
 refresh after it run but are not timed). The stream's live connection is replaced by
@@ -44,7 +44,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from rss_soak import start_server
 
 from perpsbot.bot import PerpsBotBuilder
@@ -121,15 +120,11 @@ async def run(orders: int, key_file: Path, rest_url: str, fsync_first: bool, tmp
         written: list[int] = []
         written_cpu: list[int] = []
 
-        async def on_chunk(session: Any, ctx: Any, params: aiohttp.TraceRequestChunkSentParams) -> None:
-            if params.method == "POST" and params.url.path.endswith("/orders"):
-                written.append(time.perf_counter_ns())
-                written_cpu.append(time.thread_time_ns())
+        def on_sent() -> None:  # POST /orders handed to the socket
+            written.append(time.perf_counter_ns())
+            written_cpu.append(time.thread_time_ns())
 
-        trace = aiohttp.TraceConfig()
-        trace.on_request_chunk_sent.append(on_chunk)
-        rest.trace_configs.append(trace)
-        await rest.close()  # the next request opens a session with the trace
+        rest.order_line.on_sent = on_sent
         commit_ns: list[int] = []
         write_ahead = reg.orders.upsert if fsync_first else reg.orders.write_ahead  # upsert: an fsync'd commit
 
