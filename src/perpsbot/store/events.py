@@ -1,8 +1,9 @@
 """EventStore: an append-only record of every run, decision, order, fill, risk verdict and error.
 
 ``append`` commits at once. ``append_later`` (the order path's decision, risk verdict
-and ``order_submitted``) keeps the row in memory until the next ``append``, ``flush``,
-read or ``close``, which writes all of it in one transaction, in order: the three rows
+and ``order_submitted``) keeps the event in memory, unserialized, until the next
+``append``, ``flush``, read or ``close``, which writes all of it in one transaction, in
+order: the three rows
 of an order cost one commit, after its request is sent instead of three before it. A
 crash in between loses those rows — an audit trail's, never the order's record, which
 is in ``OrdersStore`` before the request goes out.
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from perpsbot.store.sqlite import dumps, open_db, where_equal
+
+_MUTABLE = (list, dict, set)
 
 MIGRATIONS = (
     """
@@ -83,7 +86,8 @@ class EventStore:
         self.path = path
         self._conn = open_db(path, MIGRATIONS)
         self.run_id: int | None = None
-        self._pending: list[tuple[int | None, str, str, str | None, str]] = []
+        # append_later's events, serialized at the flush (after the request, too)
+        self._pending: list[tuple[int | None, datetime, str, str | None, dict[str, Any]]] = []
 
     def start_run(self, started_at: datetime, profile: str, config: dict[str, Any]) -> int:
         cur = self._conn.execute(
@@ -102,22 +106,28 @@ class EventStore:
         )
 
     def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
-        row = (self.run_id, ts.isoformat(), kind, symbol, dumps(data))
         if self._pending:
-            self._pending.append(row)
+            self._pending.append((self.run_id, ts, kind, symbol, data))
             self.flush()
             return
-        self._conn.execute("INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)", row)
+        self._conn.execute(
+            "INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)",
+            (self.run_id, ts.isoformat(), kind, symbol, dumps(data)),
+        )
 
     def append_later(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
-        """An event written with the next commit (``flush``, ``append``, a read)."""
-        self._pending.append((self.run_id, ts.isoformat(), kind, symbol, dumps(data)))
+        """An event written with the next commit (``flush``, ``append``, a read) and only
+        serialized then: a list, dict or set among the values is copied as it is now."""
+        for key, value in data.items():
+            if type(value) in _MUTABLE:
+                data[key] = type(value)(value)
+        self._pending.append((self.run_id, ts, kind, symbol, data))
 
     def flush(self) -> None:
         """Write the events kept by ``append_later``, in one transaction."""
-        rows = self._pending
-        if not rows:
+        if not self._pending:
             return
+        rows = [(run_id, ts.isoformat(), kind, symbol, dumps(data)) for run_id, ts, kind, symbol, data in self._pending]
         self._pending = []
         conn = self._conn
         conn.execute("BEGIN")

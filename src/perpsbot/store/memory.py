@@ -17,11 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from perpsbot.domain import Fill, Order
-from perpsbot.store.events import Event, Run
+from perpsbot.store.events import _MUTABLE, Event, Run
 from perpsbot.store.sqlite import dumps
-
-
-_MUTABLE = (list, dict, set)
 
 
 class MemoryEventStore:
