@@ -9,8 +9,9 @@ quote makes exactly one market order. Each sample:
       message path (``handle_market_text``: decode, sequence check, book, mark);
       ``process_symbol`` (strategy) → ``execute_decision`` → sizing, the risk check
       (its slippage estimate on the streamed book), the write-ahead ``orders.db``
-      commit, the ``order_submitted`` event, JWT signing, the request
-  t1  aiohttp reports the POST /orders body written to the socket (TraceConfig).
+      commit, the request (its JWT signed ahead, after the previous order); the
+      decision, risk verdict and ``order_submitted`` events are committed after it
+  t1  the POST /orders request handed to the socket (``OrderLine.on_sent``).
 
 The exchange's round trip is not in it (the ack, the order lookup and the account
 refresh after it run but are not timed). The stream's live connection is replaced by
@@ -20,9 +21,10 @@ client-side rate limit (30 requests/s, a policy, not work) is lifted for the run
 Wall time is reported, and the CPU time this thread spent in the same span (what a
 shared machine's preemption cannot inflate; waiting on the disk is not in it).
 
-Run twice: as shipped (``orders.db`` synchronous=FULL: the write-ahead commit is fsync'd
-before the request goes out) and with the commit's fsync off (synchronous=NORMAL), to
-show what durability costs here.
+Run twice: as shipped (the write-ahead record committed without an fsync; the order's
+outcome commit after the request fsyncs it) and, for comparison, with the write-ahead
+commit fsync'd before the request goes out (as the bot did before), to show what that
+costs here.
 
     python benchmarks/tick_to_order.py [--orders 300] [--key ed25519|ecdsa]
 """
@@ -42,7 +44,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from rss_soak import start_server
 
 from perpsbot.bot import PerpsBotBuilder
@@ -94,10 +95,10 @@ def pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
 
 
-async def run(orders: int, key_file: Path, rest_url: str, durable: bool, tmp: Path) -> dict[str, float]:
+async def run(orders: int, key_file: Path, rest_url: str, fsync_first: bool, tmp: Path) -> dict[str, float]:
     if True:
         config = BotConfig(
-            profile="paper", exchange="coinbase", symbols=(SYMBOL,), data_dir=tmp / f"data-{durable}",
+            profile="paper", exchange="coinbase", symbols=(SYMBOL,), data_dir=tmp / f"data-{fsync_first}",
             interval=1.0, bar_seconds=60, short_window=2, long_window=3, position_fraction=Decimal("0.01"),
             leverage=Decimal(2), max_orders_per_minute=1_000_000, coinbase_rest_url=rest_url,
             coinbase_ws_url="ws://127.0.0.1:9/ws", coinbase_ws_user_url="ws://127.0.0.1:9/ws", api_key_file=key_file,
@@ -119,29 +120,20 @@ async def run(orders: int, key_file: Path, rest_url: str, durable: bool, tmp: Pa
         written: list[int] = []
         written_cpu: list[int] = []
 
-        async def on_chunk(session: Any, ctx: Any, params: aiohttp.TraceRequestChunkSentParams) -> None:
-            if params.method == "POST" and params.url.path.endswith("/orders"):
-                written.append(time.perf_counter_ns())
-                written_cpu.append(time.thread_time_ns())
+        def on_sent() -> None:  # POST /orders handed to the socket
+            written.append(time.perf_counter_ns())
+            written_cpu.append(time.thread_time_ns())
 
-        trace = aiohttp.TraceConfig()
-        trace.on_request_chunk_sent.append(on_chunk)
-        rest.trace_configs.append(trace)
-        await rest.close()  # the next request opens a session with the trace
-        if not durable:
-            reg.orders._conn.execute("PRAGMA synchronous=NORMAL")  # type: ignore[attr-defined]
+        rest.order_line.on_sent = on_sent
         commit_ns: list[int] = []
-        upsert = reg.orders.upsert
-        seen: set[str] = set()
+        write_ahead = reg.orders.upsert if fsync_first else reg.orders.write_ahead  # upsert: an fsync'd commit
 
-        def timed_upsert(order: Any) -> None:
+        def timed_write_ahead(order: Any) -> None:
             started = time.perf_counter_ns()
-            upsert(order)
-            if order.client_order_id not in seen:  # the write-ahead record
-                seen.add(order.client_order_id)
-                commit_ns.append(time.perf_counter_ns() - started)
+            write_ahead(order)
+            commit_ns.append(time.perf_counter_ns() - started)
 
-        reg.orders.upsert = timed_upsert  # type: ignore[method-assign]
+        reg.orders.write_ahead = timed_write_ahead  # type: ignore[method-assign]
         await bot.start()
         ws = holder[0]
         streaming._on_notice(StreamNotice("connected", "", datetime.now(UTC)))
@@ -191,14 +183,14 @@ def main() -> None:
         server, rest_url, _ = start_server(tmp, key_file)
         results = {}
         try:
-            for durable in (True, False):
-                results[durable] = asyncio.run(run(args.orders, key_file, rest_url, durable, tmp))
+            for fsync_first in (False, True):
+                results[fsync_first] = asyncio.run(run(args.orders, key_file, rest_url, fsync_first, tmp))
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(10)
-        for durable, r in results.items():
-            label = "write-ahead fsync'd (synchronous=FULL, as shipped)" if durable else \
-                "write-ahead not fsync'd (synchronous=NORMAL, for comparison)"
+        for fsync_first, r in results.items():
+            label = "write-ahead fsync'd before the request (for comparison)" if fsync_first else \
+                "write-ahead committed, fsync'd after the request (as shipped)"
             print(f"tick_to_order {label}, {args.key} JWT: {r['samples']} orders: quote -> request bytes on the "
                   f"socket p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us max {r['max_us']:.0f} us "
                   f"(our CPU time in it: p50 {r['cpu_p50_us']:.0f} us p99 {r['cpu_p99_us']:.0f} us); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from perpsbot.domain import (
@@ -104,6 +105,9 @@ class FakeExchange:
 
     async def open_orders(self) -> list[OrderSnapshot]:
         return []
+
+    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        return [o for o in self._orders.values() if o.created_at >= since]
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         return self._fills[cursor:], len(self._fills)

@@ -150,6 +150,65 @@ async def test_restart_adopts_intents_that_reached_the_exchange_and_rejects_the_
     assert len([f for f in third.registry.orders.fills() if f.client_order_id == reached.client_order_id]) == 1
 
 
+async def test_orders_whose_write_ahead_record_a_power_cut_lost_are_found_by_prefix_and_adopted(
+        start_bot, core, sim_clock):
+    first = await start_bot()
+    store = first.registry.orders
+    prefix = store.id_prefix
+    assert prefix.startswith("pb-") and store.synced_at is not None  # start-up's reconciliation marked it
+    # Sent, but their write-ahead records never reached the disk (committed without an fsync,
+    # then the power went): the store does not know them.
+    filled = intent(first, Side.BUY, "0.5")
+    resting = intent(first, Side.BUY, "0.3", limit="50")
+    assert filled.client_order_id.startswith(prefix) and resting.client_order_id.startswith(prefix)
+    core.place_order(as_request(filled), sim_clock.now())
+    core.place_order(as_request(resting), sim_clock.now())
+    # Another bot's order (another store, another prefix) on the same account: not ours.
+    other = request("pb-0badc0de-" + "1" * 32, PERP, Side.BUY, "0.1", limit="40", tif=TimeInForce.GTC)
+    core.place_order(other, sim_clock.now())
+    await crash(first)
+
+    sim_clock.advance(2)
+    second = await start_bot()
+    store = second.registry.orders
+    assert store.id_prefix == prefix  # the store keeps its identity across restarts
+    done = store.get(filled.client_order_id)
+    assert done is not None and done.status is OrderStatus.FILLED and done.filled_size == D("0.5")
+    fills = [f for f in store.fills() if f.client_order_id == filled.client_order_id]
+    assert [f.trade_id for f in fills] == [f.trade_id for f in core.get_order(filled.client_order_id).fills]
+    working = store.get(resting.client_order_id)
+    assert working is not None and working.status is OrderStatus.OPEN
+    assert resting.client_order_id in second.registry.execution.tracked
+    assert store.get(other.client_order_id) is None
+    adopted = {e.data["client_order_id"] for e in kinds(second, "lost_order_adopted")}
+    assert adopted == {filled.client_order_id, resting.client_order_id}
+    foreign = {e.data["client_order_id"] for e in kinds(second, "foreign_order")}
+    assert foreign == {other.client_order_id}
+    # the adopted fill explains the position: reconciliation matches, no reduce-only
+    assert kinds(second, "reconciliation")[-1].data["matched"] is True
+    assert not second.registry.risk.reduce_only_reasons
+
+
+async def test_write_ahead_commits_without_an_fsync_and_everything_else_with_one(start_bot, sim_clock):
+    bot = await start_bot()
+    store = bot.registry.orders
+    conn = store._conn
+    order = intent(bot, Side.BUY, "0.1")
+    store.write_ahead(order)
+    assert store.get(order.client_order_id).status is OrderStatus.PENDING
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for what follows
+    seen: list[int] = []
+    conn.set_trace_callback(lambda sql: seen.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+                            if sql.lstrip().startswith("INSERT") else None)
+    store.write_ahead(intent(bot, Side.BUY, "0.1"))
+    store.upsert(order)
+    conn.set_trace_callback(None)
+    assert seen == [1, 2]  # NORMAL for the write-ahead record, FULL for the rest
+    marked = sim_clock.now()
+    store.mark_synced(marked)
+    assert store.synced_at == marked
+
+
 async def test_a_fill_recorded_before_the_crash_is_not_counted_twice(start_bot, core, sim_clock):
     first = await start_bot()
     order = intent(first, Side.BUY, "0.4")

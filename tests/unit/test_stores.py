@@ -36,6 +36,30 @@ def test_event_store_is_wal_versioned_and_keeps_events_across_reopen(tmp_path: P
     assert again.query(limit=1)[0].kind == "fill"  # the newest one
 
 
+def test_events_kept_for_later_are_written_in_order_with_the_next_commit(tmp_path: Path):
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    store.start_run(NOW, "paper", {})
+    reasons = ["a"]
+    store.append_later(NOW, "decision", "BTC-USD", target="LONG", reasons=reasons)
+    store.append_later(NOW, "risk_approved", "BTC-USD", size=D("0.1"))
+    reasons.append("changed after")  # the event keeps the list as it was
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0  # nothing committed yet
+    store.append(NOW, "order_placed", "BTC-USD")  # commits the kept ones first, in order
+    assert [r[0] for r in other.execute("SELECT kind FROM events ORDER BY id")] == \
+        ["decision", "risk_approved", "order_placed"]
+    store.append_later(NOW, "order_submitted", "BTC-USD")
+    assert [e.kind for e in store.query()][-1] == "order_submitted"  # a read writes them out
+    store.append_later(NOW, "risk_rejected", "ETH-USD")
+    assert store.count(kind="risk_rejected") == 1
+    store.append_later(NOW, "decision", "ETH-USD")
+    store.close()  # and so does closing
+    assert other.execute("SELECT COUNT(*) FROM events WHERE symbol = 'ETH-USD'").fetchone()[0] == 2
+    again = EventStore(path)
+    assert again.query(kind="decision")[0].data == {"target": "LONG", "reasons": ["a"]}
+
+
 def test_store_refuses_a_newer_schema_and_a_non_database(tmp_path: Path):
     path = tmp_path / "events.db"
     conn = sqlite3.connect(path)
@@ -67,6 +91,29 @@ def test_orders_are_upserted_by_client_order_id(tmp_path: Path):
     assert rows[0].status is OrderStatus.FILLED
     assert rows[0].average_fill_price == D(100)
     assert store.orders(run_id=4, open_only=True) == []
+
+
+def test_the_order_store_keeps_its_id_prefix_and_knows_its_working_orders_without_a_query(tmp_path: Path):
+    store = OrdersStore(tmp_path / "orders.db")
+    prefix = store.id_prefix
+    assert prefix.startswith("pb-") and len(prefix) == 12 and prefix.endswith("-")
+    working = _order()
+    store.write_ahead(working)
+    done = Order("cid-2", "BTC-USD", Side.SELL, OrderType.MARKET, D("0.5"), NOW)
+    done.transition(OrderStatus.REJECTED)
+    store.upsert(done)
+    eth = Order("cid-3", "ETH-USD", Side.BUY, OrderType.MARKET, D("1"), NOW)
+    store.upsert(eth)
+    assert store.working("BTC-USD").client_order_id == "cid-1" and store.working("SOL-USD") is None
+    store.close()
+    again = OrdersStore(tmp_path / "orders.db")  # rebuilt from the file
+    assert again.id_prefix == prefix
+    assert again.working("BTC-USD").client_order_id == "cid-1" and again.working("ETH-USD").client_order_id == "cid-3"
+    working.transition(OrderStatus.OPEN)
+    working.transition(OrderStatus.CANCELLED)
+    again.upsert(working)
+    assert again.working("BTC-USD") is None
+    assert OrdersStore(tmp_path / "other.db").id_prefix != prefix  # another store, another prefix
 
 
 def test_fills_are_recorded_once_per_trade_id(tmp_path: Path):

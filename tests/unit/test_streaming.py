@@ -59,6 +59,23 @@ def test_the_fast_decoder_reads_market_messages_and_declines_the_rest():
     assert decode_market(bad) is None  # the generic path names the bad field
 
 
+def test_levels_out_of_bounds_are_decoded_unchecked_for_the_book_to_find():
+    good = decode_market(message("l2_data", 1, [l2("update", "BTC-USD", ("bid", "1", "1"), ("offer", "2", "0"))]))
+    assert good is not None and good.levels_checked
+    for price, size in (("1", "-1"), ("0", "1"), ("-5", "1"), ("1", "nan"), ("nan", "1")):
+        decoded = decode_market(message("l2_data", 1, [l2("update", "BTC-USD", ("bid", price, size))]))
+        assert decoded is not None and not decoded.levels_checked, (price, size)
+        book = L2Book("BTC-USD")
+        assert book.reset(levels(("bid", 0.5, 1), ("offer", 2.0, 1)))
+        assert not book.apply(decoded.events[0].updates) and not book.synced, (price, size)
+
+
+def test_a_burst_of_messages_sharing_a_stamp_and_then_a_new_one_parse_right():
+    first, second = "2026-04-07T14:30:01.5Z", "2026-04-07T14:31:02.25Z"
+    for text in (first, first, second, first, second, second):
+        assert parse_epoch(text) == parse_time(text, "t").timestamp()
+
+
 @pytest.mark.parametrize("text", ["2026-04-07T14:30:01.456789123Z", "2026-12-31T23:59:59Z",
                                   "2024-02-29T00:00:00.5Z", "2026-04-07T14:30:01.25+02:00"])
 def test_epoch_parsing_agrees_with_the_generic_parser(text: str):
@@ -92,6 +109,32 @@ def test_a_crossed_or_impossible_book_is_inconsistent():
     assert not book.reset(levels(("bid", 101.0, 1), ("offer", 100.5, 1)))
     assert book.reset(levels(("bid", 100.0, 1), ("offer", 100.5, 1)))
     assert not book.apply(levels(("offer", 100.6, -1))) and "size -1" in book.problem
+
+
+def test_the_unchecked_and_the_checked_apply_agree_on_random_updates():
+    """``apply_valid`` (levels the decoder bounded) against ``apply`` on the same seeded
+    updates: same levels, best prices, counters and verdicts, shallow and deep books."""
+    import random
+
+    rng = random.Random(4)
+    for depth in (10, 200):  # 20 levels: shallow; 400: deep (sorted keys)
+        fast, slow = L2Book("X"), L2Book("X")
+        snapshot = levels(*[("bid", 1000 - k, 1.0) for k in range(1, depth + 1)],
+                          *[("offer", 1000 + k, 1.0) for k in range(1, depth + 1)])
+        assert fast.reset(snapshot) and slow.reset(snapshot)
+        for _ in range(300):
+            rows = []
+            for _ in range(rng.randint(1, 40)):
+                side = rng.choice(("bid", "offer"))
+                price = float(1000 + (-1 if side == "bid" else 1) * rng.randint(1, depth + 5))
+                rows.append((side, price, rng.choice((0.0, 0.0, 1.5, 2.0))))
+            update = levels(*rows)
+            assert fast.apply_valid(update) == slow.apply(update)
+            assert (fast.bids, fast.asks, fast.best_bid, fast.best_ask, fast.deep, fast.missing_removals) == \
+                (slow.bids, slow.asks, slow.best_bid, slow.best_ask, slow.deep, slow.missing_removals)
+        crossing = levels(("bid", float(fast.best_ask), 1.0))  # type: ignore[arg-type]
+        assert not fast.apply_valid(crossing) and not slow.apply(crossing)
+        assert fast.problem == slow.problem and "crossed" in fast.problem
 
 
 # ----- the lag histogram ----------------------------------------------------------------------
@@ -204,6 +247,16 @@ async def test_heartbeats_keep_an_unchanged_book_fresh_and_a_crossed_book_resync
     assert md.mark_age("ETH-USD") == pytest.approx(11, abs=0.01)  # a book being resynced vouches for nothing
     feed(svc, message("l2_data", 5, [l2("update", "ETH-USD", ("bid", "3000.5", "1"))]))
     assert svc.books["ETH-USD"].bids == {}  # updates wait for the snapshot
+
+
+async def test_a_level_out_of_bounds_resyncs_the_book(events: EventStore):
+    clock = ManualClock(T0)
+    svc = await service(events, clock, [T0.timestamp()])
+    feed(svc, message("l2_data", 1, [l2("snapshot", "ETH-USD", ("bid", "3000", "1"), ("offer", "3001", "1"))]))
+    feed(svc, message("l2_data", 2, [l2("update", "ETH-USD", ("bid", "2999", "-2"))]))
+    assert svc.stream.resynced == ["ETH-USD"] and not svc.books["ETH-USD"].synced
+    (event,) = events.query(kind="stream_resync")
+    assert "size -2" in event.data["reason"]
 
 
 async def test_last_trade_marks_and_the_ticker_level(events: EventStore):

@@ -43,3 +43,15 @@ def test_seeded_bars_come_before_live_ones():
     w.append(at(0, "2"))
     w.append(at(5, "3"))
     assert [b.close for b in w.bars] == [D(1), D(2)]
+
+
+def test_pushed_marks_make_the_same_bars_as_appended_ones():
+    appended = MarkWindow(max_marks=100, max_bars=10, bar_seconds=5)
+    pushed = MarkWindow(max_marks=100, max_bars=10, bar_seconds=5)
+    rows = [(0, "10"), (1.5, "12.25"), (3, "9"), (4.9, "9.5"), (5, "11"), (7, "13"), (2, "1"), (10.25, "8")]
+    for seconds, price in rows:
+        mark = at(seconds, price)
+        assert appended.append(mark) == pushed.push(mark.ts.timestamp(), mark.price)
+    assert pushed.bars == appended.bars and pushed.price == appended.price == 8.0
+    assert pushed.last == appended.last == at(10.25, "8")
+    assert [m.price for m in pushed.marks] == [D(p) for s, p in rows if s != 2]  # the older mark was ignored

@@ -153,6 +153,11 @@ class Exchange(Protocol):
 
     async def open_orders(self) -> list[OrderSnapshot]: ...
 
+    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        """Every order created at or after ``since``, whatever its status (recovery looks
+        for orders of ours the order store lost)."""
+        ...
+
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         """Fills after ``cursor`` (0 = all) and the cursor to pass next time."""
         ...

@@ -48,10 +48,6 @@ BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
 
 
-def _random_client_order_id() -> str:
-    return f"pb-{uuid.uuid4().hex}"
-
-
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
     client_order_id: str | None
@@ -81,7 +77,8 @@ class ExecutionCoordinator:
         self.clock = clock
         self.config = config
         self.products = products
-        self.new_client_order_id = new_client_order_id or _random_client_order_id
+        # Ours by their prefix, unique to the order store: recovery finds them at the exchange by it.
+        self.new_client_order_id = new_client_order_id or (lambda: f"{orders.id_prefix}{uuid.uuid4().hex}")
         self.alerts = alerts or AlertBook(events, clock)
         self._account = AccountSnapshot()
         self._positions: dict[str, Position] | None = None
@@ -135,13 +132,19 @@ class ExecutionCoordinator:
     # ----- decisions ----------------------------------------------------------------
 
     async def execute_decision(self, decision: Decision) -> list[ExecutionResult]:
+        try:
+            return await self._execute(decision)
+        finally:
+            self.events.flush()  # the decision's and its orders' events kept by append_later
+
+    async def _execute(self, decision: Decision) -> list[ExecutionResult]:
         if decision.is_hold or decision.mark is None:
             return []
-        working = [o for o in self.orders.orders(open_only=True) if o.symbol == decision.symbol]
-        if working:
+        working = self.orders.working(decision.symbol)
+        if working is not None:
             # The filled position does not show a resting or unresolved order: acting on the
             # decision again would stack a second order on the first.
-            return [self._skip(decision, f"{working[0].client_order_id} is still {working[0].status.value}")]
+            return [self._skip(decision, f"{working.client_order_id} is still {working.status.value}")]
         product = self.products[decision.symbol]
         held = self.position_size(decision.symbol)
         results: list[ExecutionResult] = []
@@ -269,9 +272,11 @@ class ExecutionCoordinator:
         return await self._place(order, decision.reason, started)
 
     async def _place(self, order: Order, reason: str, started: float) -> ExecutionResult:
-        # Write-ahead: the intent is durable before the exchange hears of it.
-        self.orders.upsert(order)
-        self.events.append(
+        # Write-ahead: the intent is recorded before the exchange hears of it — committed, not
+        # fsync'd (the outcome's commit below is); a power cut in between is covered by
+        # recovery finding the order at the exchange by its id prefix (Reconciler.adopt_lost_orders).
+        self.orders.write_ahead(order)
+        self.events.append_later(  # committed with the outcome's event, after the request
             self.clock.now(), "order_submitted", order.symbol, client_order_id=order.client_order_id,
             side=order.side, type=order.type, size=order.size, limit_price=order.limit_price,
             reduce_only=order.reduce_only, reason=reason,
@@ -325,6 +330,7 @@ class ExecutionCoordinator:
 
     def _unknown(self, order: Order, exc: BaseException, lookup: str) -> ExecutionResult:
         """The request's fate is unknown; the order stays PENDING in the store for reconciliation."""
+        self.orders.mark_synced(order.created_at)  # the write-ahead record, fsync'd
         self.failed += 1
         self.risk.record_order_result(ok=False)
         self.events.append(

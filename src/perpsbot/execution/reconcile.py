@@ -4,12 +4,20 @@ Open orders (ours brought forward, foreign ones reported or adopted), fills sinc
 last one seen, positions and balances. A position our fill ledger cannot explain puts
 the RiskManager in reduce-only (reason ``reconciliation``) with a P2 ``alert`` event;
 a later reconciliation that matches clears it.
+
+The first reconciliation of a process also looks for orders of ours the order store
+lost (``adopt_lost_orders``: a power cut after a write-ahead record that was committed
+but not yet fsync'd): every order the exchange has with this store's ``id_prefix``,
+created since the store's ``synced_at`` (less ``LOST_ORDER_MARGIN``), that the store
+does not know is recorded and followed as ours. A reconciliation that completes marks
+the store synced at its start.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +27,11 @@ from perpsbot.exchange.port import OrderSnapshot
 if TYPE_CHECKING:
     from perpsbot.execution.coordinator import ExecutionCoordinator
 
+log = logging.getLogger(__name__)
+
 REASON = "reconciliation"
 ALERT_RULE = "reconciliation_mismatch"
+LOST_ORDER_MARGIN = timedelta(minutes=5)  # clock skew between our order times and the exchange's
 BALANCE = "balance:"  # holdings keys for spot assets; perpetuals are keyed by symbol
 
 
@@ -50,6 +61,7 @@ class Reconciler:
         self.baseline: dict[str, Decimal] | None = None
         self.last_at: datetime | None = None
         self._foreign_reported: set[str] = set()
+        self.lost_checked = False  # adopt_lost_orders has run in this process
 
     def due(self, now: datetime) -> bool:
         every = self.execution.config.reconcile_every_seconds
@@ -63,6 +75,9 @@ class Reconciler:
         ex = self.execution
         now = ex.clock.now()
         report = ReconcileReport(now)
+        if not self.lost_checked:
+            report.adopted.extend(await self.adopt_lost_orders())
+            self.lost_checked = True
         # Intents without a known outcome: earlier runs' (at start-up: all of them; later, those
         # whose lookup failed) and this run's whose placement ended in an unanswered lookup.
         await ex.resolve_intents(this_run_pending=True)
@@ -96,7 +111,33 @@ class Reconciler:
             mismatches=report.mismatches, recovered_fills=report.recovered_fills,
         )
         self._apply_verdict(report)
+        ex.orders.mark_synced(now)  # no placement runs during a reconciliation
         return report
+
+    async def adopt_lost_orders(self) -> list[str]:
+        """Orders the exchange has under this store's id prefix and the store does not:
+        their write-ahead record was lost (a power cut before its fsync). Recorded as ours,
+        with their fills, and followed until done. Returns their client order ids."""
+        ex = self.execution
+        since = ex.orders.synced_at
+        if since is None:  # never marked: every record so far was written fsync'd
+            return []
+        prefix = ex.orders.id_prefix
+        adopted = []
+        for listed in await ex.exchange.orders_since(since - LOST_ORDER_MARGIN):
+            cid = listed.client_order_id
+            if not cid.startswith(prefix) or ex.orders.get(cid) is not None:
+                continue
+            snapshot = await ex.exchange.get_order(cid)  # with its fills
+            order = self._record(snapshot)
+            log.warning("order %s was at the exchange but not in the order store: adopted", cid)
+            ex.events.append(
+                ex.clock.now(), "lost_order_adopted", snapshot.symbol, client_order_id=cid,
+                exchange_order_id=snapshot.exchange_order_id, side=snapshot.side, size=snapshot.size,
+                status=order.status, filled_size=order.filled_size, fills=len(snapshot.fills),
+            )
+            adopted.append(cid)
+        return adopted
 
     # ----- pieces -------------------------------------------------------------------------
 
@@ -181,6 +222,16 @@ class Reconciler:
 
     def _adopt_foreign(self, snapshot: OrderSnapshot) -> None:
         ex = self.execution
+        order = self._record(snapshot)
+        ex.events.append(
+            ex.clock.now(), "foreign_order", snapshot.symbol, client_order_id=snapshot.client_order_id,
+            exchange_order_id=snapshot.exchange_order_id, side=snapshot.side, size=snapshot.size,
+            status=order.status, action="adopted",
+        )
+
+    def _record(self, snapshot: OrderSnapshot) -> Order:
+        """Store an order known only from the exchange's snapshot and follow it until done."""
+        ex = self.execution
         # The port's snapshot carries no order type or limit price: recorded as a GTC limit
         # at its average fill price when it has one, else as a market order.
         price = snapshot.average_fill_price
@@ -199,11 +250,7 @@ class Reconciler:
         ex.apply_snapshot(order, snapshot)
         if not order.status.is_terminal:
             ex.tracked.add(order.client_order_id)
-        ex.events.append(
-            ex.clock.now(), "foreign_order", snapshot.symbol, client_order_id=snapshot.client_order_id,
-            exchange_order_id=snapshot.exchange_order_id, side=snapshot.side, size=snapshot.size,
-            status=order.status, action="adopted",
-        )
+        return order
 
     def _apply_verdict(self, report: ReconcileReport) -> None:
         ex = self.execution

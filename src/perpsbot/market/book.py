@@ -18,6 +18,8 @@ risk check's slippage estimate) sort on demand for a shallow book.
 A book that ends an update crossed (best bid >= best ask) or that receives a level it
 cannot hold (a negative size, a non-positive price) is *inconsistent*: ``apply`` and
 ``reset`` return False and the caller resyncs it from a fresh snapshot.
+``apply_valid`` is ``apply`` for levels already known to be in bounds (the wire decoder
+checks price > 0 and size >= 0 in C): the same result without a per-level check.
 """
 
 from __future__ import annotations
@@ -96,8 +98,10 @@ class L2Book:
         bids, asks = self.bids, self.asks
         pop_bid, pop_ask = bids.pop, asks.pop
         missing = 0
-        for level in levels:  # the hot loop: one branch per side, sizes checked, prices via the cross check
+        for level in levels:  # every size and price checked (``apply_valid`` is the fast one)
             size = level.size
+            if not level.price > 0:
+                return self._invalid(level)
             if level.side == "bid":
                 if size > 0:
                     bids[level.price] = size
@@ -120,8 +124,42 @@ class L2Book:
         best_ask = self.best_ask = min(asks) if asks else None
         if len(bids) + len(asks) > SHALLOW_LEVELS:
             self._reindex()
-        if best_bid is not None and best_ask is not None and (best_bid >= best_ask or best_ask <= 0):
+        if best_bid is not None and best_ask is not None and best_bid >= best_ask:
             return self._bad(f"crossed: bid {best_bid} >= ask {best_ask}")
+        return True
+
+    def apply_valid(self, levels: Sequence[LevelLike]) -> bool:
+        """``apply`` for levels whose prices are > 0 and sizes >= 0 (not NaN)."""
+        if self._deep:
+            return self._apply_deep(levels)
+        bids, asks = self.bids, self.asks
+        pop_bid, pop_ask = bids.pop, asks.pop
+        missing = 0
+        for level in levels:  # the hottest loop of the stream: a size is either > 0 or exactly 0 here
+            if level.side == "bid":
+                if level.size:
+                    bids[level.price] = level.size
+                elif pop_bid(level.price, None) is None:
+                    missing += 1
+            elif level.size:
+                asks[level.price] = level.size
+            elif pop_ask(level.price, None) is None:
+                missing += 1
+        self.updates += len(levels)
+        if missing:
+            self.missing_removals += missing
+        if len(bids) + len(asks) > SHALLOW_LEVELS:
+            self._reindex()
+            return self._check_crossed()
+        best_bid = self.best_bid = max(bids) if bids else None
+        best_ask = self.best_ask = min(asks) if asks else None
+        if best_bid is not None and best_ask is not None and best_bid >= best_ask:
+            return self._bad(f"crossed: bid {best_bid} >= ask {best_ask}")
+        return True
+
+    def _check_crossed(self) -> bool:
+        if self._crossed():
+            return self._bad(f"crossed: bid {self.best_bid} >= ask {self.best_ask}")
         return True
 
     def _invalid(self, level: LevelLike) -> bool:

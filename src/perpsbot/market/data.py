@@ -4,7 +4,7 @@ Marks arrive two ways and share one freshness record per symbol (the exchange ti
 symbol's mark was last known to hold, UNIX seconds):
 
 * ``update_marks(symbols)`` polls a quote per symbol (REST);
-* ``apply_mark(symbol, price, ts)`` takes a mark from the stream (book mid or last
+* ``apply_mark(symbol, price, epoch)`` takes a mark from the stream (book mid or last
   trade), and ``confirm_mark(symbol, epoch)`` records that the stream vouches for the
   current mark at a later exchange time (no gap, the book unchanged since).
 
@@ -167,18 +167,17 @@ class MarketDataService:
         if quote.ts > now + MAX_FUTURE_SKEW:
             raise BadQuote(f"quote time {quote.ts.isoformat()} is ahead of the clock {now.isoformat()}")
 
-    def apply_mark(self, symbol: str, price: Decimal, ts: datetime, epoch: float | None = None) -> bool:
-        """A mark from the stream, stamped with the exchange time of its message
-        (``epoch``: the same time as UNIX seconds, if the caller has it); True when it
-        closed a bar. Ignored for a symbol that is not (or no longer) tracked."""
+    def apply_mark(self, symbol: str, price: Decimal, epoch: float) -> bool:
+        """A mark from the stream, stamped with the exchange time of its message (UNIX
+        seconds); True when it closed a bar. Ignored for a symbol that is not (or no
+        longer) tracked."""
         window = self.windows.get(symbol)
         if window is None:
             return False
-        closed = window.append(Mark(ts, price))
-        if epoch is None:
-            epoch = ts.timestamp()
-        if epoch > self.fresh.get(symbol, 0.0):
-            self.fresh[symbol] = epoch
+        closed = window.push(epoch, price)
+        fresh = self.fresh
+        if epoch > fresh.get(symbol, 0.0):
+            fresh[symbol] = epoch
         self.streamed_total += 1
         self.update_counts[symbol] += 1
         return closed
@@ -202,10 +201,9 @@ class MarketDataService:
         """Seconds since the exchange time the symbol's mark was last known to hold (its
         latest mark, or a later confirmation from the stream); None if it has none."""
         window = self.windows.get(symbol)
-        last = window.last if window else None
-        if last is None:
+        if window is None or window.price is None:
             return None
-        held = max(last.ts.timestamp(), self.fresh.get(symbol, 0.0))
+        held = max(window.price_ts, self.fresh.get(symbol, 0.0))  # the latest mark's exchange time
         return max(0.0, self.clock.now().timestamp() - held)
 
 

@@ -189,6 +189,7 @@ class StreamingService:
         self.connected = False
         self._top: dict[str, tuple[float, float] | float] = {}  # what the current mark was made from
         self._decimals: dict[float, Decimal] = {}  # book prices recur: their exact Decimal, cached
+        self._mids: dict[tuple[float, float], Decimal] = {}  # and so do tops: their exact mid, cached
         self._marked: set[str] = set()  # symbols with a stream mark since the last (re)connect or gap
         self._symbol_last: dict[str, float] = {}  # monotonic time the stream last served each symbol
         self._channel_last: dict[str, float] = {}
@@ -331,13 +332,13 @@ class StreamingService:
         """One decoded market-data message (called by the WebSocket client)."""
         mono = _monotonic()
         channel = message.channel
-        self._channel_last[channel] = mono
-        self._last_message = mono
+        self._channel_last[channel] = self._last_message = mono
         self.messages += 1
         applied = False
         if channel == "l2_data":  # _on_book, inlined: this is most of the traffic
             books = self.books
             mid = self.mark_source is MarkSource.MID
+            checked = message.levels_checked
             for event in message.events:
                 symbol = event.product_id
                 book = books.get(symbol)
@@ -346,14 +347,16 @@ class StreamingService:
                 levels = event.updates
                 if event.type == "snapshot":
                     ok = book.reset(levels)
-                elif book.synced:
-                    ok = book.apply(levels)
-                else:
+                elif not book.synced:
                     continue  # waiting for a snapshot
+                elif checked:
+                    ok = book.apply_valid(levels)
+                else:
+                    ok = book.apply(levels)
                 self.level_updates += len(levels)
                 if not ok:
                     self._resync(symbol, book.problem)
-                elif mid and self._mark_mid(symbol, book.best_bid, book.best_ask, message, mono):
+                elif mid and self._mark_mid(symbol, book.best_bid, book.best_ask, message.epoch, mono):
                     applied = True
         elif channel == "ticker" or channel == "ticker_batch":
             for event in message.events:
@@ -364,7 +367,8 @@ class StreamingService:
             applied = self._on_trades(message, mono)
         elif channel == "heartbeats":
             self._confirm_all(message.epoch, mono)
-        self._channel_count[channel] = self._channel_count.get(channel, 0) + 1
+        counts = self._channel_count
+        counts[channel] = counts.get(channel, 0) + 1
         if applied:
             self.lag.record(self._now() - message.epoch)
 
@@ -384,27 +388,29 @@ class StreamingService:
             self._resync(symbol, book.problem)
             return False
         if self.mark_source is MarkSource.MID:
-            return self._mark_mid(symbol, book.best_bid, book.best_ask, message, mono)
+            return self._mark_mid(symbol, book.best_bid, book.best_ask, message.epoch, mono)
         return False
 
-    def _mark_mid(self, symbol: str, bid: float | None, ask: float | None, message: MarketMessage,
-                  mono: float) -> bool:
+    def _mark_mid(self, symbol: str, bid: float | None, ask: float | None, epoch: float, mono: float) -> bool:
         if bid is None or ask is None:
             return False
         top = (bid, ask)
         if self._top.get(symbol) != top:
             self._top[symbol] = top
-            decimals = self._decimals
-            exact_bid = decimals.get(bid) or self._decimal(bid)
-            exact_ask = decimals.get(ask) or self._decimal(ask)
-            mid = (exact_bid + exact_ask) * _HALF
-            epoch = message.epoch
-            self.market_data.apply_mark(symbol, mid, _from_epoch(epoch, UTC), epoch)
+            self.market_data.apply_mark(symbol, self._mids.get(top) or self._mid(top), epoch)
         else:
-            self.market_data.confirm_mark(symbol, message.epoch)
+            self.market_data.confirm_mark(symbol, epoch)
         self._marked.add(symbol)
         self._symbol_last[symbol] = mono
         return True
+
+    def _mid(self, top: tuple[float, float]) -> Decimal:
+        """The exact mid of a (bid, ask) of wire prices, cached."""
+        mids = self._mids
+        if len(mids) >= _DECIMAL_CACHE_SIZE:
+            mids.clear()
+        mid = mids[top] = (self._decimal(top[0]) + self._decimal(top[1])) * _HALF
+        return mid
 
     def _decimal(self, value: float) -> Decimal:
         """The exact Decimal of a wire price (its shortest repr), cached."""
@@ -421,8 +427,7 @@ class StreamingService:
             return False
         if self._top.get(symbol) != price:
             self._top[symbol] = price
-            epoch = message.epoch
-            self.market_data.apply_mark(symbol, self._decimal(price), _from_epoch(epoch, UTC), epoch)
+            self.market_data.apply_mark(symbol, self._decimal(price), message.epoch)
         else:
             self.market_data.confirm_mark(symbol, message.epoch)
         self._marked.add(symbol)
@@ -439,7 +444,7 @@ class StreamingService:
         if self.level is StreamLevel.TICKER:
             bid, ask = ticker.best_bid, ticker.best_ask
             if bid and ask and bid < ask:
-                return self._mark_mid(symbol, bid, ask, message, mono)
+                return self._mark_mid(symbol, bid, ask, message.epoch, mono)
         return False
 
     def _on_trades(self, message: MarketMessage, mono: float) -> bool:

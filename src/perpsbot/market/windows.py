@@ -35,7 +35,8 @@ class MarkWindow:
 
     Marks come in two ways, both ending in the same closed bars:
 
-    * live, ``append(mark)``: a bar closes when the first mark of a later bar arrives,
+    * live, ``append(mark)`` or ``push(epoch, price)`` (the stream's, no ``datetime``
+      made until ``last`` is read): a bar closes when the first mark of a later bar arrives,
       so a strategy only ever sees finished bars;
     * from candles, ``append_bar(start, o, h, l, c)``: a bar that is already closed
       (a backtest, or a candle feed); its close becomes the mark, stamped at the
@@ -49,7 +50,9 @@ class MarkWindow:
     """
 
     def __init__(self, max_marks: int, max_bars: int, bar_seconds: int) -> None:
-        self.marks: deque[Mark] = deque(maxlen=max_marks)
+        # (exchange time as epoch seconds, price): a ``Mark`` is built only for the one read (``last``).
+        self._marks: deque[tuple[float, Decimal]] = deque(maxlen=max_marks)
+        self._last_mark: Mark | None = None
         self._rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=max_bars)
         self.bar_seconds = bar_seconds
         self._bucket: int | None = None
@@ -62,7 +65,7 @@ class MarkWindow:
         self._stale_last = False  # the latest mark came from a candle and has no Mark yet
 
     def resize(self, max_marks: int, max_bars: int) -> None:
-        self.marks = deque(self.marks, maxlen=max_marks)
+        self._marks = deque(self._marks, maxlen=max_marks)
         self._rows = deque(self._rows, maxlen=max_bars)
 
     @property
@@ -73,9 +76,21 @@ class MarkWindow:
     def last(self) -> Mark | None:
         if self._stale_last:
             assert self.price is not None
-            self.marks.append(Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price)))
+            mark = Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
+            self._marks.append((self.price_ts, mark.price))
+            self._last_mark = mark
             self._stale_last = False
-        return self.marks[-1] if self.marks else None
+        mark = self._last_mark
+        if mark is None and self._marks:
+            epoch, price = self._marks[-1]
+            mark = self._last_mark = Mark(datetime.fromtimestamp(epoch, UTC), price)
+        return mark
+
+    @property
+    def marks(self) -> list[Mark]:
+        """The marks held (at most ``max_marks``), oldest first."""
+        self.last  # noqa: B018 - a candle's mark included
+        return [Mark(datetime.fromtimestamp(epoch, UTC), price) for epoch, price in self._marks]
 
     @property
     def bars(self) -> list[Bar]:
@@ -100,20 +115,31 @@ class MarkWindow:
         ts = mark.ts.timestamp()
         if ts < self.price_ts:
             return False
+        closed = self.push(ts, mark.price)
+        self._last_mark = mark  # read back as given
+        return closed
+
+    def push(self, ts: float, price: Decimal) -> bool:
+        """``append`` for a mark given as its exchange time (epoch seconds) and price: the
+        stream's path, with no ``datetime`` made. True when it closed a bar."""
+        if ts < self.price_ts:
+            return False
         if self._stale_last:
-            self.last  # noqa: B018 - materialize the candle's mark so ``marks`` stays in time order
-        self.marks.append(mark)
-        self.price = float(mark.price)
+            self.last  # noqa: B018 - materialize the candle's mark so the marks stay in time order
+        self._marks.append((ts, price))
+        self._last_mark = None
+        self.price = float(price)
         self.price_ts = ts
         bucket = int(ts) // self.bar_seconds
-        price = mark.price
+        if bucket == self._bucket:
+            if price > self._high:
+                self._high = price
+            elif price < self._low:
+                self._low = price
+            self._close = price
+            return False
         if self._bucket is None:
             self._start_bar(bucket, price)
-            return False
-        if bucket == self._bucket:
-            self._high = max(self._high, price)
-            self._low = min(self._low, price)
-            self._close = price
             return False
         self.last_close = float(self._close)
         self._rows.append(

@@ -256,7 +256,7 @@ class RiskManager:
         verdict = self._evaluate(intent, equity, positions or {}, book)
         now = self.clock.now()
         kind = "risk_approved" if verdict.approved else "risk_rejected"
-        self.events.append(
+        self.events.append_later(
             now, kind, intent.symbol, code=verdict.code, detail=verdict.detail, side=intent.side,
             size=intent.size, reduces=intent.reduces,
         )

@@ -1,4 +1,13 @@
-"""EventStore: an append-only record of every run, decision, order, fill, risk verdict and error."""
+"""EventStore: an append-only record of every run, decision, order, fill, risk verdict and error.
+
+``append`` commits at once. ``append_later`` (the order path's decision, risk verdict
+and ``order_submitted``) keeps the event in memory, unserialized, until the next
+``append``, ``flush``, read or ``close``, which writes all of it in one transaction, in
+order: the three rows
+of an order cost one commit, after its request is sent instead of three before it. A
+crash in between loses those rows — an audit trail's, never the order's record, which
+is in ``OrdersStore`` before the request goes out.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Called after every append with (kind, symbol, data): how metrics and alert delivery listen.
 EventListener = Callable[[str, "str | None", dict[str, Any]], None]
+
+_MUTABLE = (list, dict, set)
 
 MIGRATIONS = (
     """
@@ -83,6 +94,8 @@ class EventStore:
         self._conn = open_db(path, MIGRATIONS)
         self.run_id: int | None = None
         self.listeners: list[EventListener] = []
+        # append_later's events, serialized at the flush (after the request, too)
+        self._pending: list[tuple[int | None, datetime, str, str | None, dict[str, Any]]] = []
 
     def start_run(self, started_at: datetime, profile: str, config: dict[str, Any]) -> int:
         cur = self._conn.execute(
@@ -101,6 +114,11 @@ class EventStore:
         )
 
     def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> int:
+        """Write an event now (with any kept by ``append_later`` before it); its id."""
+        if self._pending:
+            self._pending.append((self.run_id, ts, kind, symbol, data))
+            self.flush()
+            return int(self._conn.execute("SELECT last_insert_rowid()").fetchone()[0])
         cur = self._conn.execute(
             "INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)",
             (self.run_id, ts.isoformat(), kind, symbol, dumps(data)),
@@ -108,6 +126,32 @@ class EventStore:
         if self.listeners:
             notify(self.listeners, kind, symbol, data)
         return int(cur.lastrowid or 0)
+
+    def append_later(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
+        """An event written with the next commit (``flush``, ``append``, a read) and only
+        serialized then: a list, dict or set among the values is copied as it is now."""
+        for key, value in data.items():
+            if type(value) in _MUTABLE:
+                data[key] = type(value)(value)
+        self._pending.append((self.run_id, ts, kind, symbol, data))
+
+    def flush(self) -> None:
+        """Write the events kept by ``append_later``, in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        rows = [(run_id, ts.isoformat(), kind, symbol, dumps(data)) for run_id, ts, kind, symbol, data in pending]
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany("INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        if self.listeners:
+            for _, _, kind, symbol, data in pending:
+                notify(self.listeners, kind, symbol, data)
 
     def query(
         self,
@@ -118,6 +162,7 @@ class EventStore:
         limit: int | None = None,
     ) -> list[Event]:
         """Events oldest first; with ``limit``, the newest ``limit`` of them."""
+        self.flush()
         where, params = where_equal(kind=kind, symbol=symbol, run_id=run_id)
         sql = f"SELECT * FROM events {where} ORDER BY id DESC"
         if limit is not None:
@@ -133,6 +178,7 @@ class EventStore:
         without decoding each event (a chart over a long run)."""
         if not key.isidentifier():
             raise ValueError(f"not a data key: {key!r}")
+        self.flush()
         where, params = where_equal(kind=kind, run_id=run_id)
         if after_id is not None:
             where += " AND id > ?"
@@ -144,6 +190,7 @@ class EventStore:
         ).fetchall()
 
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
+        self.flush()
         where, params = where_equal(kind=kind, run_id=run_id)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM events {where}", params).fetchone()[0])
 
@@ -197,6 +244,7 @@ class EventStore:
         return None if row is None else row["result"]
 
     def close(self) -> None:
+        self.flush()
         self._conn.close()
 
 

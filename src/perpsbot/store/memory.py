@@ -17,11 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from perpsbot.domain import Fill, Order
-from perpsbot.store.events import Event, EventListener, Run, notify
+from perpsbot.store.events import _MUTABLE, Event, EventListener, Run, notify
 from perpsbot.store.sqlite import dumps
-
-
-_MUTABLE = (list, dict, set)
 
 
 class MemoryEventStore:
@@ -48,7 +45,7 @@ class MemoryEventStore:
             return
         self._runs[self.run_id].update(ended_at=ended_at.isoformat(), summary=dumps(summary))
 
-    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> int:
+    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
         for key, value in data.items():
             if type(value) in _MUTABLE:  # a caller's live list (e.g. the risk reasons): keep it as it is now
                 data[key] = type(value)(value)
@@ -57,6 +54,11 @@ class MemoryEventStore:
         if self.listeners:
             notify(self.listeners, kind, symbol, data)
         return event_id
+
+    append_later = append  # nothing to commit: the same as ``append``
+
+    def flush(self) -> None:
+        return None
 
     def query(
         self,
@@ -139,6 +141,14 @@ class MemoryOrdersStore:
         self._orders: dict[str, tuple[int | None, int, Order]] = {}  # cid -> (run id, sequence, copy)
         self._fills: dict[str, tuple[int | None, int, Fill]] = {}
         self._open: dict[str, None] = {}  # client ids of orders not yet final, in insertion order
+        self.id_prefix = "pb-memory-"
+        self.synced_at: datetime | None = None  # nothing here is lost to a power cut, nor kept after one
+
+    def mark_synced(self, at: datetime) -> None:
+        return None
+
+    def write_ahead(self, order: Order) -> None:
+        self.upsert(order)
 
     def upsert(self, order: Order) -> None:
         known = self._orders.get(order.client_order_id)
@@ -153,6 +163,13 @@ class MemoryOrdersStore:
             self._open.pop(order.client_order_id, None)
         else:
             self._open[order.client_order_id] = None
+
+    def working(self, symbol: str) -> Order | None:
+        for cid in self._open:
+            order = self._orders[cid][2]
+            if order.symbol == symbol:
+                return order.copy()
+        return None
 
     def add_fill(self, fill: Fill) -> bool:
         if fill.trade_id in self._fills:

@@ -1,7 +1,23 @@
-"""OrdersStore: every order, upserted by ``client_order_id``, and every fill, once per trade id."""
+"""OrdersStore: every order, upserted by ``client_order_id``, and every fill, once per trade id.
+
+Durability (WAL): every commit is fsync'd (``synchronous=FULL``) except the write-ahead
+record of a new order (``write_ahead``), committed without an fsync just before its
+request goes out: that survives the process being killed (the OS has the write) but not
+a power cut. The caller's next commit — the order's outcome, always recorded after the
+request — is fsync'd and takes the write-ahead record to the disk with it. What a power
+cut can lose is therefore only orders written ahead since the last fsync'd commit, and
+the store's identity makes them findable at the exchange:
+
+* ``id_prefix`` (``pb-<8 hex>-``, made once per store and fsync'd) starts every
+  ``client_order_id`` this store's bot makes, so recovery can tell its own orders from
+  anyone else's by id alone;
+* ``synced_at`` (fsync'd, ``mark_synced``) is a time after which any order missing here
+  was created: recovery asks the exchange for orders since then.
+"""
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from datetime import datetime
 from decimal import Decimal
@@ -47,6 +63,12 @@ MIGRATIONS = (
     );
     CREATE INDEX fills_run ON fills(run_id, ts)
     """,
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
 )
 
 
@@ -61,9 +83,58 @@ def _str(value: Decimal | None) -> str | None:
 class OrdersStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        # Orders are the write-ahead record of what we asked the exchange: fsync them.
+        # Orders are the record of what we asked the exchange: fsync them (but see ``write_ahead``).
         self._conn = open_db(path, MIGRATIONS, synchronous="FULL")
         self.run_id: int | None = None
+        prefix = self._meta("id_prefix")
+        if prefix is None:
+            prefix = f"pb-{secrets.token_hex(4)}-"
+            self._conn.execute("INSERT INTO meta(key, value) VALUES ('id_prefix', ?)", (prefix,))
+        self.id_prefix = prefix
+        terminal = [s.value for s in OrderStatus if s.is_terminal]
+        rows = self._conn.execute(
+            f"SELECT client_order_id, symbol FROM orders WHERE status NOT IN ({','.join('?' * len(terminal))}) "
+            "ORDER BY created_at, rowid", terminal,
+        ).fetchall()
+        # Orders not final yet, by client id: their symbol (this process is the store's only writer).
+        self._open: dict[str, str] = {row["client_order_id"]: row["symbol"] for row in rows}
+
+    def working(self, symbol: str) -> Order | None:
+        """The oldest order for ``symbol`` that is not final yet (None: there is none); no
+        query unless there is one."""
+        for cid, held in self._open.items():
+            if held == symbol:
+                return self.get(cid)
+        return None
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    @property
+    def synced_at(self) -> datetime | None:
+        """Every order created before this time is on the disk (None: never marked)."""
+        value = self._meta("synced_at")
+        return None if value is None else datetime.fromisoformat(value)
+
+    def mark_synced(self, at: datetime) -> None:
+        """An fsync'd commit recording ``at``: everything written before it is on the
+        disk, so an order a power cut takes from here was created after ``at``."""
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('synced_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (at.isoformat(),),
+        )
+
+    def write_ahead(self, order: Order) -> None:
+        """The record of a new order, made just before its request is sent: committed
+        without an fsync (survives a killed process, not a power cut; the next commit
+        fsyncs it)."""
+        conn = self._conn
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.upsert(order)
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
 
     def upsert(self, order: Order) -> None:
         self._conn.execute(
@@ -102,6 +173,10 @@ class OrdersStore:
                 order.updated_at.isoformat() if order.updated_at else None,
             ),
         )
+        if order.status.is_terminal:
+            self._open.pop(order.client_order_id, None)
+        else:
+            self._open.setdefault(order.client_order_id, order.symbol)
 
     def add_fill(self, fill: Fill) -> bool:
         """Record a fill; False when its trade id was already recorded."""

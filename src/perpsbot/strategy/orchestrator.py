@@ -90,7 +90,7 @@ class StrategyOrchestrator:
             decision = self.strategy.decide(view)
             if decision.target is not _HOLD or (bar_closed and self.record_holds):
                 self.last_decision[symbol] = decision
-                self.events.append(
+                self.events.append_later(  # written with the order's events, after its request is sent
                     self.clock.now(),
                     "decision",
                     symbol,

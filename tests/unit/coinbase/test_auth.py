@@ -67,6 +67,26 @@ def test_websocket_token_has_no_uri_and_every_token_has_a_fresh_nonce():
     assert len({h["nonce"] for h in headers}) == 3
 
 
+def test_a_token_signed_ahead_is_used_once_for_its_own_request_and_only_while_fresh():
+    b64, public = ed25519_b64(True)
+    now = [float(NOW)]
+    signer = JwtSigner(Credentials(KEY_NAME, SecretStr(b64)), now=lambda: now[0])
+    orders = ("POST", "127.0.0.1:8443", "/api/v3/brokerage/orders")
+    signer.prepare(*orders)
+    now[0] += 30
+    first = signer.rest_token(*orders)
+    assert decode(first, public, "EdDSA")[1]["nbf"] == NOW  # the one signed ahead
+    second = signer.rest_token(*orders)
+    assert second != first and decode(second, public, "EdDSA")[1]["nbf"] == NOW + 30  # used once only
+    signer.prepare(*orders)
+    other = signer.rest_token("GET", "127.0.0.1:8443", "/api/v3/brokerage/accounts")
+    assert decode(other, public, "EdDSA")[1]["uri"] == "GET 127.0.0.1:8443/api/v3/brokerage/accounts"
+    now[0] += 61  # too old to hand out: 59 s of its 120 left
+    late = signer.rest_token(*orders)
+    claims = decode(late, public, "EdDSA")[1]
+    assert claims["nbf"] == NOW + 91 and claims["uri"] == "POST 127.0.0.1:8443/api/v3/brokerage/orders"
+
+
 def test_a_token_signed_by_another_key_does_not_verify():
     pem, _ = ec_pem()
     _, other_public = ec_pem()

@@ -202,6 +202,25 @@ async def test_an_order_is_created_once(env):
     assert server.calls("POST", "/orders")[0].body["order_configuration"] == {"market_market_ioc": {"base_size": "0.01"}}
 
 
+async def test_orders_go_out_on_one_kept_alive_connection_each_with_a_token_signed_ahead(env):
+    server, client = env
+    signer = client.signer
+    signed: list[str | None] = []
+    sign = signer._token
+
+    def counting(uri: str | None) -> str:
+        signed.append(uri)
+        return sign(uri)
+
+    signer._token = counting  # type: ignore[method-assign]
+    for n in (1, 2, 3):
+        ack = await client.submit_order(market_buy(f"pb-k{n}"), now=now)
+        assert len(server.order_by_client_id(f"pb-k{n}")) == 1 and not ack.adopted
+    assert client.order_line.connects == 1 and len(server.calls("POST", "/orders")) == 3
+    # the first order signs its own token; each order signs the next one's after it is sent
+    assert len(signed) == 4 and set(signed) == {"POST " + client.host + "/api/v3/brokerage/orders"}
+
+
 @pytest.mark.parametrize("fault", ["lost", "lost500"])
 async def test_order_accepted_but_response_lost_is_found_by_client_order_id_and_adopted(env, fault):
     server, client = env

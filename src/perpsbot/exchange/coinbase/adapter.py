@@ -286,6 +286,14 @@ class CoinbaseExchange:
             out.append(order.snapshot())
         return out
 
+    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        out = []
+        async for item in self.rest.orders(start_date=since):
+            order = parse_order(item)
+            self._remember(order.client_order_id, order.order_id)
+            out.append(order.snapshot())
+        return out
+
     async def _client_id_of(self, order_id: str) -> str:
         if order_id not in self._client_ids:
             try:

@@ -11,6 +11,9 @@
   ``client_order_id`` and adopted if it exists; it is sent again (same id) only when a
   complete listing proves it does not.
 * Error answers become the typed ``ExchangeError`` family (see ``mapping.http_error``).
+* ``POST /orders`` goes out on its own kept-alive connection (``orderline.OrderLine``),
+  written as one ``bytes``, with its JWT signed ahead (after the previous order); every
+  other request through aiohttp.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import aiohttp
 from yarl import URL
 
 from perpsbot.exchange.coinbase.auth import JwtSigner
+from perpsbot.exchange.coinbase.orderline import OrderLine, OrderLineError
 from perpsbot.exchange.coinbase.mapping import (
     MAX_CANDLES_PER_REQUEST,
     NewOrder,
@@ -134,8 +138,7 @@ def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return out
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
+def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
@@ -169,14 +172,15 @@ class CoinbaseRestClient:
         resend_limit: int = 1,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self.signer = signer
-        self.trace_configs = list(trace_configs)  # aiohttp request tracing (benchmarks time the wire)
         self.base_url = URL(base_url.rstrip("/"))
         if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
             raise ValueError(f"coinbase_rest_url: not an http(s) URL: {base_url}")
         self._ssl = ssl
+        assert self.base_url.port is not None
+        self.order_line = OrderLine(self.base_url.host, self.base_url.port, tls=self.base_url.scheme == "https",
+                                    ssl=ssl, host_header=self.host)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.private_bucket = private_bucket or TokenBucket(PRIVATE_REQUESTS_PER_SECOND)
@@ -201,10 +205,11 @@ class CoinbaseRestClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
-            self._session = aiohttp.ClientSession(connector=connector, trace_configs=self.trace_configs or None)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def close(self) -> None:
+        self.order_line.close()
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -226,20 +231,11 @@ class CoinbaseRestClient:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body)
         await (self.private_bucket if private else self.public_bucket).acquire()
-        session = self._get_session()
         self.requests_sent += 1
-        try:
-            async with session.request(
-                method, self.base_url.with_path(full_path), params=_query(params), data=data, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as response:
-                text = await response.text()
-                status = response.status
-                retry_after = _retry_after(response.headers)
-        except TimeoutError:
-            raise TransportError(f"{what}: no answer within {self.timeout:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
+        if order_request and method == "POST" and path == "/orders":
+            status, text, retry_after = await self._create(full_path, headers, data or "")
+        else:
+            status, text, retry_after = await self._aiohttp(method, full_path, params, data, headers)
         try:
             payload = json.loads(text) if text else {}
         except json.JSONDecodeError:
@@ -250,6 +246,36 @@ class CoinbaseRestClient:
         if payload is None:
             raise BadResponse(f"{what}: HTTP {status} but the body is not JSON")
         return payload
+
+    async def _create(self, full_path: str, headers: dict[str, str], data: str) -> tuple[int, str, float | None]:
+        """Order creation on its own connection (see ``orderline``)."""
+        what = f"POST {full_path}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await self.order_line.post(full_path, headers, data.encode("utf-8"))
+        except TimeoutError:
+            raise TransportError(f"{what}: no answer within {self.timeout:g} s") from None
+        except OrderLineError as exc:
+            raise TransportError(f"{what}: {exc}") from None
+        finally:
+            if self.signer is not None:
+                self.signer.prepare("POST", self.host, full_path)  # the next order's token, signed now
+        return answer.status, answer.body.decode("utf-8", "replace"), _retry_after(answer.headers.get("retry-after"))
+
+    async def _aiohttp(self, method: str, full_path: str, params: Mapping[str, Any] | None, data: str | None,
+                       headers: dict[str, str]) -> tuple[int, str, float | None]:
+        what = f"{method} {full_path}"
+        session = self._get_session()
+        try:
+            async with session.request(
+                method, self.base_url.with_path(full_path), params=_query(params), data=data, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                return response.status, await response.text(), _retry_after(response.headers.get("Retry-After"))
+        except TimeoutError:
+            raise TransportError(f"{what}: no answer within {self.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
 
     async def request(
         self,

@@ -14,6 +14,12 @@ exchange's own number where a ``Decimal`` is wanted (marks, the risk check's boo
 The leaf structs (levels, tickers, trades) hold only strings and numbers, so they are
 left out of the cycle collector (``gc=False``): a third less decode time.
 
+Book levels are validated in the decoder too: a price must be > 0 and a size >= 0 (not
+NaN), so the book's hot loop needs no per-level checks (``L2Book.apply_valid``). A
+message with a level outside those bounds is decoded again without them
+(``levels_checked`` False on the result) and the book's checking ``apply`` finds the bad
+level and has the book resynced.
+
 Anything the structs cannot take (another channel, an error message, a malformed
 field) makes ``decode_market`` return None, and the caller falls back to the generic
 ``json`` + ``parse_envelope`` path, which names the bad field.
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import calendar
 import math
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -32,13 +38,17 @@ from perpsbot.exchange.coinbase.mapping import parse_time
 MARKET_CHANNELS = frozenset({"l2_data", "ticker", "ticker_batch", "market_trades", "heartbeats"})
 
 
+Price = Annotated[float, msgspec.Meta(gt=0)]
+Size = Annotated[float, msgspec.Meta(ge=0)]  # NaN fails both
+
+
 class BidLevel(msgspec.Struct, tag_field="side", tag="bid", rename={"price": "price_level", "size": "new_quantity"},
                gc=False):
     """One bid level of an ``l2_data`` event; ``size`` 0 removes the level. The wire's
     ``side`` picks the class (a tagged union: no string is built per level)."""
 
-    price: float
-    size: float
+    price: Price
+    size: Size
     side: ClassVar[str] = "bid"
 
 
@@ -46,12 +56,24 @@ class OfferLevel(msgspec.Struct, tag_field="side", tag="offer",
                  rename={"price": "price_level", "size": "new_quantity"}, gc=False):
     """One offer (ask) level of an ``l2_data`` event."""
 
-    price: float
-    size: float
+    price: Price
+    size: Size
     side: ClassVar[str] = "offer"
 
 
 Level = BidLevel | OfferLevel
+
+
+class _LaxBid(BidLevel, tag="bid", gc=False):
+    """A bid level as sent, out of bounds or not (the fallback decode)."""
+
+    price: float
+    size: float
+
+
+class _LaxOffer(OfferLevel, tag="offer", gc=False):
+    price: float
+    size: float
 
 
 def level(side: str, price: float, size: float) -> Level:
@@ -95,10 +117,27 @@ class MarketMessage(msgspec.Struct):
     sequence_num: int
     events: list[Event] = []
     epoch: float = 0.0  # ``timestamp`` as UNIX seconds, set by ``decode_market``
+    # Every book level passed the decoder's bounds (price > 0, size >= 0).
+    levels_checked: ClassVar[bool] = True
+
+
+class _LaxEvent(Event):
+    updates: list[_LaxBid | _LaxOffer] = []
+
+
+class _LaxMessage(MarketMessage):
+    """A message whose book levels were not all in bounds: the book checks each one."""
+
+    events: list[_LaxEvent] = []  # type: ignore[assignment]
+    levels_checked: ClassVar[bool] = False
 
 
 _DECODER = msgspec.json.Decoder(MarketMessage, strict=False)
+_LAX_DECODER = msgspec.json.Decoder(_LaxMessage, strict=False)
 _minute_cache: dict[str, float] = {}
+
+
+_last_stamp: list[Any] = ["", 0.0]  # the last stamp parsed, and its value: a burst of messages shares one
 
 
 def parse_epoch(stamp: str) -> float:
@@ -106,6 +145,16 @@ def parse_epoch(stamp: str) -> float:
 
     The minute prefix is converted once and cached; the seconds are one float parse.
     Other shapes (offsets, no seconds) go through ``mapping.parse_time``."""
+    last = _last_stamp
+    if stamp == last[0]:
+        return last[1]  # type: ignore[no-any-return]
+    epoch = _parse_epoch(stamp)
+    last[0] = stamp
+    last[1] = epoch
+    return epoch
+
+
+def _parse_epoch(stamp: str) -> float:
     if len(stamp) >= 20 and stamp[-1] == "Z" and stamp[16] == ":" and stamp[10] == "T":
         prefix = stamp[:16]
         base = _minute_cache.get(prefix)
@@ -129,7 +178,12 @@ def decode_market(data: str | bytes, _decode: Any = _DECODER.decode) -> MarketMe
     """A market-data message, or None when it is not one this path reads."""
     try:
         message = _decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except msgspec.ValidationError:
+        try:  # a book level out of bounds? (anything else fails again)
+            message = _LAX_DECODER.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+    except msgspec.DecodeError:
         return None
     if message.channel not in MARKET_CHANNELS:
         return None

@@ -703,6 +703,10 @@ class SimCore:
     def open_orders(self) -> list[OrderSnapshot]:
         return [self._snapshot(r) for r in self._orders.values() if r.order is not None and r.order.status in _LIVE]
 
+    def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        snapshots = (self._snapshot(r) for r in self._orders.values())
+        return [s for s in snapshots if s.created_at >= since]
+
     def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         if cursor < 0:
             raise ValueError(f"fill cursor must be >= 0, got {cursor}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from perpsbot.domain import AccountSnapshot, Candle, Fill, Product, Quote
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.port import OrderRequest, OrderSnapshot
@@ -64,6 +66,10 @@ class SimExchange:
     async def open_orders(self) -> list[OrderSnapshot]:
         self._sync()
         return self.core.open_orders()
+
+    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        self._sync()
+        return self.core.orders_since(since)
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         self._sync()

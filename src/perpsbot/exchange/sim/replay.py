@@ -325,6 +325,10 @@ class ReplayExchange:
     async def open_orders(self) -> list[OrderSnapshot]:
         return [self._snapshot(r) for r in self._pending]
 
+    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        snapshots = (self._snapshot(r) for r in self._orders.values())
+        return [s for s in snapshots if s.created_at >= since]
+
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         if cursor < 0:
             raise ValueError(f"fill cursor must be >= 0, got {cursor}")
