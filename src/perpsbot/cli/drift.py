@@ -10,10 +10,10 @@ import typer
 
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, open_existing_stores
 from perpsbot.config import ConfigError, LoadedConfig, load_config
-from perpsbot.config.loader import Layer, build_config, env_layer, flag_layer
+from perpsbot.config.loader import Layer, build_config, env_layer, flag_layer, read_toml
 from perpsbot.config.model import BotConfig
 from perpsbot.review import drift, junit
-from perpsbot.review.config_audit import ConfigAudit, audit_file, read_toml
+from perpsbot.review.config_audit import ConfigAudit, audit_file
 
 
 def parse_junit_args(values: list[str]) -> tuple[list[Path], list[Path]]:

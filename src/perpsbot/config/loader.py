@@ -69,15 +69,20 @@ def _check_keys(values: Mapping[str, Any], origin: str) -> None:
         raise ConfigError(f"config error: unknown setting '{unknown[0]}' in {origin}")
 
 
-def file_layer(path: Path) -> Layer:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's values; a missing, unreadable or malformed file is one line."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config error: cannot read config file {path}: {exc.strerror}") from None
     try:
-        values = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
+
+
+def file_layer(path: Path) -> Layer:
+    values = read_toml(path)
     nested = [k for k, v in values.items() if isinstance(v, dict)]
     if nested:
         raise ConfigError(f"config error: {path}: sections are not supported, found [{nested[0]}]")

@@ -11,7 +11,6 @@ names the keys that are
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from perpsbot.config.loader import PROFILE_DEFAULTS, ConfigError, LoadedConfig
+from perpsbot.config.loader import PROFILE_DEFAULTS, LoadedConfig
 from perpsbot.config.model import BotConfig, Profile
 
 Settings = Mapping[str, Any]
@@ -126,16 +125,6 @@ def audit_changes(baseline: Settings, current: Settings) -> list[AuditFinding]:
     return changes
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"config error: cannot read config file {path}: {exc.strerror}") from None
-    try:
-        values = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
-    return values
 
 
 def audit_file(path: Path, raw: Settings, loaded: LoadedConfig) -> ConfigAudit:

@@ -10,10 +10,8 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from perpsbot.bot import PerpsBot
 from perpsbot.config import BotConfig
@@ -22,6 +20,7 @@ from perpsbot.exchange.sim.keys import ApiKey
 from perpsbot.exchange.sim.server import SimServer
 from perpsbot.exchange.port import ExchangeError
 from perpsbot.strategy.base import Decision, Target
+from tests.characterization.test_telemetry import get, sample
 from tests.integration.streaming.conftest import start_bot, wait_for
 
 SYMBOLS = ("BTC-PERP-INTX", "ETH-USD")
@@ -81,7 +80,7 @@ async def test_stale_marks_fire_p1_to_events_and_webhook_and_resolve_when_marks_
         (fired,) = alerts(bot, "alert", "mark_stale")
         assert fired.data["severity"] == "P1" and set(fired.data["symbols"]) == set(SYMBOLS)
         for _ in range(40):  # the stream flaps (each reconnect is dropped at its first message): catch it down
-            status, text = await scrape(bot, "/health")
+            status, text = await get(bot, "/health")
             health = json.loads(text)
             if len(health["reasons"]) > 1:
                 break
@@ -117,7 +116,7 @@ async def test_reconnect_storm_fires_p2_and_resolves_once_the_window_is_calm(ser
         await cycle_until(bot, lambda: not reg.alerts.is_active("ws_reconnects"))
         assert len(alerts(bot, "alert", "ws_reconnects")) == 1
         assert len(alerts(bot, "alert_cleared", "ws_reconnects")) == 1
-        status, text = await scrape(bot)
+        status, text = await get(bot, "/metrics")
         assert status == 200 and sample(text, "perpsbot_ws_reconnects_total") > 2
     finally:
         server.faults.clear()
@@ -150,7 +149,7 @@ async def test_failing_orders_fire_p2_and_successful_ones_resolve_it(server: Sim
         await bot.run_cycle()  # 2 of 4 failed: at the limit, not above it
         assert not reg.alerts.is_active("order_failures")
         assert len(alerts(bot, "alert_cleared", "order_failures")) == 1
-        status, text = await scrape(bot)
+        status, text = await get(bot, "/metrics")
         assert sample(text, "perpsbot_orders_failed_total", reason="unknown_fate") == 2
         assert sample(text, "perpsbot_order_latency_seconds_count") == 2
     finally:
@@ -200,7 +199,7 @@ async def test_stream_lag_heartbeat_and_mark_updates_reach_metrics(server: SimSe
         await wait_for(lambda: all(streaming.serving(s) for s in SYMBOLS))
         await wait_for(lambda: streaming.heartbeat_age() is not None, timeout=3)
         await bot.run_cycle()
-        status, text = await scrape(bot)
+        status, text = await get(bot, "/metrics")
         assert status == 200
         assert sample(text, "perpsbot_ws_connected") == 1
         count = sample(text, "perpsbot_ws_message_lag_seconds_count")
@@ -211,20 +210,7 @@ async def test_stream_lag_heartbeat_and_mark_updates_reach_metrics(server: SimSe
         for symbol in SYMBOLS:
             assert sample(text, "perpsbot_mark_updates_total", symbol=symbol) >= 1
             assert sample(text, "perpsbot_mark_age_seconds", symbol=symbol) < 1.0
-        status, text = await scrape(bot, "/health")
+        status, text = await get(bot, "/health")
         assert status == 200 and '"status": "ok"' in text
     finally:
         await bot.shutdown()
-
-
-async def scrape(bot: PerpsBot, path: str = "/metrics") -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{bot.http_port}{path}") as resp:
-        return resp.status, await resp.text()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    raise AssertionError(f"no sample {name} {labels}")

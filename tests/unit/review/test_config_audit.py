@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from perpsbot.config import BotConfig, load_config
-from perpsbot.review.config_audit import UNUSED_WHEN, audit_changes, audit_file, audit_run, defaults_for, read_toml
+from perpsbot.config.loader import read_toml
+from perpsbot.review.config_audit import UNUSED_WHEN, audit_changes, audit_file, audit_run, defaults_for
 
 
 def recorded(**overrides) -> dict:
