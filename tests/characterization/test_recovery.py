@@ -4,6 +4,7 @@ reconciliation (foreign orders, position mismatches) and order commands."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -475,3 +476,38 @@ async def test_an_unexplained_spot_balance_goes_reduce_only_until_it_matches(sta
     await bot.registry.execution.housekeeping()
     assert "reconciliation" not in risk.reduce_only_reasons
     assert kinds(bot, "reconciliation")[-1].data["matched"] is True
+
+
+class DownAtStart(SimExchange):
+    """Answers nothing about orders while ``down``: the start-up reconciliation fails."""
+
+    down = True
+
+    async def open_orders(self):
+        if self.down:
+            raise OSError("exchange unreachable")
+        return await super().open_orders()
+
+
+async def test_an_order_lost_before_any_reconciliation_completed_is_still_adopted(start_bot, core, sim_clock):
+    # A new store whose start-up reconciliation failed has never been marked synced: the
+    # first write-ahead record (no fsync) must still leave recovery a time to look from.
+    exchange = DownAtStart(core, sim_clock)
+    first = await start_bot(exchange)
+    assert kinds(first, "error")[-1].data["stage"] == "reconcile"
+    store = first.registry.orders
+    order = intent(first, Side.BUY, "0.5")
+    store.write_ahead(order)
+    core.place_order(as_request(order), sim_clock.now())
+    path = store.path
+    await crash(first)
+    # the power cut took the write-ahead record (committed, never fsync'd), nothing fsync'd
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM orders WHERE client_order_id = ?", (order.client_order_id,))
+
+    sim_clock.advance(2)
+    second = await start_bot()
+    adopted = {e.data["client_order_id"] for e in kinds(second, "lost_order_adopted")}
+    assert adopted == {order.client_order_id}
+    assert second.registry.orders.get(order.client_order_id).status is OrderStatus.FILLED
+    assert not second.registry.risk.reduce_only_reasons

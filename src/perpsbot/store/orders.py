@@ -91,6 +91,7 @@ class OrdersStore:
             prefix = f"pb-{secrets.token_hex(4)}-"
             self._conn.execute("INSERT INTO meta(key, value) VALUES ('id_prefix', ?)", (prefix,))
         self.id_prefix = prefix
+        self._marked = self._meta("synced_at") is not None
         terminal = [s.value for s in OrderStatus if s.is_terminal]
         rows = self._conn.execute(
             f"SELECT client_order_id, symbol FROM orders WHERE status NOT IN ({','.join('?' * len(terminal))}) "
@@ -124,11 +125,15 @@ class OrdersStore:
             "INSERT INTO meta(key, value) VALUES ('synced_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (at.isoformat(),),
         )
+        self._marked = True
 
     def write_ahead(self, order: Order) -> None:
         """The record of a new order, made just before its request is sent: committed
         without an fsync (survives a killed process, not a power cut; the next commit
-        fsyncs it)."""
+        fsyncs it). A store never marked synced is marked first (fsync'd, once), so that
+        recovery always has a time to look for lost orders from."""
+        if not self._marked:
+            self.mark_synced(order.created_at)
         conn = self._conn
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
