@@ -300,3 +300,13 @@ async def test_a_broken_alert_rule_is_logged_and_the_cycle_goes_on(make_bot, cap
     report = await bot.run_cycle()
     assert report.marks.updated == (BTC,) and bot.cycles == 1
     assert any(r.getMessage() == "alert rules failed" for r in caplog.records)
+
+
+async def test_a_reconnect_alert_left_active_by_a_streaming_run_resolves_without_a_stream(make_bot, clock):
+    bot = await make_bot(symbols=(BTC,))
+    assert bot.registry.streaming is None
+    book = bot.registry.alerts
+    book.fire("ws_reconnects", "P2", "7 market stream reconnects")  # as an earlier, streaming run left it
+    bot.alert_rules.evaluate()
+    assert not book.is_active("ws_reconnects")
+    assert bot.registry.events.query(kind="alert_cleared")[-1].data["rule"] == "ws_reconnects"

@@ -100,7 +100,8 @@ class AlertRules:
 
     def _ws_reconnects(self, now: float) -> None:
         streaming = self.bot.registry.streaming
-        if streaming is None:
+        if streaming is None:  # no stream, no reconnects: an alert an earlier run left active resolves
+            self.bot.registry.alerts.clear("ws_reconnects", "no market stream")
             return
         config = self.bot.config
         total = streaming.counters()["reconnects"]
