@@ -145,10 +145,6 @@ def _check_locks(profile: Profile, merged: dict[str, Any], sources: dict[str, st
             )
 
 
-# Settings never echoed back, not even in an error about their value.
-SECRET_KEYS = frozenset(k for k, f in BotConfig.model_fields.items() if "SecretStr" in str(f.annotation))
-
-
 def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources: Mapping[str, str]) -> str:
     lines = []
     for err in exc.errors():
@@ -156,8 +152,6 @@ def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources:
         message = err["msg"].removeprefix("Value error, ")
         if key:
             value = merged.get(key, err.get("input"))
-            if key in SECRET_KEYS:
-                value = SecretStr(str(value))
             origin = sources.get(key, "default")
             shown = "'**********'" if key in SECRET_KEYS else _show_input(value)
             lines.append(f"config error: {key} = {shown} ({origin}): {message}")
