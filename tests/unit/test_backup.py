@@ -344,3 +344,23 @@ async def test_a_backup_under_way_at_shutdown_finishes_and_is_recorded(tmp_path:
     (last,) = events.query(limit=1)
     assert last.kind == "bot_stopped" and done.id < last.id  # recorded before the stores closed
     events.close()
+
+
+def test_an_old_backup_that_cannot_be_deleted_does_not_fail_the_new_one(tmp_path: Path, monkeypatch, caplog):
+    fill_store(tmp_path / "store", orders=1)
+    flow = workflow(tmp_path, keep=1)
+    old = flow.backup(NOW).path
+    unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self == old:
+            raise PermissionError(13, "Permission denied", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    events = EventStore(tmp_path / "store" / "events.db")
+    result = flow.backup_and_record(events, lambda: NOW + timedelta(hours=1))  # written and recorded
+    assert result.path.exists() and result.deleted == [] and old.exists()
+    assert events.count("backup_completed") == 1 and events.count("backup_failed") == 0
+    assert any("cannot delete" in r.getMessage() and str(old) in r.getMessage() for r in caplog.records)
+    events.close()

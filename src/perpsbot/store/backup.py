@@ -157,8 +157,9 @@ class BackupWorkflow:
         """Delete backups past the newest ``keep`` or older than ``max_age``; the newest stays.
         Staging folders a killed backup left behind go too, once a day old."""
         for partial in self.backup_dir.glob(".partial-*"):
-            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
-                shutil.rmtree(partial, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):  # another backup's, finished meanwhile
+                if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                    shutil.rmtree(partial, ignore_errors=True)
         deleted = []
         for index, (created, path) in enumerate(self.backups()):
             if index == 0:
@@ -166,8 +167,11 @@ class BackupWorkflow:
             too_many = self.keep > 0 and index >= self.keep
             too_old = self.max_age is not None and now - created > self.max_age
             if too_many or too_old:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # the new backup is written: retention tries again next time
+                    log.warning("retention: cannot delete %s: %s", path, exc.strerror or exc)
+                    continue
                 deleted.append(path)
         return deleted
 
