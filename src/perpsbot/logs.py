@@ -81,7 +81,7 @@ def json_file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handl
 def configure_logging(config: BotConfig, console: Console) -> Path:
     """Send every log record to the terminal (rich) and to the rotated JSON file; returns
     the file's path. Replaces any earlier set-up."""
-    for secret in (config.api_private_key, config.api_key_name):
+    for secret in (config.api_private_key, config.api_key_name, config.dashboard_token, config.alert_webhook_url):
         remember_secret(secret)
     terminal = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
     terminal.setFormatter(_formatter(_human))

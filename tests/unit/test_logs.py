@@ -184,3 +184,16 @@ def test_credentials_loaded_from_a_key_file_are_redacted_literally(tmp_path: Pat
     assert redact_text("key bare-key-id-4711 in use") == "key bare-key-id-4711 in use"
     resolve_credentials(None, None, key_file)
     assert redact_text("key bare-key-id-4711 with Zm9vYmFy-not-base64!") == f"key {REDACTED} with {REDACTED}"
+
+
+def test_the_dashboard_token_and_webhook_url_are_redacted_wherever_they_appear(tmp_path: Path):
+    from perpsbot.dashboard import ensure_dashboard_token
+
+    plain_url = "https://alerts.example.com/notify/T0AAA/Zq8sLm2x"  # no pattern knows this one
+    config = _config(tmp_path, dashboard_token=SecretStr(DASHBOARD_TOKEN), alert_webhook_url=SecretStr(plain_url))
+    path = configure_logging(config, Console(file=io.StringIO()))
+    generated = ensure_dashboard_token(_config(tmp_path / "other"))  # a random token made at start
+    logging.getLogger("perpsbot.test").warning("seen %s then %s and %s", DASHBOARD_TOKEN, plain_url, generated)
+    written = path.read_text(encoding="utf-8")
+    assert DASHBOARD_TOKEN not in written and plain_url not in written and generated not in written
+    assert _records(path)[-1]["event"] == f"seen {REDACTED} then {REDACTED} and {REDACTED}"

@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 from perpsbot.config import BotConfig
+from perpsbot.redact import remember_secret
 
 TOKEN_FILE = "dashboard_token"
 
@@ -23,6 +24,7 @@ def ensure_dashboard_token(config: BotConfig) -> str:
     if config.dashboard_token is not None:
         return config.dashboard_token.get_secret_value()
     token = secrets.token_urlsafe(32)
+    remember_secret(token)  # never in a log line
     path = token_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
