@@ -310,3 +310,18 @@ async def test_a_reconnect_alert_left_active_by_a_streaming_run_resolves_without
     bot.alert_rules.evaluate()
     assert not book.is_active("ws_reconnects")
     assert bot.registry.events.query(kind="alert_cleared")[-1].data["rule"] == "ws_reconnects"
+
+
+async def test_a_symbol_removed_and_added_again_gets_its_chance_again(make_bot, exchange, clock):
+    bot = await make_bot(symbols=(BTC,), alert_mark_stale_seconds=3)
+    exchange.failing.add(ETH)
+    await bot.apply_config_change(bot.config.model_copy(update={"symbols": (BTC, ETH)}))
+    await bot.run_cycle()  # ETH watched from now, never gets a mark
+    await bot.apply_config_change(bot.config.model_copy(update={"symbols": (BTC,)}))
+    for _ in range(10):
+        clock.advance(1)
+        await bot.run_cycle()
+    assert not bot.registry.alerts.is_active("mark_stale")
+    await bot.apply_config_change(bot.config.model_copy(update={"symbols": (BTC, ETH)}))
+    await bot.run_cycle()
+    assert not bot.registry.alerts.is_active("mark_stale")  # added again just now: not stale yet

@@ -84,6 +84,9 @@ class AlertRules:
         config = self.bot.config
         limit = config.alert_mark_stale_seconds
         md = self.bot.registry.market_data
+        first_seen = self._first_seen
+        for gone in first_seen.keys() - set(md.symbols):  # removed: watched anew if added again
+            del first_seen[gone]
         stale = {}
         for symbol in md.symbols:
             age = md.mark_age(symbol)
