@@ -325,3 +325,15 @@ async def test_a_symbol_removed_and_added_again_gets_its_chance_again(make_bot, 
     await bot.apply_config_change(bot.config.model_copy(update={"symbols": (BTC, ETH)}))
     await bot.run_cycle()
     assert not bot.registry.alerts.is_active("mark_stale")  # added again just now: not stale yet
+
+
+async def test_a_memory_growth_alert_of_an_earlier_process_resolves_when_this_one_starts_watching(make_bot, clock):
+    bot = await make_bot(symbols=(BTC,), alert_memory_window_seconds=3600)
+    book = bot.registry.alerts
+    book.fire("memory_growth", "P2", "resident memory grew 40 MB/h")  # as the process before a restart left it
+    rules = AlertRules(bot, rss=lambda: 100 * MB)  # this process: its own memory, watched from now
+    rules.evaluate()
+    assert not book.is_active("memory_growth")
+    clock.advance(60)
+    rules.evaluate()
+    assert [e.data["rule"] for e in bot.registry.events.query(kind="alert_cleared")] == ["memory_growth"]

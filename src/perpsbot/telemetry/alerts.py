@@ -144,6 +144,8 @@ class AlertRules:
             rss = self.rss()
             if rss is None:
                 return
+            if not samples:  # an alert left active by an earlier process was about that process's memory
+                self.bot.registry.alerts.clear("memory_growth", "a new process: its memory watched from now")
             samples.append((now, rss))
         while len(samples) > 1 and samples[1][0] <= now - window:
             samples.popleft()
