@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from perpsbot.config import BotConfig
-from perpsbot.redact import redact_text, redact_value, remember_secret
+from perpsbot.redact import redact_text, redact_value, remember_config_secrets
 
 # Keys every record has; the rest are the record's own fields.
 _FIXED = ("timestamp", "level", "logger", "event")
@@ -81,8 +81,7 @@ def json_file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handl
 def configure_logging(config: BotConfig, console: Console) -> Path:
     """Send every log record to the terminal (rich) and to the rotated JSON file; returns
     the file's path. Replaces any earlier set-up."""
-    for secret in (config.api_private_key, config.api_key_name, config.dashboard_token, config.alert_webhook_url):
-        remember_secret(secret)
+    remember_config_secrets(config)
     terminal = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
     terminal.setFormatter(_formatter(_human))
     path = config.log_path

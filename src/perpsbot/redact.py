@@ -88,6 +88,13 @@ def remember_secret(value: str | SecretStr | None) -> None:
         _known_pattern = re.compile("|".join(re.escape(s) for s in alternatives))
 
 
+def remember_config_secrets(config: Any) -> None:
+    """``remember_secret`` for every credential a config carries (API key, dashboard
+    token, webhook URL)."""
+    for name in ("api_key_name", "api_private_key", "dashboard_token", "alert_webhook_url"):
+        remember_secret(getattr(config, name, None))
+
+
 def might_hold_secret(text: str) -> bool:
     """False when no rule could redact anything in ``text`` (a cheap first look)."""
     known = _known_pattern

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from perpsbot.store import EventStore
 from tests.integration.test_cli_basics import perpsbot
 from tests.integration.test_cli_run import FAST
 
@@ -91,3 +92,23 @@ def test_backup_and_restore_errors_are_one_line(tmp_path: Path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{bogus} is not a perpsbot backup or is damaged" in result.stderr
     assert not (tmp_path / "data" / "paper" / "events.db").exists()
+
+
+def test_a_cli_backup_scrubs_the_configured_secrets_literally(tmp_path: Path):
+    from tests.unit.test_backup import NOW, _raw_text, fill_store
+
+    store = tmp_path / "data" / "paper"
+    fill_store(store, orders=2)
+    token, url = "dash-7Hq2-Lm9P-x81z", "https://alerts.example.com/notify/T0AAA/Zq8sLm2x"  # no pattern knows them
+    events = EventStore(store / "events.db")
+    events.append(NOW, "error", None, stage="cycle", error=f"RuntimeError: sent {token} to {url}")
+    events.close()
+    result = perpsbot("backup", cwd=tmp_path, env={
+        "PERPSBOT_DATA_DIR": str(tmp_path / "data"), "PERPSBOT_DASHBOARD_TOKEN": token,
+        "PERPSBOT_ALERT_WEBHOOK_URL": url,
+    })
+    assert result.returncode == 0, result.stderr
+    (archive,) = (store / "backups").glob("perpsbot-paper-*.tar.gz")
+    text = _raw_text(archive)
+    assert token not in text and url not in text
+    assert "RuntimeError: sent [REDACTED] to [REDACTED]" in text

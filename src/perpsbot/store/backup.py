@@ -39,7 +39,7 @@ from typing import Any
 from perpsbot import __version__
 from perpsbot.config import BotConfig
 from perpsbot.domain.clock import Clock
-from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, redact_value
+from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, redact_value, remember_config_secrets
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
@@ -99,6 +99,7 @@ class BackupWorkflow:
 
     @classmethod
     def from_config(cls, config: BotConfig) -> BackupWorkflow:
+        remember_config_secrets(config)  # scrubbed from the copies literally, also where no pattern knows them
         days = config.backup_max_age_days
         return cls(
             config.store_dir,
