@@ -511,3 +511,49 @@ async def test_an_order_lost_before_any_reconciliation_completed_is_still_adopte
     assert adopted == {order.client_order_id}
     assert second.registry.orders.get(order.client_order_id).status is OrderStatus.FILLED
     assert not second.registry.risk.reduce_only_reasons
+
+
+class DownThenFlaky(SimExchange):
+    """While ``down`` nothing about orders can be listed; ``lose_next`` loses one placement
+    request on the way (its fate unknown to the bot)."""
+
+    down = True
+    lose_next = False
+
+    async def orders_since(self, since):
+        if self.down:
+            raise OSError("exchange unreachable")
+        return await super().orders_since(since)
+
+    async def open_orders(self):
+        if self.down:
+            raise OSError("exchange unreachable")
+        return await super().open_orders()
+
+    async def place_order(self, request):
+        if self.lose_next:
+            self.lose_next = False
+            raise OSError("connection reset")
+        return await super().place_order(request)
+
+
+async def test_an_unknown_fate_before_the_lost_order_check_does_not_hide_earlier_lost_orders(
+        start_bot, core, sim_clock):
+    first = await start_bot()
+    lost = intent(first, Side.BUY, "0.5")
+    core.place_order(as_request(lost), sim_clock.now())  # its write-ahead record went with the power
+    await crash(first)
+
+    sim_clock.advance(60)
+    exchange = DownThenFlaky(core, sim_clock)
+    second = await start_bot(exchange)  # its start-up reconciliation fails: no lost-order check yet
+    assert kinds(second, "error")[-1].data["stage"] == "reconcile"
+    sim_clock.advance(600)  # well past the margin
+    exchange.lose_next = True
+    order = intent(second, Side.BUY, "0.1")
+    result = await second.registry.execution._place(order, "test", 0.0)
+    assert result.outcome == "failed"  # fate unknown: left PENDING
+    exchange.down = False
+    await second.registry.execution.reconciler.reconcile()
+    adopted = {e.data["client_order_id"] for e in kinds(second, "lost_order_adopted")}
+    assert lost.client_order_id in adopted

@@ -330,7 +330,10 @@ class ExecutionCoordinator:
 
     def _unknown(self, order: Order, exc: BaseException, lookup: str) -> ExecutionResult:
         """The request's fate is unknown; the order stays PENDING in the store for reconciliation."""
-        self.orders.mark_synced(order.created_at)  # the write-ahead record, fsync'd
+        # The write-ahead record, fsync'd: a commit that never moves ``synced_at`` forward,
+        # which would hide orders an earlier process lost from a lost-order check not yet made.
+        synced = self.orders.synced_at
+        self.orders.mark_synced(order.created_at if synced is None else min(synced, order.created_at))
         self.failed += 1
         self.risk.record_order_result(ok=False)
         self.events.append(
