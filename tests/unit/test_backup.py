@@ -26,6 +26,7 @@ from perpsbot.store.backup import BackupError, BackupWorkflow, restore_backup
 from perpsbot.store.events import MIGRATIONS as EVENT_MIGRATIONS
 from perpsbot.store.lock import StoreLock, StoreLocked
 from perpsbot.store.orders import MIGRATIONS as ORDER_MIGRATIONS
+from perpsbot.store.sqlite import StoreError
 from tests.unit.test_logs import ED25519, JWT, KEY_NAME, PEM, WEBHOOK
 DASHBOARD_TOKEN = "d4shb0ard-t0ken-6b1f0c93e2"
 
@@ -364,3 +365,11 @@ def test_an_old_backup_that_cannot_be_deleted_does_not_fail_the_new_one(tmp_path
     assert events.count("backup_completed") == 1 and events.count("backup_failed") == 0
     assert any("cannot delete" in r.getMessage() and str(old) in r.getMessage() for r in caplog.records)
     events.close()
+
+
+def test_a_store_folder_that_cannot_exist_is_a_store_error_in_one_line(tmp_path: Path):
+    (tmp_path / "data").write_text("a file, not a folder")
+    with pytest.raises(StoreError, match=r"^cannot use the store folder .*data/paper: Not a directory$"):
+        StoreLock(tmp_path / "data" / "paper").acquire()
+    with pytest.raises(StoreError, match="cannot use the store folder"):
+        restore_backup(tmp_path / "data", tmp_path / "data" / "paper", "paper", NOW)  # a file, so it gets this far
