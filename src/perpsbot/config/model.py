@@ -168,7 +168,7 @@ class BotConfig(BaseModel):
 
     dashboard_token: SecretStr | None = Field(
         None,
-        description="token for the web dashboard, 16+ characters (none: a random one per start, "
+        description="token for the web dashboard, 16+ of A-Z a-z 0-9 - _ . ~ (none: a random one per start, "
         "written to <store>/dashboard_token; never shown)",
     )
 
@@ -274,9 +274,10 @@ class BotConfig(BaseModel):
         if value is None:
             return None
         token = value.get_secret_value()
-        if len(token) < DASHBOARD_TOKEN_MIN_LENGTH or not token.isascii() or not token.isprintable() or " " in token:
+        # Only characters a URL carries as they are: the token goes into /dashboard?token=...
+        if len(token) < DASHBOARD_TOKEN_MIN_LENGTH or not re.fullmatch(r"[A-Za-z0-9._~-]+", token):
             raise ValueError(
-                f"must be at least {DASHBOARD_TOKEN_MIN_LENGTH} printable ASCII characters without spaces"
+                f"must be at least {DASHBOARD_TOKEN_MIN_LENGTH} characters, each a letter, digit, '-', '_', '.' or '~'"
             )
         return value
 
