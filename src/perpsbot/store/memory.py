@@ -45,7 +45,7 @@ class MemoryEventStore:
             return
         self._runs[self.run_id].update(ended_at=ended_at.isoformat(), summary=dumps(summary))
 
-    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> None:
+    def append(self, ts: datetime, kind: str, symbol: str | None = None, **data: Any) -> int:
         for key, value in data.items():
             if type(value) in _MUTABLE:  # a caller's live list (e.g. the risk reasons): keep it as it is now
                 data[key] = type(value)(value)
