@@ -138,3 +138,13 @@ def test_a_field_series_of_one_kind_in_one_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a data key"):
         events.field_series("snapshot", "equity') FROM events --", run_id=run)
     events.close()
+
+
+def test_two_processes_opening_a_new_order_store_at_once_agree_on_one_prefix(tmp_path: Path, monkeypatch):
+    first = OrdersStore(tmp_path / "orders.db")
+    real = OrdersStore._meta
+    # The second process read no prefix just before the first one wrote its own.
+    monkeypatch.setattr(OrdersStore, "_meta", lambda self, key: None if key == "id_prefix" else real(self, key))
+    second = OrdersStore(tmp_path / "orders.db")
+    monkeypatch.undo()
+    assert second.id_prefix == first.id_prefix

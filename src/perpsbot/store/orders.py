@@ -87,9 +87,11 @@ class OrdersStore:
         self._conn = open_db(path, MIGRATIONS, synchronous="FULL")
         self.run_id: int | None = None
         prefix = self._meta("id_prefix")
-        if prefix is None:
-            prefix = f"pb-{secrets.token_hex(4)}-"
-            self._conn.execute("INSERT INTO meta(key, value) VALUES ('id_prefix', ?)", (prefix,))
+        if prefix is None:  # another process opening the new store may make it first: its one stays
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('id_prefix', ?)", (f"pb-{secrets.token_hex(4)}-",)
+            )
+            prefix = str(self._conn.execute("SELECT value FROM meta WHERE key = 'id_prefix'").fetchone()[0])
         self.id_prefix = prefix
         self._marked = self._meta("synced_at") is not None
         terminal = [s.value for s in OrderStatus if s.is_terminal]
