@@ -170,8 +170,9 @@ async def test_the_equity_history_comes_from_snapshots_then_only_new_ones(served
     served.bot.record_snapshot()
     newer = (await state(served, f"?equity_after={history['last_id']}"))["equity_history"]
     assert len(newer["points"]) == 1 and newer["last_id"] > history["last_id"]
-    status, _, body, _ = await get(f"{served.url}/api/state?equity_after=-1", BEARER)
-    assert status == 400 and "whole number" in body
+    for bad in ("-1", "%C2%B2", "%D9%A3"):  # a sign; a superscript two and an Arabic three are digits to str.isdigit
+        status, _, body, _ = await get(f"{served.url}/api/state?equity_after={bad}", BEARER)
+        assert status == 400 and "whole number" in body, bad
 
 
 async def test_marks_age_into_stale_and_risk_and_health_show_through(served: Served) -> None:

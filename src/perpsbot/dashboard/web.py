@@ -79,7 +79,7 @@ def add_dashboard(
         raw = request.query.get("equity_after")
         after = None
         if raw is not None:
-            if not raw.isdigit() or len(raw) > 18:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # '²' is a digit to isdigit, not to int
                 return _plain(400, "equity_after must be a whole number")
             after = int(raw)
         body = dashboard_state(bot, health, equity_after=after)
