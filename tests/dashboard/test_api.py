@@ -4,6 +4,7 @@ refusals, and what /api/state reports about a bot that has traded."""
 from __future__ import annotations
 
 import re
+import threading
 from decimal import Decimal
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -252,3 +253,23 @@ async def test_a_bot_not_started_yet_shows_empty_figures(tmp_path: Path) -> None
     assert s["pnl"]["net"] == "0.00" and s["account"]["start_equity"] is None
     assert s["marks"] == [{"symbol": BTC, "mark": None, "age_seconds": None, "freshness": "none"}]
     assert s["equity_history"] == {"points": [], "last_id": None}
+
+
+async def test_the_equity_history_is_read_off_the_event_loop(served: Served, monkeypatch) -> None:
+    """A week of snapshots takes tens of milliseconds to read: never on the loop the
+    bot's orders run on."""
+    readers: list[int] = []
+    real = state_module.read_field_series
+
+    def spy(*args, **kwargs):
+        readers.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(state_module, "read_field_series", spy)
+    monkeypatch.setattr(
+        served.bot.registry.events, "field_series", lambda *a, **k: pytest.fail("equity read on the event loop")
+    )
+    history = (await state(served))["equity_history"]
+    snapshots = served.bot.registry.events.query(kind="snapshot", run_id=served.bot.registry.events.run_id)
+    assert readers and threading.get_ident() not in readers
+    assert len(history["points"]) == len(snapshots) >= 4 and history["last_id"] == snapshots[-1].id

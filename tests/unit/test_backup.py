@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from perpsbot.bot import PerpsBotBuilder
-from perpsbot.config import BotConfig
+from perpsbot.config import BotConfig, ConfigError, load_config
 from perpsbot.domain import Fill, Liquidity, Order, OrderType, Side
 from perpsbot.domain.clock import ManualClock
 from perpsbot.store import EventStore, OrdersStore
@@ -373,3 +373,11 @@ def test_a_store_folder_that_cannot_exist_is_a_store_error_in_one_line(tmp_path:
         StoreLock(tmp_path / "data" / "paper").acquire()
     with pytest.raises(StoreError, match="cannot use the store folder"):
         restore_backup(tmp_path / "data", tmp_path / "data" / "paper", "paper", NOW)  # a file, so it gets this far
+
+
+@pytest.mark.parametrize("minutes", ["0.01", "0.5", "-1"])
+def test_a_backup_period_under_a_minute_is_one_clear_line(minutes: str):
+    with pytest.raises(ConfigError) as raised:
+        load_config(flags={"backup_every_minutes": minutes})
+    message = str(raised.value)
+    assert "backup_every_minutes" in message and "\n" not in message

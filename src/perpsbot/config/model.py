@@ -182,7 +182,7 @@ class BotConfig(BaseModel):
     log_file_backups: int = Field(5, ge=1, le=1000, description="rotated JSON logs kept (perpsbot.jsonl.1 ...)")
 
     backup_every_minutes: float = Field(
-        0.0, ge=0, le=525_600, description="back up the stores this often while the bot runs (0: off)"
+        0.0, ge=0, le=525_600, description="back up the stores this often while the bot runs (0: off, else at least 1)"
     )
     backup_dir: Path | None = Field(None, description="where backups go (none: <data_dir>/<profile>/backups)")
     backup_keep: int = Field(48, ge=0, le=100_000, description="keep the newest N backups (0: no count limit)")
@@ -267,6 +267,13 @@ class BotConfig(BaseModel):
         if not re.match(r"^https?://[^\s/]+(/\S*)?$", value.get_secret_value().strip()):
             raise ValueError("expected an http:// or https:// URL")
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("backup_every_minutes")
+    @classmethod
+    def _backup_period(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (off) or at least 1 minute: a backup copies both stores")
+        return value
 
     @field_validator("dashboard_token")
     @classmethod

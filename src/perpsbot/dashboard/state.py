@@ -7,6 +7,7 @@ the browser never does arithmetic on money.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -14,7 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from perpsbot.domain import Order, Product
-from perpsbot.store.events import Event
+from perpsbot.store.events import Event, read_field_series
 
 if TYPE_CHECKING:
     from perpsbot.bot import PerpsBot
@@ -75,10 +76,16 @@ def checked_health(health: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def dashboard_state(
-    bot: PerpsBot, health: Callable[[], Mapping[str, Any]], *, equity_after: int | None = None
+    bot: PerpsBot,
+    health: Callable[[], Mapping[str, Any]],
+    *,
+    equity_after: int | None = None,
+    equity_series: list[tuple[int, str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows. ``equity_after``: the last snapshot event the page has
-    (only newer ones are sent); None sends the whole run's, thinned to ``EQUITY_POINTS``."""
+    (only newer ones are sent); None sends the whole run's, thinned to ``EQUITY_POINTS``.
+    ``equity_series``: those snapshots' (id, ts, equity), already read (see
+    ``read_equity_series``); None reads them here."""
     reg = bot.registry
     config = reg.config
     now = reg.clock.now()
@@ -110,7 +117,7 @@ def dashboard_state(
         "orders": [_order(o, reg.products.get(o.symbol), now) for o in reg.orders.orders(open_only=True)],
         "marks": _marks(bot),
         "alerts": _alerts(_this_run(bot, "alert") + _this_run(bot, "alert_cleared")),
-        "equity_history": _equity_history(bot, equity_after),
+        "equity_history": _equity_history(bot, equity_after, equity_series),
     }
 
 
@@ -227,12 +234,26 @@ def _alert(event: Event) -> dict[str, Any]:
     }
 
 
-def _equity_history(bot: PerpsBot, after: int | None) -> dict[str, Any]:
+async def read_equity_series(bot: PerpsBot, after: int | None) -> list[tuple[int, str, Any]] | None:
+    """This run's equity snapshots after event ``after``, read in a worker thread on a
+    read-only connection of its own when the store is a file: a week of snapshots takes
+    tens of milliseconds to read, which the bot's event loop (and its orders) must not
+    wait for. None: read them in ``dashboard_state``."""
+    events = bot.registry.events
+    path, run_id = getattr(events, "path", None), events.run_id
+    if path is None or run_id is None:
+        return None
+    events.flush()  # events kept for later are this connection's to write first
+    return await asyncio.to_thread(read_field_series, path, "snapshot", "equity", run_id=run_id, after_id=after)
+
+
+def _equity_history(bot: PerpsBot, after: int | None, series: list[tuple[int, str, Any]] | None) -> dict[str, Any]:
     events = bot.registry.events
     run_id = events.run_id
     if run_id is None:
         return {"points": [], "last_id": after}
-    series = events.field_series("snapshot", "equity", run_id=run_id, after_id=after)
+    if series is None:
+        series = events.field_series("snapshot", "equity", run_id=run_id, after_id=after)
     if not series:
         return {"points": [], "last_id": after}
     points = []

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from perpsbot.config.model import DASHBOARD_TOKEN_MIN_LENGTH
-from perpsbot.dashboard.state import dashboard_state
+from perpsbot.dashboard.state import dashboard_state, read_equity_series
 from perpsbot.store.sqlite import dumps
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def add_dashboard(
             if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # '²' is a digit to isdigit, not to int
                 return _plain(400, "equity_after must be a whole number")
             after = int(raw)
-        body = dashboard_state(bot, health, equity_after=after)
+        series = await read_equity_series(bot, after)
+        body = dashboard_state(bot, health, equity_after=after, equity_series=series)
         body["refresh_seconds"] = refresh_seconds
         return web.Response(text=dumps(body), content_type="application/json")
 

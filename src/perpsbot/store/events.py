@@ -176,18 +176,8 @@ class EventStore:
     ) -> list[tuple[int, str, Any]]:
         """(event id, ts, data[key]) of the ``kind`` events, oldest first, read in SQL
         without decoding each event (a chart over a long run)."""
-        if not key.isidentifier():
-            raise ValueError(f"not a data key: {key!r}")
         self.flush()
-        where, params = where_equal(kind=kind, run_id=run_id)
-        if after_id is not None:
-            where += " AND id > ?"
-            params.append(after_id)
-        cursor = self._conn.cursor()
-        cursor.row_factory = None  # plain tuples: a long run has many
-        return cursor.execute(
-            f"SELECT id, ts, json_extract(data, '$.{key}') FROM events {where} ORDER BY id", params
-        ).fetchall()
+        return select_field_series(self._conn, kind, key, run_id=run_id, after_id=after_id)
 
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
         self.flush()
@@ -246,6 +236,35 @@ class EventStore:
     def close(self) -> None:
         self.flush()
         self._conn.close()
+
+
+def select_field_series(
+    conn: sqlite3.Connection, kind: str, key: str, *, run_id: int | None = None, after_id: int | None = None
+) -> list[tuple[int, str, Any]]:
+    """``EventStore.field_series`` on any connection to an events database, e.g. a
+    read-only one in a worker thread, so a long read keeps off the bot's event loop."""
+    if not key.isidentifier():
+        raise ValueError(f"not a data key: {key!r}")
+    where, params = where_equal(kind=kind, run_id=run_id)
+    if after_id is not None:
+        where += " AND id > ?"
+        params.append(after_id)
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: a long run has many
+    return cursor.execute(
+        f"SELECT id, ts, json_extract(data, '$.{key}') FROM events {where} ORDER BY id", params
+    ).fetchall()
+
+
+def read_field_series(
+    path: Path, kind: str, key: str, *, run_id: int | None = None, after_id: int | None = None
+) -> list[tuple[int, str, Any]]:
+    """``select_field_series`` on a connection of its own, read-only (for a worker thread)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return select_field_series(conn, kind, key, run_id=run_id, after_id=after_id)
+    finally:
+        conn.close()
 
 
 def notify(listeners: list[EventListener], kind: str, symbol: str | None, data: dict[str, Any]) -> None:
