@@ -7,7 +7,11 @@ symbols, MA crossover on 60 s bars) and samples its own resident set size every
 ``--sample`` seconds. It prints RSS after start-up and at the end, and the growth slope
 (least squares over the samples after the first ``--settle`` seconds, in MB per hour).
 
-    python benchmarks/rss_soak.py [--minutes 2] [--sample 10] [--settle 60]
+With ``--trace N`` it also runs tracemalloc (which slows the bot and adds its own
+memory to RSS: read its RSS figures as inflated) and prints the N source lines whose
+live Python allocations grew most between the end of ``--settle`` and the end of the run.
+
+    python benchmarks/rss_soak.py [--minutes 2] [--sample 10] [--settle 60] [--trace 15]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from perpsbot.bot import PerpsBotBuilder
@@ -68,7 +73,7 @@ def start_server(tmp: Path, key_file: Path) -> tuple[subprocess.Popen[str], str,
 
 
 async def soak(rest_url: str, ws_url: str, key_file: Path, data_dir: Path, minutes: float, sample: float,
-               settle: float) -> None:
+               settle: float, trace: int = 0) -> None:
     config = BotConfig(
         profile="paper", exchange="coinbase", symbols=SYMBOLS, data_dir=data_dir, interval=1.0, bar_seconds=60,
         short_window=2, long_window=5, position_fraction="0.02", coinbase_rest_url=rest_url,
@@ -77,10 +82,14 @@ async def soak(rest_url: str, ws_url: str, key_file: Path, data_dir: Path, minut
     bot = await PerpsBotBuilder(config).build()
     samples: list[tuple[float, float]] = []
     began = time.monotonic()
+    settled: list[tracemalloc.Snapshot] = []
 
     async def sampler() -> None:
         while True:
-            samples.append((time.monotonic() - began, rss_mb()))
+            now = time.monotonic() - began
+            samples.append((now, rss_mb()))
+            if trace and not settled and now >= settle:
+                settled.append(tracemalloc.take_snapshot())
             await asyncio.sleep(sample)
 
     await bot.start()
@@ -93,6 +102,7 @@ async def soak(rest_url: str, ws_url: str, key_file: Path, data_dir: Path, minut
     finally:
         task.cancel()
         end_rss = rss_mb()
+        grown = tracemalloc.take_snapshot().compare_to(settled[0], "lineno")[:trace] if settled else []
         streaming = bot.registry.streaming
         assert streaming is not None
         stats = streaming.summary()
@@ -108,6 +118,11 @@ async def soak(rest_url: str, ws_url: str, key_file: Path, data_dir: Path, minut
     if samples:
         step = max(1, len(samples) // 12)
         print("rss_soak: samples (s, MB): " + ", ".join(f"{t:.0f}:{r:.1f}" for t, r in samples[::step]))
+    if grown:
+        print(f"rss_soak: Python allocations, growth from {settle:g} s to the end (tracemalloc, top {trace}):")
+        for stat in grown:
+            print(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  now {stat.size / 1024:8.1f} KiB"
+                  f"  {stat.traceback[0].filename}:{stat.traceback[0].lineno}")
 
 
 def main() -> None:
@@ -115,14 +130,21 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds left out of the slope")
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="tracemalloc: print the N lines whose allocations grew most after --settle")
     args = parser.parse_args()
+    if args.trace < 0:
+        parser.error("--trace must be 0 or more")
+    if args.trace:
+        tracemalloc.start()
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="perpsbot-soak-") as tmp_dir:
         tmp = Path(tmp_dir)
         key_file = write_key_file(tmp / "key.json", generate_key("ed25519"))
         server, rest_url, ws_url = start_server(tmp, key_file)
         try:
-            asyncio.run(soak(rest_url, ws_url, key_file, tmp / "data", args.minutes, args.sample, args.settle))
+            asyncio.run(soak(rest_url, ws_url, key_file, tmp / "data", args.minutes, args.sample, args.settle,
+                             args.trace))
         finally:
             server.send_signal(signal.SIGINT)
             try:
