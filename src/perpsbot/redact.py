@@ -83,6 +83,8 @@ def remember_secret(value: str | SecretStr | None) -> None:
     if not text or len(text.strip()) < SHORTEST_SECRET:  # a tiny value would redact innocent text
         return
     with _known_lock:
+        if text in _known and text.strip() in _known:
+            return  # known already: no new pattern to build
         _known.update({text, text.strip()})
         alternatives = sorted(_known, key=len, reverse=True)
         _known_pattern = re.compile("|".join(re.escape(s) for s in alternatives))

@@ -58,13 +58,13 @@ async def trading_bot(data_dir: Path, clock: ManualClock) -> tuple[PerpsBot, str
         clock.advance(10)
         await bot.run_cycle()
         bot.record_snapshot()
-    now = clock.now()
-    reg.events.append(now, "alert", "SOL-PERP-INTX", rule="mark_stale", severity="P1",
-                      message="no mark update for 75 s on SOL-PERP-INTX")
-    reg.events.append(now, "alert", None, rule="reconnects", severity="P2", message="6 reconnects in 5 min")
-    reg.events.append(now, "alert_cleared", None, rule="reconnects", severity="P2")
-    reg.events.append(now, "alert", None, severity="P2", source="reconcile", action="reduce-only",
-                      mismatches=["BTC-PERP-INTX: exchange 0.3 vs ours 0.25"])
+    alerts = reg.alerts  # as the bot raises them: fire once, clear once, one-offs only listed
+    alerts.fire("mark_stale", "P1", "no mark update for 75 s on SOL-PERP-INTX", "SOL-PERP-INTX")
+    alerts.fire("reconnects", "P2", "6 reconnects in 5 min")
+    alerts.clear("reconnects")
+    alerts.notify("fill_out_of_state", "P2", "a fill for an order already final")
+    alerts.fire("reconciliation_mismatch", "P2", "positions disagree", action="reduce-only",
+                mismatches=["BTC-PERP-INTX: exchange 0.3 vs ours 0.25"])
     return bot, resting.order.client_order_id
 
 

@@ -147,15 +147,25 @@ async def test_the_state_shows_positions_orders_pnl_marks_and_risk(served: Serve
 async def test_alerts_active_and_recent(served: Served) -> None:
     alerts = (await state(served))["alerts"]
     active = {a["rule"]: a for a in alerts["active"]}
-    # reconnects fired then cleared; the stale mark and the reconcile mismatch are still on
-    assert set(active) == {"mark_stale", "reconcile"}
+    # reconnects fired then cleared; a one-off alert has nothing to resolve; the stale mark
+    # and the reconciliation mismatch are still on
+    assert set(active) == {"mark_stale", "reconciliation_mismatch"}
     assert active["mark_stale"]["severity"] == "P1" and "75 s" in active["mark_stale"]["message"]
-    assert "exchange 0.3 vs ours 0.25" in active["reconcile"]["details"]
+    assert "exchange 0.3 vs ours 0.25" in active["reconciliation_mismatch"]["details"]
     assert [(a["kind"], a["rule"]) for a in alerts["recent"]] == [
-        ("alert", "reconcile"), ("alert_cleared", "reconnects"), ("alert", "reconnects"), ("alert", "mark_stale"),
+        ("alert", "reconciliation_mismatch"), ("alert", "fill_out_of_state"), ("alert_cleared", "reconnects"),
+        ("alert", "reconnects"), ("alert", "mark_stale"),
     ]
-    served.bot.registry.events.append(served.clock.now(), "alert_cleared", None, rule="mark_stale", severity="P1")
-    assert [a["rule"] for a in (await state(served))["alerts"]["active"]] == ["reconcile"]
+    served.bot.registry.alerts.clear("mark_stale")
+    assert [a["rule"] for a in (await state(served))["alerts"]["active"]] == ["reconciliation_mismatch"]
+
+
+async def test_an_alert_left_active_by_an_earlier_run_shows_as_active(served: Served) -> None:
+    served.bot.registry.alerts.active["ws_reconnects"] = {
+        "severity": "P2", "message": "7 reconnects in 5 min", "since": "2026-03-01T09:00:00+00:00",
+    }  # as a restart restores it from the state table: no alert event in this run
+    active = {a["rule"]: a for a in (await state(served))["alerts"]["active"]}
+    assert active["ws_reconnects"]["message"] == "7 reconnects in 5 min" and active["ws_reconnects"]["id"] is None
 
 
 async def test_the_equity_history_comes_from_snapshots_then_only_new_ones(served: Served) -> None:

@@ -95,8 +95,7 @@ async def follows_it_live(page: Page, served: Served) -> None:
     reg = served.bot.registry
     served.health = {"status": "degraded", "reasons": ["reduce-only: drawdown"]}
     reg.risk.enter_reduce_only("drawdown", "test")
-    reg.events.append(served.clock.now(), "alert", None, rule="order_failures", severity="P2",
-                      message="order failure rate 40% over 10 min")
+    reg.alerts.fire("order_failures", "P2", "order failure rate 40% over 10 min")
     served.clock.advance(6)  # marks age past mark_warn_seconds
     await expect(page.locator("#health")).to_have_text("degraded", timeout=WAIT_MS)
     await expect(page.locator("#risk-mode")).to_have_text("reduce-only")

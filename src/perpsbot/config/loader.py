@@ -141,7 +141,7 @@ def _check_locks(profile: Profile, merged: dict[str, Any], sources: dict[str, st
         if value != locked:
             raise ConfigError(
                 f"config error: the canary profile locks {key} = {_show(locked)}; "
-                f"{sources[key]} tried to set {_show_input(merged[key])}"
+                f"{sources[key]} tried to set {_show_input(merged[key], key)}"
             )
 
 
@@ -153,15 +153,15 @@ def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources:
         if key:
             value = merged.get(key, err.get("input"))
             origin = sources.get(key, "default")
-            shown = "'**********'" if key in SECRET_KEYS else _show_input(value)
-            lines.append(f"config error: {key} = {shown} ({origin}): {message}")
+            lines.append(f"config error: {key} = {_show_input(value, key)} ({origin}): {message}")
         else:
             lines.append(f"config error: {message}")
     return "\n".join(lines)
 
 
-def _show_input(value: Any) -> str:
-    if isinstance(value, SecretStr):
+def _show_input(value: Any, key: str = "") -> str:
+    """A value as the user gave it, for an error; never a secret's."""
+    if isinstance(value, SecretStr) or key in SECRET_KEYS:
         return "'**********'"
     if isinstance(value, enum.Enum):
         value = value.value

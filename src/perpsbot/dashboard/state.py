@@ -25,7 +25,7 @@ EQUITY_POINTS = 2_000  # most snapshots sent at once (a long run's are thinned);
 ALERT_EVENTS = 100  # newest alert / alert_cleared events listed
 HEALTH_STATUSES = ("ok", "degraded", "failing")
 # Keys of an alert event that name what it is about; the rest are shown as details.
-_ALERT_KEYS = ("rule", "source", "code", "severity", "message")
+_ALERT_KEYS = ("rule", "severity", "message", "since")
 
 
 def money(value: Decimal | None) -> str | None:
@@ -116,7 +116,7 @@ def dashboard_state(
         **_pnl_and_positions(bot),
         "orders": [_order(o, reg.products.get(o.symbol), now) for o in reg.orders.orders(open_only=True)],
         "marks": _marks(bot),
-        "alerts": _alerts(_this_run(bot, "alert") + _this_run(bot, "alert_cleared")),
+        "alerts": _alerts(_this_run(bot, "alert") + _this_run(bot, "alert_cleared"), reg.alerts.active),
         "equity_history": _equity_history(bot, equity_after, equity_series),
     }
 
@@ -196,28 +196,28 @@ def _this_run(bot: PerpsBot, kind: str) -> list[Event]:
     return [e for e in events.query(kind=kind, limit=ALERT_EVENTS) if e.run_id == events.run_id]
 
 
-def _alerts(events: list[Event]) -> dict[str, Any]:
-    """``recent``: the alert events newest first. ``active``: for each rule (or source)
-    the alert raised last and not cleared since; one-off alerts (a ``code``) only list."""
-    events = sorted(events, key=lambda e: e.id)
-    active: dict[str, dict[str, Any]] = {}
-    recent = []
-    for event in events:
-        item = _alert(event)
-        recent.append(item)
-        key = item["rule"]
-        if key is None or event.data.get("rule", event.data.get("source")) is None:
-            continue
-        if event.kind == "alert":
-            active[key] = item
-        else:
-            active.pop(key, None)
-    return {"active": list(active.values()), "recent": recent[::-1][:ALERT_EVENTS]}
+def _alerts(events: list[Event], active: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``recent``: the alert events newest first. ``active``: the bot's AlertBook (what
+    fired and has not resolved, from an earlier run too; one-off alerts never are), each
+    shown as its newest ``alert`` event when this run has it, for the details."""
+    items = [_alert(e) for e in sorted(events, key=lambda e: e.id, reverse=True)]
+    raised = {}
+    for item in reversed(items):  # oldest first: the newest alert of a rule wins
+        if item["kind"] == "alert" and item["rule"] is not None:
+            raised[item["rule"]] = item
+    shown = [
+        raised.get(rule) or {
+            "id": None, "ts": alert.get("since"), "kind": "alert", "symbol": None, "rule": rule,
+            "severity": alert.get("severity"), "message": alert.get("message"), "details": "",
+        }
+        for rule, alert in sorted(active.items(), key=lambda kv: str(kv[1].get("since")))
+    ]
+    return {"active": shown, "recent": items[:ALERT_EVENTS]}
 
 
 def _alert(event: Event) -> dict[str, Any]:
     data = event.data
-    rule = next((str(data[k]) for k in ("rule", "source", "code") if data.get(k) is not None), None)
+    rule = None if data.get("rule") is None else str(data["rule"])
     details = "; ".join(
         f"{key}={value if isinstance(value, str) else json.dumps(value, sort_keys=True)}"
         for key, value in sorted(data.items()) if key not in _ALERT_KEYS

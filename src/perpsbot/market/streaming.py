@@ -202,7 +202,6 @@ class StreamingService:
         self.level_updates = 0
         self.resyncs = 0
         self.fallback_polls = 0  # symbol polls made because the stream did not serve them
-        self.heartbeats_recorded = 0
         self._past = {"reconnects": 0, "gaps": 0, "quiet_replacements": 0, "bad_messages": 0}  # closed streams
         for symbol in symbols:
             self._track(symbol)
@@ -610,7 +609,6 @@ class StreamingService:
         }
         self.events.append(self.clock.now(), "stream_heartbeat", None, **data)
         self._lag_at_heartbeat = self.lag.copy()
-        self.heartbeats_recorded += 1
         return data
 
     def summary(self) -> dict[str, Any]:

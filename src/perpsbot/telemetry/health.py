@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from perpsbot.config.model import StreamLevel
+from perpsbot.execution.reconcile import REASON as RECONCILIATION  # the reduce-only reason of a mismatch
 
 if TYPE_CHECKING:
     from perpsbot.bot import PerpsBot
 
 STATUS_CODES = {"ok": 0, "degraded": 1, "failing": 2}
-RECONCILIATION = "reconciliation"  # the reduce-only reason a reconciliation mismatch sets
 
 
 def evaluate(bot: PerpsBot) -> dict[str, Any]:

@@ -126,7 +126,6 @@ class CoinbaseWebSocket:
         self.dropped_events = 0
         self.bad_messages = 0
         self.book_resyncs = 0
-        self.callback_errors = 0
 
     def __repr__(self) -> str:
         return f"CoinbaseWebSocket(url={self.url!r}, channels={sorted(self.subscriptions)})"
@@ -346,7 +345,6 @@ class CoinbaseWebSocket:
         try:
             self.on_market(message)
         except Exception:  # noqa: BLE001 - a consumer's bug must not end the connection
-            self.callback_errors += 1
             log.exception("websocket %s: the market-data callback failed on a %s message", self.url,
                           message.channel)
         return True
