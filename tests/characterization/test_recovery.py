@@ -80,6 +80,7 @@ async def crash(bot: PerpsBot) -> None:
     for task in bot.background_tasks:
         task.cancel()
     await asyncio.sleep(0)
+    bot.registry.events._pending.clear()  # events kept for after a request die with the process
     bot.registry.events.close()
     bot.registry.orders.close()
     if bot._store_lock is not None:

@@ -13,11 +13,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from perpsbot.bot import BotError, PerpsBot
+from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
 from perpsbot.domain import Side
 from perpsbot.risk.manager import OrderIntent
 from perpsbot.store.alerts import AlertBook
 from perpsbot.telemetry.alerts import MB, AlertRules
+from perpsbot.telemetry.health import evaluate
 from tests.characterization.test_cycle import RISE, drive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +94,8 @@ async def test_metrics_show_marks_orders_latency_cycles_and_the_process(make_bot
     assert sample(text, "perpsbot_mark_age_seconds", symbol=BTC) == pytest.approx(1.0)  # the clock moved on 1 s
     assert sample(text, "perpsbot_orders_placed_total", symbol=BTC) == 1
     assert sample(text, "perpsbot_order_latency_seconds_count") == 1
+    (placed,) = bot.registry.events.query(kind="order_placed")
+    assert sample(text, "perpsbot_order_latency_seconds_sum") == pytest.approx(placed.data["latency_ms"] / 1000)
     assert sample(text, "perpsbot_cycle_seconds_count") == len(RISE)
     assert sample(text, "perpsbot_cycles") == len(RISE)
     assert sample(text, "perpsbot_process_resident_memory_bytes") > 10 * MB
@@ -140,6 +143,8 @@ async def test_health_goes_ok_degraded_failing_with_reasons(make_bot, exchange, 
     bot.registry.risk.enter_reduce_only("daily_loss", "test")
     status, body = await health(bot)
     assert (status, body["status"]) == (200, "degraded") and body["reasons"] == ["reduce-only: daily_loss"]
+    _, text = await get(bot, "/metrics")
+    assert sample(text, "perpsbot_health_status") == 1 and sample(text, "perpsbot_reduce_only") == 1
     bot.registry.risk.leave_reduce_only("daily_loss")
 
     bot.registry.risk.enter_reduce_only("reconciliation", "test")
@@ -165,6 +170,20 @@ async def test_health_goes_ok_degraded_failing_with_reasons(make_bot, exchange, 
     await bot.run_cycle()
     bot.registry.risk.enter_kill("config", "kill_switch is set")
     assert await health(bot) == (503, {"status": "failing", "reasons": ["kill switch: config"]})
+    _, text = await get(bot, "/metrics")
+    assert sample(text, "perpsbot_health_status") == 2 and sample(text, "perpsbot_kill_switch") == 1
+
+
+async def test_health_is_failing_until_the_bot_has_started(make_config, exchange, clock):
+    bot = await PerpsBotBuilder(make_config()).with_clock(clock).with_exchange(exchange).build()
+    try:
+        verdict = evaluate(bot)
+        assert verdict["status"] == "failing" and verdict["reasons"][0] == "not running: starting or stopped"
+        await bot.start()
+        await bot.run_cycle()
+        assert evaluate(bot)["status"] == "ok"
+    finally:
+        await bot.shutdown()
 
 
 async def health(bot: PerpsBot) -> tuple[int, dict]:

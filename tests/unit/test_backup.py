@@ -381,3 +381,12 @@ def test_a_backup_period_under_a_minute_is_one_clear_line(minutes: str):
         load_config(flags={"backup_every_minutes": minutes})
     message = str(raised.value)
     assert "backup_every_minutes" in message and "\n" not in message
+
+
+def test_zero_keep_and_zero_max_age_mean_no_limit(tmp_path: Path):
+    config = BotConfig(data_dir=tmp_path / "data", backup_keep=0, backup_max_age_days=0)
+    fill_store(config.store_dir, orders=1)
+    flow = BackupWorkflow.from_config(config)
+    made = [flow.backup(NOW + timedelta(days=100 * n)).path for n in range(3)]  # far apart, none too old
+    assert [p for _, p in flow.backups()] == made[::-1]
+

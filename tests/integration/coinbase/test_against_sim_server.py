@@ -53,7 +53,8 @@ async def test_products_quote_book_and_candles(sim):
     quote = await exchange.quote("BTC-PERP-INTX")
     assert 0 < quote.bid < quote.ask and quote.ts.tzinfo is not None
     book = await exchange.book("BTC-PERP-INTX", 5)
-    assert book.bids[0].price == quote.bid or book.bids[0].price <= quote.ask
+    assert book.bids[0].price < book.asks[0].price  # a book that is not crossed
+    assert book.bids[0].price <= quote.ask and book.asks[0].price >= quote.bid
     candles = await exchange.candles("BTC-USD", 60, 5)
     assert 1 <= len(candles) <= 5
     assert [c.start for c in candles] == sorted(c.start for c in candles)

@@ -71,7 +71,8 @@ def test_figures_from_samples_and_services(events, clock):
         now[0] += 1
         process.cpu += 0.05 if second != 10 else 0.5  # 5 % a second, one 50 % spike
         process.rss = (100 + second) * MIB
-        market.updates_total += 4  # two symbols, two updates each a second
+        market.updates_total += 2  # two symbols, two updates each a second: polled ...
+        market.streamed_total += 2  # ... and streamed
         market.ages = {"A-USD": 0.1 * second, "B-USD": None}
         recorder.sample()
     execution.placed, execution.failed = 3, 1
