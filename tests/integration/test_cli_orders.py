@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from perpsbot.store.lock import StoreLock
 from tests.integration.test_cli_basics import perpsbot
 from tests.integration.test_cli_risk import FAST
 
@@ -84,16 +85,13 @@ def test_a_running_bot_answers_within_seconds(tmp_path: Path):
 def test_a_run_killed_without_a_shutdown_is_not_taken_for_a_running_bot(tmp_path: Path):
     run = perpsbot("run", "--duration", "0.5", "--seed", "3", *FAST, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    db = sqlite3.connect(tmp_path / "data" / "paper" / "events.db")
+    store = tmp_path / "data" / "paper"
+    db = sqlite3.connect(store / "events.db")
     db.execute("UPDATE runs SET ended_at = NULL")  # what a SIGKILL leaves
     db.commit()
     db.close()
-    fresh = perpsbot("close", "BTC-PERP-INTX", cwd=tmp_path)  # its state is seconds old: it may be running
-    assert "no result within 3 s" in fresh.stdout, fresh.stdout
-    db = sqlite3.connect(tmp_path / "data" / "paper" / "events.db")
-    db.execute("UPDATE runs SET started_at = '2020-01-01T00:00:00+00:00'")  # a run that cycled, then died long ago
-    db.execute("UPDATE state SET updated_at = '2020-01-01T00:00:05+00:00' WHERE key = 'risk'")
-    db.commit()
-    db.close()
-    stale = perpsbot("close", "BTC-PERP-INTX", cwd=tmp_path)
-    assert stale.returncode == 0 and "runs when the bot next starts" in stale.stdout, stale.stdout
+    with StoreLock(store):  # what a running bot holds: the command waits for its answer
+        held = perpsbot("close", "BTC-PERP-INTX", cwd=tmp_path)
+    assert "no result within 3 s" in held.stdout, held.stdout
+    dead = perpsbot("close", "BTC-PERP-INTX", cwd=tmp_path)  # the killed bot's lock died with it
+    assert dead.returncode == 0 and "runs when the bot next starts" in dead.stdout, dead.stdout

@@ -15,8 +15,8 @@ import typer
 
 from perpsbot.cli import records
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, RunOpt, console, fail, load, open_existing_stores
-from perpsbot.risk.manager import STATE_KEY
 from perpsbot.store import EventStore
+from perpsbot.store.lock import StoreLock, StoreLocked
 
 WAIT_SECONDS = 3.0
 
@@ -39,17 +39,12 @@ def orders(
 
 
 def _bot_running(events: EventStore) -> bool:
-    """The latest run has not ended and its risk state (saved every cycle) is recent: a
-    run killed without a shutdown leaves no end time, but its state goes stale."""
-    runs = events.runs()
-    if not runs or runs[-1].ended_at is not None:
-        return False
-    stored = events.get_state(STATE_KEY)
-    if stored is None or stored[1] < runs[-1].started_at:
-        return True  # started, no cycle yet
-    interval = float(runs[-1].config.get("interval", 1.0))
-    age = (datetime.now(UTC) - datetime.fromisoformat(stored[1])).total_seconds()
-    return age <= 3 * interval + 10
+    """A running bot holds its store's lock (the kernel drops it when the bot dies)."""
+    try:
+        StoreLock(events.path.parent, holder="perpsbot (looking for a running bot)").acquire().release()
+    except StoreLocked:
+        return True
+    return False
 
 
 def post_and_wait(events: EventStore, command: str, wait: float = WAIT_SECONDS, **args: Any) -> None:
