@@ -148,3 +148,20 @@ def test_two_processes_opening_a_new_order_store_at_once_agree_on_one_prefix(tmp
     second = OrdersStore(tmp_path / "orders.db")
     monkeypatch.undo()
     assert second.id_prefix == first.id_prefix
+
+
+def test_deferred_events_a_failed_flush_could_not_write_are_kept_for_the_next(tmp_path: Path):
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    store._conn.execute("PRAGMA busy_timeout=50")
+    store.append_later(NOW, "decision", "BTC-USD", target="LONG")
+    store.append_later(NOW, "risk_approved", "BTC-USD", code="ok")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    with pytest.raises(sqlite3.OperationalError):
+        store.flush()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    store.append(NOW, "order_placed", "BTC-USD")  # writes the kept ones first
+    assert [e.kind for e in store.query()] == ["decision", "risk_approved", "order_placed"]
+    store.close()

@@ -185,8 +185,8 @@ class MarketDataService:
     def confirm_mark(self, symbol: str, epoch: float) -> None:
         """The stream vouches that ``symbol``'s current mark still holds at exchange
         time ``epoch`` (UNIX seconds): nothing it depends on changed since."""
-        if symbol in self.windows and epoch > self.fresh.get(symbol, 0.0):
-            self.fresh[symbol] = epoch
+        if symbol in self.windows:
+            self._freshen(symbol, epoch)
 
     def _freshen(self, symbol: str, epoch: float) -> None:
         if epoch > self.fresh.get(symbol, 0.0):

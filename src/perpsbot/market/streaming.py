@@ -613,14 +613,15 @@ class StreamingService:
 
     def summary(self) -> dict[str, Any]:
         """Figures for the run summary."""
+        counters = self.counters()
         return {
             "stream_level": self.level.value,
             "stream_messages": self.messages,
             "stream_level_updates": self.level_updates,
             "stream_lag_p50_ms": _ms(self.lag.quantile(0.50)),
             "stream_lag_p95_ms": _ms(self.lag.quantile(0.95)),
-            "stream_reconnects": self.counters()["reconnects"],
-            "stream_gaps": self.counters()["gaps"],
+            "stream_reconnects": counters["reconnects"],
+            "stream_gaps": counters["gaps"],
             "stream_book_resyncs": self.resyncs,
             "stream_fallback_polls": self.fallback_polls,
         }

@@ -147,6 +147,7 @@ class EventStore:
             conn.executemany("INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (?, ?, ?, ?, ?)", rows)
         except BaseException:
             conn.execute("ROLLBACK")
+            self._pending[:0] = pending  # kept, in order, for the next flush: nothing is lost
             raise
         conn.execute("COMMIT")
         if self.listeners:

@@ -279,16 +279,15 @@ class CoinbaseExchange:
         return await self._snapshot(order_id, client_order_id)
 
     async def open_orders(self) -> list[OrderSnapshot]:
-        out = []
-        async for item in self.rest.orders(order_status=["OPEN"]):
-            order = parse_order(item)
-            self._remember(order.client_order_id, order.order_id)
-            out.append(order.snapshot())
-        return out
+        return await self._listed(order_status=["OPEN"])
 
     async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+        return await self._listed(start_date=since)
+
+    async def _listed(self, **filters: Any) -> list[OrderSnapshot]:
+        """Every listed order matching ``filters``, its ids remembered."""
         out = []
-        async for item in self.rest.orders(start_date=since):
+        async for item in self.rest.orders(**filters):
             order = parse_order(item)
             self._remember(order.client_order_id, order.order_id)
             out.append(order.snapshot())
