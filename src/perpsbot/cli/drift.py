@@ -10,8 +10,7 @@ import typer
 
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, open_existing_stores
 from perpsbot.config import ConfigError, LoadedConfig, load_config
-from perpsbot.config.loader import Layer, build_config, env_layer, flag_layer, read_toml
-from perpsbot.config.model import BotConfig
+from perpsbot.config.loader import build_config, env_layer, file_layer, flag_layer, read_toml
 from perpsbot.review import drift, junit
 from perpsbot.review.config_audit import ConfigAudit, audit_file
 
@@ -52,12 +51,7 @@ def _load(profile: str | None, config_file: Path | None) -> tuple[LoadedConfig, 
         if config_file is None:
             return load_config(flags=flags), None
         raw = read_toml(config_file)
-        nested = [k for k, v in raw.items() if isinstance(v, dict)]
-        if nested:
-            raise ConfigError(f"config error: {config_file}: sections are not supported, found [{nested[0]}]")
-        known = {k: v for k, v in raw.items() if k in BotConfig.model_fields}
-        origin = f"file {config_file}"
-        layer = Layer(f"file:{config_file}", known, {k: origin for k in known})
+        layer = file_layer(config_file, raw, drop_unknown=True)
         loaded = build_config([layer, env_layer(os.environ), flag_layer(flags)])
     except ConfigError as exc:
         raise UserError(str(exc)) from None

@@ -81,14 +81,19 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
 
 
-def file_layer(path: Path) -> Layer:
-    values = read_toml(path)
+def file_layer(path: Path, values: Mapping[str, Any] | None = None, *, drop_unknown: bool = False) -> Layer:
+    """A config file's layer. ``values``: the file's, when already read; ``drop_unknown``:
+    leave unknown keys out (for a caller that reports them) instead of refusing them."""
+    values = read_toml(path) if values is None else values
     nested = [k for k, v in values.items() if isinstance(v, dict)]
     if nested:
         raise ConfigError(f"config error: {path}: sections are not supported, found [{nested[0]}]")
     origin = f"file {path}"
-    _check_keys(values, origin)
-    return Layer(f"file:{path}", values, {k: origin for k in values})
+    if drop_unknown:
+        values = {k: v for k, v in values.items() if k in _known_keys()}
+    else:
+        _check_keys(values, origin)
+    return Layer(f"file:{path}", dict(values), {k: origin for k in values})
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:
