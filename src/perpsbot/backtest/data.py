@@ -107,7 +107,8 @@ def describe_timeframe(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
+    """UNIX seconds as the ISO 8601 UTC text candle files use."""
     return (EPOCH + timedelta(seconds=epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -332,7 +333,7 @@ def _assemble(
         if row[0] == last[0]:
             if row[1:6] != last[1:6]:
                 raise DataError(
-                    f"{path} lines {last[6]} and {row[6]}: two different candles for {_iso(row[0])}"
+                    f"{path} lines {last[6]} and {row[6]}: two different candles for {iso(row[0])}"
                 )
             repeated += 1
             continue
@@ -352,7 +353,7 @@ def _assemble(
     off = next((r for r, s in zip(rows[1:], steps, strict=False) if s % step), None)
     if off is not None:
         raise DataError(
-            f"{path} line {off[6]}: {_iso(off[0])} is off the {describe_timeframe(step)} grid the data starts on"
+            f"{path} line {off[6]}: {iso(off[0])} is off the {describe_timeframe(step)} grid the data starts on"
         )
     if not MIN_BAR_SECONDS <= step <= MAX_BAR_SECONDS or step % 60:
         raise DataError(f"{path}: candles are {step} s apart; supported are whole minutes from 1m to 1d")
@@ -362,7 +363,7 @@ def _assemble(
     if gaps and strict:
         a, s = gaps[0]
         raise DataError(
-            f"{path}: {len(gaps)} gap{'s' if len(gaps) > 1 else ''} in the data, the first after {_iso(a[0])} "
+            f"{path}: {len(gaps)} gap{'s' if len(gaps) > 1 else ''} in the data, the first after {iso(a[0])} "
             f"({s // step - 1} candles missing) (strict)"
         )
     filled = 0
@@ -379,7 +380,7 @@ def _assemble(
         report.repairs.append(
             f"filled {len(gaps)} gap{'s' if len(gaps) > 1 else ''} ({filled} missing candle{'s' if filled > 1 else ''}) "
             f"with flat candles at the previous close and no volume; widest: {widest[1] // step - 1} after "
-            f"{_iso(widest[0][0])}"
+            f"{iso(widest[0][0])}"
         )
     # Timeframe.
     if timeframe is not None and timeframe != step:
@@ -427,7 +428,7 @@ def write_csv(series: CandleSeries, path: Path) -> None:
         writer.writerow(["date", "open", "high", "low", "close", "volume"])
         for s, o, h, lo, c, v in zip(series.start, series.open, series.high, series.low, series.close,
                                      series.volume, strict=True):
-            writer.writerow([_iso(s), repr(o), repr(h), repr(lo), repr(c), repr(v)])
+            writer.writerow([iso(s), repr(o), repr(h), repr(lo), repr(c), repr(v)])
 
 
 # ----- synthetic -----------------------------------------------------------------------

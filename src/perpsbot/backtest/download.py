@@ -24,12 +24,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from perpsbot.backtest.data import EPOCH, iso
 
 DEFAULT_BASE_URL = "https://api.coinbase.com"
 CANDLES_PATH = "/api/v3/brokerage/market/products/{product_id}/candles"
@@ -41,9 +43,6 @@ GRANULARITIES = {
 SHORT_NAMES = {"1m": "ONE_MINUTE", "5m": "FIVE_MINUTE", "15m": "FIFTEEN_MINUTE", "30m": "THIRTY_MINUTE",
                "1h": "ONE_HOUR", "2h": "TWO_HOUR", "6h": "SIX_HOUR", "1d": "ONE_DAY"}
 HEADER = ["date", "open", "high", "low", "close", "volume"]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 class DownloadError(RuntimeError):
     """A download that cannot go on, worded in one line."""
 
@@ -55,7 +54,7 @@ class Gap:
 
     def describe(self, granularity: int) -> str:
         last = self.start + (self.count - 1) * granularity
-        span = f"{_iso(self.start)}" if self.count == 1 else f"{_iso(self.start)} .. {_iso(last)}"
+        span = f"{iso(self.start)}" if self.count == 1 else f"{iso(self.start)} .. {iso(last)}"
         return f"{span} ({self.count} candle{'s' if self.count > 1 else ''})"
 
 
@@ -99,10 +98,6 @@ def parse_time(text: str, flag: str) -> int:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return int((ts - EPOCH).total_seconds())
-
-
-def _iso(epoch: int) -> str:
-    return (EPOCH + timedelta(seconds=epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_epoch(text: str) -> int:
@@ -223,7 +218,7 @@ async def download_candles(
     ``on_page(result, done_until, total_end)`` is called after every page."""
     name, g = parse_granularity(granularity)
     if end <= start:
-        raise DownloadError(f"--end ({_iso(end)}) must be after --start ({_iso(start)})")
+        raise DownloadError(f"--end ({iso(end)}) must be after --start ({iso(start)})")
     first = start - start % g  # buckets sit on the UTC grid
     closed_until = int(now()) // g * g  # the bucket starting here is still running
     stop = min(end, closed_until)
@@ -262,7 +257,7 @@ async def download_candles(
                 for bucket, values in candles:
                     if bucket > expected:
                         result.gaps.append(Gap(expected, (bucket - expected) // g))
-                    rows.writerow([_iso(bucket), *values])
+                    rows.writerow([iso(bucket), *values])
                     expected = bucket + g
                 out.write(buf.getvalue())
                 out.flush()

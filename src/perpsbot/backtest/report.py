@@ -25,13 +25,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from perpsbot.backtest.data import DataReport, describe_timeframe
+from perpsbot.backtest.data import EPOCH, DataReport, describe_timeframe
 from perpsbot.backtest.png import Canvas
 from perpsbot.backtest.runner import BacktestResult
 from perpsbot.domain import ZERO, Liquidity, Side
 from perpsbot.execution.ledger import position_history
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SECONDS_PER_YEAR = 365 * 86_400  # crypto trades every day
 FILL_CONVENTION = (
     "orders are decided on a candle's close and filled at the next candle's open; market orders pay the "
