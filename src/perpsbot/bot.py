@@ -190,7 +190,10 @@ class PerpsBotBuilder:
             account_persists=exchange.name != "sim",  # the in-process simulator's account starts anew each run
         )
         alerts = AlertBook(events, clock)
-        execution = ExecutionCoordinator(exchange, risk, orders, events, clock, config, catalog, alerts=alerts)
+        execution = ExecutionCoordinator(
+            exchange, risk, orders, events, clock, config, catalog, alerts=alerts,
+            fresh_venue=self._exchange is None and config.exchange is ExchangeKind.SIM,  # a new in-process simulator
+        )
         orchestrator = StrategyOrchestrator(
             strategy,
             market_data,

@@ -147,10 +147,15 @@ async def test_health_goes_ok_degraded_failing_with_reasons(make_bot, exchange, 
     assert sample(text, "perpsbot_health_status") == 1 and sample(text, "perpsbot_reduce_only") == 1
     bot.registry.risk.leave_reduce_only("daily_loss")
 
-    bot.registry.risk.enter_reduce_only("reconciliation", "test")
+    bot.registry.risk.enter_symbol_reduce_only(ETH, "reconciliation", "test")
     status, body = await health(bot)
-    assert (status, body["status"]) == (200, "degraded") and body["reasons"][0].startswith("reconciliation mismatch")
-    bot.registry.risk.leave_reduce_only("reconciliation")
+    assert (status, body["status"]) == (200, "degraded")
+    assert body["reasons"] == [f"reconciliation mismatch: {ETH} reduce-only until our records match the exchange's"]
+    bot.registry.risk.leave_symbol_reduce_only(ETH, "reconciliation")
+    bot.registry.risk.enter_symbol_reduce_only(BTC, "late_fill", "test")
+    status, body = await health(bot)
+    assert body["reasons"] == [f"late fill of an order we had closed: {BTC} reduce-only until flat"]
+    bot.registry.risk.leave_symbol_reduce_only(BTC, "late_fill")
 
     exchange.failing.add(ETH)  # one feed down: ETH goes stale, BTC stays fresh
     for _ in range(6):

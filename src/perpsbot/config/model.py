@@ -48,6 +48,11 @@ class MarkSource(str, enum.Enum):
     LAST = "last"
 
 
+class HoldingsPolicy(str, enum.Enum):
+    REDUCE_ONLY = "reduce_only"  # reported, P1 alert, the symbol reduce-only until explained
+    ADOPT = "adopt"  # reported, recorded as ours from then on
+
+
 DASHBOARD_TOKEN_MIN_LENGTH = 16
 
 PositiveDecimal = Annotated[Decimal, Field(gt=0)]
@@ -126,6 +131,16 @@ class BotConfig(BaseModel):
     )
     adopt_foreign_orders: bool = Field(
         False, description="take over open orders we did not place (else they are reported and left alone)"
+    )
+    late_acceptance_seconds: float = Field(
+        180.0, gt=0, le=3_600,
+        description="an order of unknown fate is taken as absent only when the exchange still does not list it this "
+        "long after it was sent (its symbol is blocked meanwhile); Advanced Trade: 180 (a request's JWT lives 120 s)",
+    )
+    unexplained_holdings: HoldingsPolicy = Field(
+        HoldingsPolicy.REDUCE_ONLY,
+        description="a position or balance our fills do not explain: reduce_only (the symbol, with a P1 alert, until "
+        "explained) | adopt (taken as ours from then on, recorded)",
     )
     daily_loss_limit: PositiveDecimal = Field(Decimal(5_000), description="USD lost since UTC midnight before reduce-only")
     max_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, lt=1, description="drawdown from the equity peak before reduce-only")

@@ -262,6 +262,19 @@ class Order:
             f"order {self.client_order_id}: cannot move from {self.status.value} to {to.value}"
         )
 
+    def reopen(self, at: datetime, why: str) -> None:
+        """Undo a close we concluded without the exchange's word: an order we marked
+        REJECTED (not found) or CANCELLED (vanished) that the exchange turns out to have
+        filled after all. Its status goes back to OPEN, so its fills can be recorded; the
+        reason stays on the order. Only a closed order without fills can be re-opened."""
+        if self.status not in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+            raise IllegalTransition(f"order {self.client_order_id}: {self.status.value} cannot be re-opened")
+        if self.filled_size:
+            raise IllegalTransition(f"order {self.client_order_id}: closed with fills, cannot be re-opened")
+        self.status = OrderStatus.OPEN
+        self.reject_reason = f"re-opened ({why}); was closed: {self.reject_reason or 'no reason'}"
+        self.updated_at = require_aware(at, "order update time")
+
     def record_fill(self, fill: Fill) -> None:
         if fill.size <= 0:
             raise DomainError(f"fill {fill.trade_id}: size must be > 0")

@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from perpsbot.config import BotConfig
@@ -34,7 +35,7 @@ from perpsbot.domain import (
 )
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.port import Exchange, ExchangeError, OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot
-from perpsbot.execution.reconcile import ReconcileReport, Reconciler
+from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, ReconcileReport, Reconciler
 from perpsbot.execution.pnl import PnlReport, pnl_from_fills
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
@@ -69,6 +70,7 @@ class ExecutionCoordinator:
         *,
         new_client_order_id: Callable[[], str] | None = None,
         alerts: AlertBook | None = None,
+        fresh_venue: bool = False,
     ) -> None:
         self.exchange = exchange
         self.risk = risk
@@ -86,8 +88,15 @@ class ExecutionCoordinator:
         self.placed = 0
         self.failed = 0
         self._fill_cursor = 0
-        # Net signed size per symbol of every fill recorded by this process (reconciliation).
-        self.fill_ledger: dict[str, Decimal] = {}
+        # A venue made new for this process (the in-process simulator) holds none of the
+        # store's earlier orders or fills; any other venue holds them all.
+        self.fresh_venue = fresh_venue
+        # Net signed size per symbol of every fill the venue holds that we recorded: the
+        # store's, every run's (this process's only on a fresh venue). Reconciliation
+        # expects the exchange to hold this plus what was adopted.
+        self.fill_ledger: dict[str, Decimal] = {} if fresh_venue else orders.net_fill_sizes()
+        # Orders of unknown fate: when the exchange's silence about them proves they are absent.
+        self.awaiting: dict[str, datetime] = {}
         # Open orders of earlier runs adopted at start-up (or foreign ones adopted): followed like ours.
         self.tracked: set[str] = set()
         self.reconciler = Reconciler(self)
@@ -272,6 +281,7 @@ class ExecutionCoordinator:
         return await self._place(order, decision.reason, started)
 
     async def _place(self, order: Order, reason: str, started: float) -> ExecutionResult:
+        order.created_at = self.clock.now()  # the late-acceptance bound counts from the send
         # Write-ahead: the intent is recorded before the exchange hears of it — committed, not
         # fsync'd (the outcome's commit below is); a power cut in between is covered by
         # recovery finding the order at the exchange by its id prefix (Reconciler.adopt_lost_orders).
@@ -336,9 +346,10 @@ class ExecutionCoordinator:
         self.orders.mark_synced(order.created_at if synced is None else min(synced, order.created_at))
         self.failed += 1
         self.risk.record_order_result(ok=False)
+        self.awaiting[order.client_order_id] = self._absence_provable_at(order)
         self.events.append(
             self.clock.now(), "order_unknown", order.symbol, client_order_id=order.client_order_id,
-            error=f"{type(exc).__name__}: {exc}", lookup=lookup,
+            error=f"{type(exc).__name__}: {exc}", lookup=lookup, absent_if_unlisted_after=self.awaiting[order.client_order_id],
         )
         return ExecutionResult(order.client_order_id, "failed", f"fate unknown ({lookup}); left PENDING", order)
 
@@ -373,6 +384,8 @@ class ExecutionCoordinator:
             return False
         self.fill_ledger[fill.symbol] = self.fill_ledger.get(fill.symbol, ZERO) + fill.size * fill.side.sign
         if order is not None:
+            if order.status.is_terminal and not order.filled_size and order.status is not OrderStatus.FILLED:
+                self.reopen(order, f"fill {fill.trade_id} arrived")
             try:
                 order.record_fill(fill)
             except DomainError as exc:  # e.g. a fill for an order we had marked final
@@ -385,6 +398,19 @@ class ExecutionCoordinator:
             side=fill.side, price=fill.price, size=fill.size, fee=fill.fee, liquidity=fill.liquidity,
         )
         return True
+
+    def reopen(self, order: Order, why: str) -> None:
+        """An order we had closed without the exchange's word (not found, vanished) that the
+        exchange turns out to have: re-opened and followed again. What it adds was not meant
+        to be held: its symbol goes reduce-only (lifted once flat) with a P1 alert."""
+        now = self.clock.now()
+        was = order.status
+        order.reopen(now, why)
+        self.tracked.add(order.client_order_id)
+        detail = f"order {order.client_order_id}, closed here as {was.value}, is at the exchange: {why}"
+        self.events.append(now, "order_reopened", order.symbol, client_order_id=order.client_order_id, was=was, why=why)
+        self.alerts.notify("late_fill", "P1", detail, order.symbol, client_order_id=order.client_order_id)
+        self.risk.enter_symbol_reduce_only(order.symbol, LATE_FILL, detail)
 
     @property
     def fill_cursor(self) -> int:
@@ -471,56 +497,104 @@ class ExecutionCoordinator:
 
     async def resolve_intents(self, *, this_run_pending: bool = False) -> list[tuple[str, str]]:
         """Resolve every order an earlier run left without a known outcome (PENDING, OPEN,
-        PARTIALLY_FILLED) against the exchange by its client_order_id: adopted with its
-        fills, or closed when the exchange provably does not have it. Returns
-        ``(client_order_id, outcome)`` pairs; outcome ``adopted`` | ``rejected`` |
-        ``cancelled`` | ``unresolved`` (the lookup failed: tried again at the next
-        reconciliation). ``this_run_pending``: also this run's PENDING orders whose placement
-        ended in an unanswered lookup (reconciliation runs between placements, never during one)."""
+        PARTIALLY_FILLED) against the exchange by its client_order_id. Returns
+        ``(client_order_id, outcome)`` pairs; outcome ``adopted`` (found, with its fills) |
+        ``waiting`` (not listed yet, but an exchange may still accept it: it stays PENDING
+        and its symbol blocked) | ``rejected`` (a PENDING intent proven absent: not listed
+        ``late_acceptance_seconds`` after it was sent, nor in the exchange's order history)
+        | ``cancelled`` (an acknowledged order the exchange no longer knows) | ``unresolved``
+        (the lookup failed: tried again at the next reconciliation). ``this_run_pending``:
+        also this run's PENDING orders whose placement ended in an unanswered lookup
+        (reconciliation runs between placements, never during one). A fill that still comes
+        for a closed order re-opens it (``reopen``)."""
         outcomes: list[tuple[str, str]] = []
         for order in self.orders.orders(open_only=True):
-            if self.orders.run_id is not None and self._run_of(order) == self.orders.run_id:
-                if not (this_run_pending and order.status is OrderStatus.PENDING):
-                    continue
+            earlier_run = self.orders.run_id is None or self._run_of(order) != self.orders.run_id
+            if not earlier_run and not (this_run_pending and order.status is OrderStatus.PENDING):
+                continue
             cid = order.client_order_id
             if cid in self.tracked:
                 continue  # adopted already: sync_orders follows it
-            was = order.status
+            try:
+                outcome = await self._resolve_intent(order, venue_is_new=earlier_run and self.fresh_venue)
+            except (ExchangeError, TimeoutError, OSError) as exc:
+                self.events.append(
+                    self.clock.now(), "intent_resolved", order.symbol, client_order_id=cid, outcome="unresolved",
+                    was=order.status, error=f"{type(exc).__name__}: {exc}",
+                )
+                outcome = "unresolved"
+            outcomes.append((cid, outcome))
+        return outcomes
+
+    async def _resolve_intent(self, order: Order, *, venue_is_new: bool) -> str:
+        cid, was = order.client_order_id, order.status
+        snapshot: OrderSnapshot | None = None
+        if not venue_is_new:
             try:
                 async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
                     snapshot = await self.exchange.get_order(cid)
             except OrderNotFound:
-                now = self.clock.now()
-                order.reject_reason = "not found at exchange after restart"
-                # Only a PENDING intent can be REJECTED; one the exchange had acknowledged and
-                # no longer knows is over for us: CANCELLED (the state machine only moves forward).
-                order.advance_to(OrderStatus.REJECTED if was is OrderStatus.PENDING else OrderStatus.CANCELLED, now)
-                self.orders.upsert(order)
-                outcome = "rejected" if was is OrderStatus.PENDING else "cancelled"
-                self.events.append(
-                    now, "intent_resolved", order.symbol, client_order_id=cid, outcome=outcome, was=was,
-                    status=order.status, reason=order.reject_reason,
-                )
-                outcomes.append((cid, outcome))
-                continue
-            except (ExchangeError, TimeoutError, OSError) as exc:
-                self.events.append(
-                    self.clock.now(), "intent_resolved", order.symbol, client_order_id=cid, outcome="unresolved",
-                    was=was, error=f"{type(exc).__name__}: {exc}",
-                )
-                outcomes.append((cid, "unresolved"))
-                continue
-            self._resync_fill_totals(order)
-            self.apply_snapshot(order, snapshot)
-            if not order.status.is_terminal:
-                self.tracked.add(cid)
+                snapshot = None
+        now = self.clock.now()
+        if snapshot is None and not venue_is_new and was is OrderStatus.PENDING:
+            provable_at = self._absence_provable_at(order)
+            if now < provable_at:
+                if cid not in self.awaiting:
+                    self.events.append(
+                        now, "intent_resolved", order.symbol, client_order_id=cid, outcome="waiting", was=was,
+                        reason=f"not listed by the exchange yet; taken as absent only if still unlisted at "
+                        f"{provable_at.isoformat()}",
+                    )
+                self.awaiting[cid] = provable_at
+                return "waiting"
+            snapshot = await self._in_history(order)  # the last word: the exchange's order history
+        self.awaiting.pop(cid, None)
+        if snapshot is None:
+            if venue_is_new:
+                order.reject_reason = "the venue started anew with this process (in-process simulator)"
+            elif was is OrderStatus.PENDING:
+                age = (now - order.created_at).total_seconds()
+                order.reject_reason = f"not at the exchange {age:.0f} s after it was sent"
+            else:
+                order.reject_reason = "no longer known to the exchange"
+            # Only a PENDING intent can be REJECTED; one the exchange had acknowledged and
+            # no longer knows is over for us: CANCELLED (the state machine only moves forward).
+            outcome = "rejected" if was is OrderStatus.PENDING else "cancelled"
+            order.advance_to(OrderStatus.REJECTED if was is OrderStatus.PENDING else OrderStatus.CANCELLED, now)
+            self.orders.upsert(order)
             self.events.append(
-                self.clock.now(), "intent_resolved", order.symbol, client_order_id=cid, outcome="adopted", was=was,
-                status=order.status, filled_size=order.filled_size, fills=len(snapshot.fills),
-                exchange_order_id=snapshot.exchange_order_id,
+                now, "intent_resolved", order.symbol, client_order_id=cid, outcome=outcome, was=was,
+                status=order.status, reason=order.reject_reason,
             )
-            outcomes.append((cid, "adopted"))
-        return outcomes
+            return outcome
+        self._resync_fill_totals(order)
+        self.apply_snapshot(order, snapshot)
+        if not order.status.is_terminal:
+            self.tracked.add(cid)
+        self.events.append(
+            self.clock.now(), "intent_resolved", order.symbol, client_order_id=cid, outcome="adopted", was=was,
+            status=order.status, filled_size=order.filled_size, fills=len(snapshot.fills),
+            exchange_order_id=snapshot.exchange_order_id,
+        )
+        return "adopted"
+
+    def _absence_provable_at(self, order: Order) -> datetime:
+        """When the exchange not listing ``order`` proves it never took it: an exchange may
+        process a request well after our timeout, but not after ``late_acceptance_seconds``."""
+        return order.created_at + timedelta(seconds=self.config.late_acceptance_seconds)
+
+    def absence_due(self, now: datetime) -> bool:
+        """Some order of unknown fate can be settled now (reconciliation runs early for it)."""
+        return any(at <= now for at in self.awaiting.values())
+
+    async def _in_history(self, order: Order) -> OrderSnapshot | None:
+        async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+            listed = await self.exchange.orders_since(order.created_at - LOST_ORDER_MARGIN)
+        for snapshot in listed:
+            if snapshot.client_order_id == order.client_order_id:
+                async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+                    return await self.exchange.get_order(order.client_order_id)  # with its fills
+        return None
 
     def _run_of(self, order: Order) -> int | None:
         return self.orders.run_of(order.client_order_id)

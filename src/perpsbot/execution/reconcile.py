@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from perpsbot.config.model import HoldingsPolicy
 from perpsbot.domain import ZERO, Order, OrderStatus, OrderType, TimeInForce
 from perpsbot.exchange.port import OrderSnapshot
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REASON = "reconciliation"
+REASON = "reconciliation"  # the per-symbol reduce-only reason of a holding our records do not explain
+LATE_FILL = "late_fill"  # that of a re-opened order (ExecutionCoordinator.reopen), lifted once flat
 ALERT_RULE = "reconciliation_mismatch"
 LOST_ORDER_MARGIN = timedelta(minutes=5)  # clock skew between our order times and the exchange's
 BALANCE = "balance:"  # holdings keys for spot assets; perpetuals are keyed by symbol
@@ -43,6 +45,7 @@ class ReconcileReport:
     adopted: list[str] = field(default_factory=list)
     positions: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # symbol: (ours, exchange's)
     mismatches: list[str] = field(default_factory=list)
+    unexplained: set[str] = field(default_factory=set)  # symbols whose holding our records do not explain
     recovered_fills: int = 0
 
     @property
@@ -56,16 +59,19 @@ class Reconciler:
 
     def __init__(self, execution: ExecutionCoordinator) -> None:
         self.execution = execution
-        # Exchange position minus our fill ledger at the first reconciliation of this
-        # process: what was held before we started counting.
-        self.baseline: dict[str, Decimal] | None = None
+        # Holdings taken as ours that no fill of ours explains: adopted ones (kept in the
+        # order store); on a venue made new for this process, what it held at the first
+        # reconciliation (None until then).
+        self.baseline: dict[str, Decimal] | None = None if execution.fresh_venue else execution.orders.adopted_holdings()
         self.last_at: datetime | None = None
         self._foreign_reported: set[str] = set()
         self.lost_checked = False  # adopt_lost_orders has run in this process
 
     def due(self, now: datetime) -> bool:
         every = self.execution.config.reconcile_every_seconds
-        return self.last_at is None or (now - self.last_at).total_seconds() >= every
+        if self.last_at is None or (now - self.last_at).total_seconds() >= every:
+            return True
+        return self.execution.absence_due(now)
 
     def expected_position(self, key: str) -> Decimal:
         """What we should hold for a perp symbol or a ``balance:CCY`` key: the baseline plus our fills."""
@@ -98,10 +104,13 @@ class Reconciler:
                 theirs_now = self._exchange_holdings(account)
         for key in sorted(set(theirs_now) | self._ledger_keys()):
             ours, theirs = self.expected_position(key), theirs_now.get(key, ZERO)
+            if ours != theirs and self._adopt(key, ours, theirs):
+                ours = theirs
             report.positions[key] = (ours, theirs)
             if ours != theirs:
                 what = "balance" if key.startswith(BALANCE) else "position"
                 report.mismatches.append(f"{key.removeprefix(BALANCE)} {what}: ours {ours}, exchange {theirs}")
+                report.unexplained.update(self._symbols_of(key))
         self.last_at = now
         ex.events.append(
             now, "reconciliation", None, matched=report.matched, open_orders=report.open_orders,
@@ -213,8 +222,11 @@ class Reconciler:
                 )
             return
         if order.status.is_terminal:
-            report.mismatches.append(f"order {cid}: {order.status.value} here, {snapshot.status.value} at the exchange")
-            return
+            if order.filled_size or order.status is OrderStatus.FILLED:
+                report.mismatches.append(f"order {cid}: {order.status.value} here, {snapshot.status.value} at the exchange")
+                report.unexplained.add(order.symbol)
+                return
+            ex.reopen(order, f"the exchange lists it {snapshot.status.value}")
         if order.status is not snapshot.status or order.filled_size != snapshot.filled_size:
             ex.apply_snapshot(order, snapshot)
         if not order.status.is_terminal and ex.orders.run_of(cid) != ex.orders.run_id:
@@ -252,15 +264,63 @@ class Reconciler:
             ex.tracked.add(order.client_order_id)
         return order
 
+    def _working(self, symbols: list[str]) -> list[Order]:
+        return [o for s in symbols if (o := self.execution.orders.working(s)) is not None]
+
+    def _symbols_of(self, key: str) -> list[str]:
+        if key.startswith(BALANCE):
+            return self._spot_bases().get(key.removeprefix(BALANCE), [])
+        return [key]
+
+    def _adopt(self, key: str, ours: Decimal, theirs: Decimal) -> bool:
+        """With ``unexplained_holdings = adopt``, take the difference as ours from now on
+        (kept in the order store). Never while an order of the symbol has an unknown fate:
+        its fill may be what explains the difference."""
+        ex = self.execution
+        if ex.config.unexplained_holdings is not HoldingsPolicy.ADOPT or self.baseline is None:
+            return False
+        symbols = self._symbols_of(key)
+        if any(o.status is OrderStatus.PENDING for o in self._working(symbols)):
+            return False
+        delta = theirs - ours
+        self.baseline[key] = self.baseline.get(key, ZERO) + delta
+        if not ex.fresh_venue:
+            ex.orders.adopt_holding(key, delta)
+        what = "balance" if key.startswith(BALANCE) else "position"
+        detail = f"{key.removeprefix(BALANCE)} {what}: exchange {theirs}, our fills explain {ours}; {delta} adopted as ours"
+        ex.events.append(ex.clock.now(), "holding_adopted", symbols[0] if symbols else None, key=key, size=delta,
+                         exchange=theirs, explained=ours)
+        ex.alerts.notify("holding_adopted", "P2", detail, symbols[0] if symbols else None, key=key, size=delta)
+        return True
+
     def _apply_verdict(self, report: ReconcileReport) -> None:
+        """Each symbol whose holding our records do not explain is reduce-only (P1 alert)
+        until a reconciliation explains it again; a symbol reduce-only for a late fill is
+        released once it is flat at the exchange."""
         ex = self.execution
         risk = ex.risk
+        for symbol in sorted(report.unexplained):
+            risk.enter_symbol_reduce_only(symbol, REASON, "; ".join(report.mismatches))
+        for symbol, reasons in list(risk.symbol_reduce_only.items()):
+            if REASON in reasons and symbol not in report.unexplained:
+                risk.leave_symbol_reduce_only(symbol, REASON)
+            if LATE_FILL in reasons and self._flat(symbol, report):
+                risk.leave_symbol_reduce_only(symbol, LATE_FILL)
+        if REASON in risk.reduce_only_reasons:  # a global one from an earlier version's run
+            risk.leave_reduce_only(REASON)
         if not report.matched:
             ex.alerts.fire(
-                ALERT_RULE, "P2", f"reconciliation mismatch, reduce-only: {'; '.join(report.mismatches)}",
-                action="reduce-only", mismatches=report.mismatches,
+                ALERT_RULE, "P1", f"reconciliation mismatch, reduce-only for {', '.join(sorted(report.unexplained)) or 'none'}: "
+                f"{'; '.join(report.mismatches)}",
+                action="reduce-only", symbols=sorted(report.unexplained), mismatches=report.mismatches,
             )
-            risk.enter_reduce_only(REASON, "; ".join(report.mismatches))
-        elif REASON in risk.reduce_only_reasons or ex.alerts.is_active(ALERT_RULE):
-            risk.leave_reduce_only(REASON)
+        elif ex.alerts.is_active(ALERT_RULE):
             ex.alerts.clear(ALERT_RULE, "our records match the exchange's")
+
+    def _flat(self, symbol: str, report: ReconcileReport) -> bool:
+        product = self.execution.products.get(symbol)
+        if product is None:
+            return True
+        key = symbol if product.is_perpetual else BALANCE + product.base
+        _, theirs = report.positions.get(key, (ZERO, ZERO))
+        return theirs == 0 or (not product.is_perpetual and abs(theirs) < product.min_size)

@@ -122,6 +122,8 @@ class RiskManager:
         self.products = dict(products or {})
         self.account_persists = account_persists
         self.reduce_only_reasons: list[str] = []
+        # Reduce-only for one symbol only (a holding our records cannot explain, a late fill).
+        self.symbol_reduce_only: dict[str, list[str]] = {}
         self.kill_reasons: list[str] = []
         self.flatten_requested = False
         self.day: date | None = None
@@ -195,7 +197,7 @@ class RiskManager:
         self._low_alarm = math.inf  # the watch levels depend on the mode: work them out again
         self.events.append(
             self.clock.now(), "risk_mode", None, mode=self.mode, reduce_only=self.reduce_only_reasons,
-            kill=self.kill_reasons, **data,
+            kill=self.kill_reasons, symbol_reduce_only=self.symbol_reduce_only, **data,
         )
 
     def enter_reduce_only(self, reason: str, detail: str = "") -> None:
@@ -210,6 +212,24 @@ class RiskManager:
             return
         self.reduce_only_reasons.remove(reason)
         self._mode_event(change=f"reduce-only cleared: {reason}")
+
+    def enter_symbol_reduce_only(self, symbol: str, reason: str, detail: str = "") -> None:
+        """Only orders that reduce ``symbol``'s position pass until ``leave_symbol_reduce_only``."""
+        reasons = self.symbol_reduce_only.setdefault(symbol, [])
+        if reason in reasons:
+            return
+        reasons.append(reason)
+        log.warning("reduce-only for %s: %s %s", symbol, reason, detail)
+        self._mode_event(change=f"reduce-only on for {symbol}: {reason}", detail=detail)
+
+    def leave_symbol_reduce_only(self, symbol: str, reason: str) -> None:
+        reasons = self.symbol_reduce_only.get(symbol, [])
+        if reason not in reasons:
+            return
+        reasons.remove(reason)
+        if not reasons:
+            del self.symbol_reduce_only[symbol]
+        self._mode_event(change=f"reduce-only cleared for {symbol}: {reason}")
 
     def enter_kill(self, reason: str, detail: str = "") -> None:
         if reason in self.kill_reasons:
@@ -279,6 +299,10 @@ class RiskManager:
             return RiskVerdict(False, "kill_switch", "a flatten order may only reduce")
         if self.reduce_only:
             return RiskVerdict(False, "reduce_only_mode", f"reduce-only mode ({', '.join(self.reduce_only_reasons)})")
+        if reasons := self.symbol_reduce_only.get(intent.symbol):
+            return RiskVerdict(
+                False, "reduce_only_symbol", f"{intent.symbol} is reduce-only ({', '.join(reasons)})"
+            )
         if self.cooldown_until is not None and now < self.cooldown_until:
             left = (self.cooldown_until - now).total_seconds()
             return RiskVerdict(False, "error_cooldown", f"{self.error_streak} failures in a row; {left:.0f} s of cooldown left")
@@ -555,6 +579,7 @@ class RiskManager:
         return {
             "mode": self.mode,
             "reduce_only": list(self.reduce_only_reasons),
+            "symbol_reduce_only": {s: list(r) for s, r in self.symbol_reduce_only.items()},
             "kill": list(self.kill_reasons),
             "flatten": self.flatten_requested,
             "day": self.day.isoformat() if self.day else None,
@@ -582,6 +607,9 @@ class RiskManager:
         for reason in state.get("reduce_only", []):
             if reason != "config" and reason not in self.reduce_only_reasons:
                 self.reduce_only_reasons.append(reason)
+        for symbol, reasons in (state.get("symbol_reduce_only") or {}).items():
+            held = self.symbol_reduce_only.setdefault(symbol, [])
+            held.extend(r for r in reasons if r not in held)
         for reason in state.get("kill", []):
             if reason.startswith(LATCHED_PREFIXES) and reason not in self.kill_reasons:
                 self.kill_reasons.append(reason)
@@ -597,5 +625,5 @@ class RiskManager:
             self.reduce_only_reasons = [
                 r for r in self.reduce_only_reasons if r not in ("daily_loss", "drawdown")
             ]
-        if announce and (self.reduce_only_reasons or self.kill_reasons):
+        if announce and (self.reduce_only_reasons or self.kill_reasons or self.symbol_reduce_only):
             self._mode_event(change="restored from the last run")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,22 @@ class MemoryOrdersStore:
         self._open: dict[str, None] = {}  # client ids of orders not yet final, in insertion order
         self.id_prefix = "pb-memory-"
         self.synced_at: datetime | None = None  # nothing here is lost to a power cut, nor kept after one
+        self._adopted: dict[str, Decimal] = {}
 
     def mark_synced(self, at: datetime) -> None:
         return None
+
+    def adopted_holdings(self) -> dict[str, Decimal]:
+        return dict(self._adopted)
+
+    def adopt_holding(self, key: str, size: Decimal) -> None:
+        self._adopted[key] = self._adopted.get(key, Decimal(0)) + size
+
+    def net_fill_sizes(self) -> dict[str, Decimal]:
+        net: dict[str, Decimal] = {}
+        for _, _, fill in self._fills.values():
+            net[fill.symbol] = net.get(fill.symbol, Decimal(0)) + fill.size * fill.side.sign
+        return net
 
     def write_ahead(self, order: Order) -> None:
         self.upsert(order)

@@ -17,6 +17,7 @@ the store's identity makes them findable at the exchange:
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from datetime import datetime
@@ -128,6 +129,29 @@ class OrdersStore:
             (at.isoformat(),),
         )
         self._marked = True
+
+    def adopted_holdings(self) -> dict[str, Decimal]:
+        """Holdings our fills do not explain that were taken as ours (``unexplained_holdings
+        = adopt``), by reconciliation key; what the store expects is these plus its fills."""
+        value = self._meta("adopted_holdings")
+        return {k: Decimal(v) for k, v in json.loads(value).items()} if value else {}
+
+    def adopt_holding(self, key: str, size: Decimal) -> None:
+        """Add ``size`` (signed) to the adopted holding of ``key`` (fsync'd)."""
+        held = self.adopted_holdings()
+        held[key] = held.get(key, Decimal(0)) + size
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('adopted_holdings', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (json.dumps({k: str(v) for k, v in held.items() if v}),),
+        )
+
+    def net_fill_sizes(self) -> dict[str, Decimal]:
+        """Net signed size per symbol of every fill in the store, every run's."""
+        net: dict[str, Decimal] = {}
+        for symbol, side, size in self._conn.execute("SELECT symbol, side, size FROM fills").fetchall():
+            net[symbol] = net.get(symbol, Decimal(0)) + Decimal(size) * Side(side).sign
+        return net
 
     def write_ahead(self, order: Order) -> None:
         """The record of a new order, made just before its request is sent: committed

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from perpsbot.config.model import StreamLevel
+from perpsbot.execution.reconcile import LATE_FILL
 from perpsbot.execution.reconcile import REASON as RECONCILIATION  # the reduce-only reason of a mismatch
 
 if TYPE_CHECKING:
@@ -43,10 +44,15 @@ def evaluate(bot: PerpsBot) -> dict[str, Any]:
     streaming = reg.streaming
     if streaming is not None and streaming.level is not StreamLevel.OFF and bot.started and not streaming.connected:
         degraded.append("market stream down: marks polled over REST")
-    other_reasons = [r for r in risk.reduce_only_reasons if r != RECONCILIATION]
-    if other_reasons:
-        degraded.append(f"reduce-only: {', '.join(other_reasons)}")
-    if RECONCILIATION in risk.reduce_only_reasons:
-        degraded.append("reconciliation mismatch: reduce-only until our records match the exchange's")
+    if risk.reduce_only_reasons:
+        degraded.append(f"reduce-only: {', '.join(risk.reduce_only_reasons)}")
+    unexplained = sorted(s for s, reasons in risk.symbol_reduce_only.items() if RECONCILIATION in reasons)
+    if unexplained:
+        degraded.append(
+            f"reconciliation mismatch: {', '.join(unexplained)} reduce-only until our records match the exchange's"
+        )
+    late = sorted(s for s, reasons in risk.symbol_reduce_only.items() if LATE_FILL in reasons)
+    if late:
+        degraded.append(f"late fill of an order we had closed: {', '.join(late)} reduce-only until flat")
     status = "failing" if failing else "degraded" if degraded else "ok"
     return {"status": status, "reasons": failing + degraded}
