@@ -283,8 +283,9 @@ async def test_an_unexplained_position_goes_reduce_only_with_an_alert_until_it_m
     bot = await start_bot(exchange)
     risk = bot.registry.risk
     assert not risk.reduce_only_reasons
-    snapshot = core.place_order(request("ghost", PERP, Side.BUY, "0.3", leverage="2"), sim_clock.now())
-    exchange.hidden = {f.trade_id for f in snapshot.fills}  # the fill never reaches us
+    ghost = request(bot.registry.orders.id_prefix + "ghost", PERP, Side.BUY, "0.3", leverage="2")
+    snapshot = core.place_order(ghost, sim_clock.now())  # ours (our id prefix), its record lost
+    exchange.hidden = {f.trade_id for f in snapshot.fills}  # and the fill never reaches us
 
     sim_clock.advance(31)
     await bot.registry.execution.housekeeping()  # due: reconciles
@@ -316,19 +317,19 @@ async def test_an_unexplained_position_goes_reduce_only_with_an_alert_until_it_m
 async def test_the_reconciliation_reduce_only_outlives_a_restart_until_a_match(start_bot, core, sim_clock):
     exchange = LossyExchange(core, sim_clock)
     bot = await start_bot(exchange)
-    core.place_order(request("ghost", PERP, Side.BUY, "0.3", leverage="2"), sim_clock.now())
+    core.place_order(request(bot.registry.orders.id_prefix + "ghost", PERP, Side.BUY, "0.3", leverage="2"), sim_clock.now())
     exchange.hidden = {f.trade_id for f in core.fills}
     await bot.registry.execution.reconciler.reconcile()
     assert bot.registry.risk.symbol_reduce_only == {PERP: ["reconciliation"]}
     await bot.shutdown()
     blind = LossyExchange(core, sim_clock)
     blind.hidden = set(exchange.hidden)
-    again = await start_bot(blind)  # restored; the start-up check still cannot explain the position
-    assert again.registry.risk.symbol_reduce_only == {PERP: ["reconciliation"]}
-    assert kinds(again, "reconciliation")[-1].data["matched"] is False
-    await again.shutdown()
-    third = await start_bot(LossyExchange(core, sim_clock))  # the fill is served again: explained, lifted
-    assert not third.registry.risk.symbol_reduce_only
+    # restored; the start-up check finds the order by our id prefix, adopts it with its fill: explained
+    again = await start_bot(blind)
+    restored = [e.data for e in kinds(again, "risk_mode") if e.data.get("change") == "restored from the last run"]
+    assert restored and restored[0]["symbol_reduce_only"] == {PERP: ["reconciliation"]}
+    assert kinds(again, "lost_order_adopted")
+    assert not again.registry.risk.symbol_reduce_only
 
 
 # ----- 4. order management through commands ---------------------------------------------
@@ -480,7 +481,7 @@ async def test_an_unexplained_spot_balance_goes_reduce_only_until_it_matches(sta
     exchange = LossyExchange(core, sim_clock)
     bot = await start_bot(exchange, symbols=("TST-USD",))
     risk = bot.registry.risk
-    snapshot = core.place_order(request("ghost-spot", "TST-USD", Side.BUY, "0.5"), sim_clock.now())
+    snapshot = core.place_order(request(bot.registry.orders.id_prefix + "ghost-spot", "TST-USD", Side.BUY, "0.5"), sim_clock.now())
     exchange.hidden = {f.trade_id for f in snapshot.fills}  # bought BTC, but the fill never reaches us
 
     sim_clock.advance(31)

@@ -91,7 +91,7 @@ class ExecutionCoordinator:
         # A venue made new for this process (the in-process simulator) holds none of the
         # store's earlier orders or fills; any other venue holds them all.
         self.fresh_venue = fresh_venue
-        # Net signed size per symbol of every fill the venue holds that we recorded: the
+        # Net signed size per symbol of the fills of our orders the venue holds: the
         # store's, every run's (this process's only on a fresh venue). Reconciliation
         # expects the exchange to hold this plus what was adopted.
         self.fill_ledger: dict[str, Decimal] = {} if fresh_venue else orders.net_fill_sizes()
@@ -382,7 +382,9 @@ class ExecutionCoordinator:
     def record_fill(self, fill: Fill, order: Order | None) -> bool:
         if not self.orders.add_fill(fill):
             return False
-        self.fill_ledger[fill.symbol] = self.fill_ledger.get(fill.symbol, ZERO) + fill.size * fill.side.sign
+        if order is not None or fill.client_order_id.startswith(self.orders.id_prefix):
+            # another's fill (an order placed by hand) is recorded, but explains nothing we hold
+            self.fill_ledger[fill.symbol] = self.fill_ledger.get(fill.symbol, ZERO) + fill.size * fill.side.sign
         if order is not None:
             if order.status.is_terminal and not order.filled_size and order.status is not OrderStatus.FILLED:
                 self.reopen(order, f"fill {fill.trade_id} arrived")

@@ -221,6 +221,7 @@ class RiskManager:
         reasons.append(reason)
         log.warning("reduce-only for %s: %s %s", symbol, reason, detail)
         self._mode_event(change=f"reduce-only on for {symbol}: {reason}", detail=detail)
+        self.save()  # a crash before the next cycle must not forget it
 
     def leave_symbol_reduce_only(self, symbol: str, reason: str) -> None:
         reasons = self.symbol_reduce_only.get(symbol, [])
@@ -230,6 +231,7 @@ class RiskManager:
         if not reasons:
             del self.symbol_reduce_only[symbol]
         self._mode_event(change=f"reduce-only cleared for {symbol}: {reason}")
+        self.save()
 
     def enter_kill(self, reason: str, detail: str = "") -> None:
         if reason in self.kill_reasons:

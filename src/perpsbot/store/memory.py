@@ -158,6 +158,8 @@ class MemoryOrdersStore:
     def net_fill_sizes(self) -> dict[str, Decimal]:
         net: dict[str, Decimal] = {}
         for _, _, fill in self._fills.values():
+            if fill.client_order_id not in self._orders and not fill.client_order_id.startswith(self.id_prefix):
+                continue
             net[fill.symbol] = net.get(fill.symbol, Decimal(0)) + fill.size * fill.side.sign
         return net
 

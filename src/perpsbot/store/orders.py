@@ -147,9 +147,15 @@ class OrdersStore:
         )
 
     def net_fill_sizes(self) -> dict[str, Decimal]:
-        """Net signed size per symbol of every fill in the store, every run's."""
+        """Net signed size per symbol of the fills of our orders (in the store, or under its
+        id prefix), every run's; fills of others' orders are recorded but not counted."""
         net: dict[str, Decimal] = {}
-        for symbol, side, size in self._conn.execute("SELECT symbol, side, size FROM fills").fetchall():
+        rows = self._conn.execute(
+            "SELECT symbol, side, size FROM fills WHERE substr(client_order_id, 1, ?) = ? "
+            "OR client_order_id IN (SELECT client_order_id FROM orders)",
+            (len(self.id_prefix), self.id_prefix),
+        ).fetchall()
+        for symbol, side, size in rows:
             net[symbol] = net.get(symbol, Decimal(0)) + Decimal(size) * Side(side).sign
         return net
 

@@ -1,0 +1,216 @@
+"""Never twice: an order the exchange accepts late is never sent again, a fill for an order
+we had closed re-opens it, and a holding our fills do not explain is caught.
+
+``LateExchange`` holds an order's request back (the exchange has not processed it yet:
+it is listed nowhere) and answers the client with a timeout; ``accept_late`` processes
+it, as an exchange working through a backlog would, after the client gave up."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from perpsbot.domain import OrderStatus, Side
+from perpsbot.domain.clock import ManualClock
+from perpsbot.exchange.port import OrderRequest
+from perpsbot.exchange.sim import SimCore, SimExchange
+from perpsbot.risk.manager import OrderIntent
+from perpsbot.strategy.base import Decision, Target
+from tests.characterization.test_recovery import (  # noqa: F401 - fixtures
+    PERP, config_for, core, crash, kinds, sim_clock, start_bot,
+)
+from tests.unit.sim.simkit import request
+
+D = Decimal
+SMALL = dict(position_fraction=D("0.002"))  # orders the simulated book can fill
+
+
+class LateExchange(SimExchange):
+    """While ``late``, an order's request is kept unprocessed and the client times out."""
+
+    def __init__(self, core: SimCore, clock: ManualClock) -> None:
+        super().__init__(core, clock)
+        self.late = False
+        self.held: list[OrderRequest] = []
+        self.sent: list[str] = []  # client ids of every placement request that reached us
+
+    async def place_order(self, request: OrderRequest):
+        self.sent.append(request.client_order_id)
+        if self.late:
+            self.held.append(request)
+            raise TimeoutError("no answer within the client's timeout")
+        return await super().place_order(request)
+
+    def accept_late(self) -> None:
+        for held in self.held:
+            self.core.place_order(held, self.clock.now())
+        self.held.clear()
+
+
+def long(bot) -> Decision:
+    return Decision(PERP, Target.LONG, "test", bot.registry.market_data.mark(PERP))
+
+
+def held(core: SimCore) -> Decimal:
+    position = core.account().positions.get(PERP)
+    return position.size if position else D(0)
+
+
+async def test_an_order_accepted_after_the_timeout_is_waited_for_never_sent_again(start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    bot = await start_bot(exchange, **SMALL)
+    ex = bot.registry.execution
+    await bot.registry.market_data.update_marks()
+    exchange.late = True
+    (first,) = await ex.execute_decision(long(bot))
+    assert first.outcome == "failed" and "fate unknown" in first.detail, first
+    intended = first.order.size
+
+    # Reconciliation straight after (the chaos run's 14 ms): not listed is not proof of absence.
+    sim_clock.advance(0.014)
+    await ex.reconciler.reconcile()
+    stored = bot.registry.orders.get(first.client_order_id)
+    assert stored.status is OrderStatus.PENDING
+    assert not kinds(bot, "intent_resolved")  # still waiting, as the placement left it
+    assert kinds(bot, "order_unknown")[-1].data["absent_if_unlisted_after"]
+    # The strategy still wants LONG: the symbol is blocked, nothing is sent a second time.
+    for _ in range(3):
+        sim_clock.advance(1)
+        await bot.registry.market_data.update_marks()
+        (again,) = await ex.execute_decision(long(bot))
+        assert again.outcome == "skipped" and "PENDING" in again.detail
+    assert exchange.sent == [first.client_order_id]
+
+    # 12 s after the request arrived the exchange processes it, and it fills.
+    sim_clock.advance(9)
+    exchange.accept_late()
+    await ex.reconciler.reconcile()
+    stored = bot.registry.orders.get(first.client_order_id)
+    assert stored.status is OrderStatus.FILLED and stored.filled_size == intended
+    assert held(core) == intended  # 1.0x the intended size
+    assert kinds(bot, "reconciliation")[-1].data["matched"] is True
+    assert exchange.sent == [first.client_order_id]
+
+
+async def test_an_order_never_taken_is_closed_once_the_bound_has_passed(start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    bot = await start_bot(exchange, late_acceptance_seconds=60, **SMALL)
+    ex = bot.registry.execution
+    await bot.registry.market_data.update_marks()
+    exchange.late = True
+    (first,) = await ex.execute_decision(long(bot))
+    exchange.held.clear()  # the request was lost: the exchange never processes it
+    exchange.late = False
+
+    sim_clock.advance(59)
+    await ex.housekeeping()  # reconciles (first due) but within the bound
+    assert bot.registry.orders.get(first.client_order_id).status is OrderStatus.PENDING
+    sim_clock.advance(1)
+    assert ex.reconciler.due(sim_clock.now())  # due early: the bound has passed
+    await ex.housekeeping()
+    stored = bot.registry.orders.get(first.client_order_id)
+    assert stored.status is OrderStatus.REJECTED and stored.reject_reason == "not at the exchange 60 s after it was sent"
+    await bot.registry.market_data.update_marks()
+    (second,) = await ex.execute_decision(long(bot))  # the symbol is free again
+    assert second.outcome == "placed" and held(core) == second.order.size, second
+
+
+async def test_an_earlier_runs_unknown_order_is_waited_for_after_a_restart(start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    first = await start_bot(exchange, **SMALL)
+    await first.registry.market_data.update_marks()
+    exchange.late = True
+    (sent,) = await first.registry.execution.execute_decision(long(first))
+    await crash(first)  # kill -9 between send and answer
+
+    sim_clock.advance(1)
+    second = await start_bot(exchange, **SMALL)
+    assert second.registry.orders.get(sent.client_order_id).status is OrderStatus.PENDING
+    await second.registry.market_data.update_marks()
+    (skipped,) = await second.registry.execution.execute_decision(long(second))
+    assert skipped.outcome == "skipped"
+    exchange.accept_late()
+    sim_clock.advance(5)
+    await second.registry.execution.reconciler.reconcile()
+    assert second.registry.orders.get(sent.client_order_id).status is OrderStatus.FILLED
+    assert exchange.sent == [sent.client_order_id] and held(core) == sent.order.size
+
+
+async def test_a_fill_for_an_order_we_had_closed_reopens_it_and_makes_the_symbol_reduce_only(
+        start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    bot = await start_bot(exchange, late_acceptance_seconds=30, **SMALL)
+    ex, risk = bot.registry.execution, bot.registry.risk
+    await bot.registry.market_data.update_marks()
+    exchange.late = True
+    (lost,) = await ex.execute_decision(long(bot))
+    late_requests = list(exchange.held)
+    exchange.held.clear()
+    exchange.late = False
+    sim_clock.advance(31)
+    await ex.housekeeping()
+    assert bot.registry.orders.get(lost.client_order_id).status is OrderStatus.REJECTED
+    await bot.registry.market_data.update_marks()
+    (second,) = await ex.execute_decision(long(bot))
+    assert second.outcome == "placed"
+
+    # The exchange processes the first request after all, beyond any bound.
+    exchange.held = late_requests
+    exchange.accept_late()
+    sim_clock.advance(1)
+    await ex.sync_orders()
+    reopened = bot.registry.orders.get(lost.client_order_id)
+    assert reopened.status is OrderStatus.FILLED and reopened.filled_size == lost.order.size
+    assert reopened.reject_reason.startswith("re-opened (fill ")
+    assert kinds(bot, "order_reopened")[-1].data["client_order_id"] == lost.client_order_id
+    alert = [e for e in kinds(bot, "alert") if e.data["rule"] == "late_fill"][-1]
+    assert alert.data["severity"] == "P1" and alert.symbol == PERP
+    assert risk.symbol_reduce_only == {PERP: ["late_fill"]}
+    size = held(core)
+    adding = OrderIntent(PERP, Side.BUY, D("0.01"), D(100), position_size=size, leverage=D(2))
+    assert risk.check(adding, D(100_000)).code == "reduce_only_symbol"
+    # our fills explain the position: reconciliation matches, the symbol stays reduce-only until flat
+    await ex.reconciler.reconcile()
+    assert kinds(bot, "reconciliation")[-1].data["matched"] is True
+    assert risk.symbol_reduce_only == {PERP: ["late_fill"]}
+    closed = await ex.close_position(PERP)
+    assert closed.outcome == "placed" and held(core) == 0
+    await ex.reconciler.reconcile()
+    assert not risk.symbol_reduce_only
+
+
+async def test_a_new_store_against_an_account_already_holding_a_position_does_not_take_it_as_its_own(
+        start_bot, core, sim_clock):
+    # Someone else's order, filled before this store existed.
+    core.place_order(request("by-hand-1", PERP, Side.BUY, "0.4", leverage="2"), sim_clock.now())
+    bot = await start_bot()
+    report = kinds(bot, "reconciliation")[-1].data
+    assert report["matched"] is False
+    assert report["mismatches"] == [f"{PERP} position: ours 0, exchange 0.400"]
+    assert bot.registry.risk.symbol_reduce_only == {PERP: ["reconciliation"]}
+    alert = [e for e in kinds(bot, "alert") if e.data["rule"] == "reconciliation_mismatch"][-1]
+    assert alert.data["severity"] == "P1" and alert.data["symbols"] == [PERP]
+    # the strategy sizes from the exchange's position: it holds 0.4
+    assert bot.registry.execution.position_size(PERP) == D("0.4")
+
+
+async def test_an_unexplained_position_is_adopted_when_set_and_stays_adopted_across_restarts(
+        start_bot, core, sim_clock):
+    core.place_order(request("by-hand-1", PERP, Side.BUY, "0.4", leverage="2"), sim_clock.now())
+    bot = await start_bot(unexplained_holdings="adopt")
+    assert kinds(bot, "reconciliation")[-1].data["matched"] is True
+    (adopted,) = kinds(bot, "holding_adopted")
+    assert adopted.data["size"] == "0.400" and adopted.data["key"] == PERP
+    assert not bot.registry.risk.symbol_reduce_only
+    await bot.shutdown()
+    again = await start_bot()  # the default policy: what was adopted is still ours, nothing adopted again
+    assert kinds(again, "reconciliation")[-1].data["matched"] is True
+    assert not kinds(again, "holding_adopted") and not again.registry.risk.symbol_reduce_only
+
+
+async def test_someone_elses_fills_while_the_bot_runs_are_recorded_but_explain_nothing(start_bot, core, sim_clock):
+    bot = await start_bot()
+    core.place_order(request("by-hand-2", PERP, Side.SELL, "0.2", leverage="2"), sim_clock.now())
+    await bot.registry.execution.reconciler.reconcile()
+    assert [e.data["client_order_id"] for e in kinds(bot, "foreign_fill")] == ["by-hand-2"]
+    assert bot.registry.risk.symbol_reduce_only == {PERP: ["reconciliation"]}
+    assert kinds(bot, "reconciliation")[-1].data["mismatches"] == [f"{PERP} position: ours 0, exchange -0.200"]
