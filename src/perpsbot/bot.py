@@ -287,12 +287,14 @@ class PerpsBot:
         account = await reg.execution.refresh_account()
         self.start_equity = account.equity
         await reg.market_data.warm_up()
+        opening = reg.execution.open_run()
         if reg.streaming is not None:
             await reg.streaming.start()
             self.spawn(reg.streaming.heartbeat_loop(), "stream-heartbeat")
         reg.events.append(
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
+            opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
         )
         try:
             await reg.execution.recover()  # earlier runs' open intents resolved, then reconciled

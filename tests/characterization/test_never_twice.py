@@ -214,3 +214,42 @@ async def test_someone_elses_fills_while_the_bot_runs_are_recorded_but_explain_n
     assert [e.data["client_order_id"] for e in kinds(bot, "foreign_fill")] == ["by-hand-2"]
     assert bot.registry.risk.symbol_reduce_only == {PERP: ["reconciliation"]}
     assert kinds(bot, "reconciliation")[-1].data["mismatches"] == [f"{PERP} position: ours 0, exchange -0.200"]
+
+
+async def test_a_run_inherits_the_position_the_last_one_left_in_its_pnl_and_position_history(
+        start_bot, core, sim_clock, tmp_path):
+    from tests.integration.test_cli_basics import perpsbot
+
+    first = await start_bot(**SMALL)
+    await first.registry.market_data.update_marks()
+    (bought,) = await first.registry.execution.execute_decision(long(first))
+    size = bought.order.filled_size
+    assert size > 0
+    await first.shutdown()
+
+    sim_clock.advance(600)  # the market moves while no bot runs
+    second = await start_bot(**SMALL)
+    ex = second.registry.execution
+    (started,) = kinds(second, "bot_started")
+    inherited = started.data["opening_positions"][PERP]
+    assert D(inherited["size"]) == size
+    await second.registry.market_data.update_marks()
+    results = await ex.execute_decision(
+        Decision(PERP, Target.SHORT, "test", second.registry.market_data.mark(PERP)))
+    assert [r.outcome for r in results] == ["placed", "placed"]  # the close, then the short
+    await ex.refresh_account()
+    summary = await second.shutdown()
+    # The run's PnL starts from the inherited long: it holds what the exchange holds (not the
+    # run's fills alone, -2x), and moves as the equity did (the sim values positions at its
+    # own mark, the bot at the mid: a few cents apart on 400 USD).
+    held_now = core.account().positions[PERP].size
+    assert summary["pnl"]["positions"][PERP]["size"] == held_now == -results[1].order.filled_size
+    notional = abs(held_now) * D(inherited["price"])
+    assert abs(summary["pnl"]["net"] - summary["equity_change"]) < notional * D("0.002"), summary
+
+    shown = perpsbot("positions", "--run", str(started.data["run_id"]), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if PERP in line]
+    assert len(rows) == 2, shown.stdout
+    assert "LONG" in rows[0] and "closed" in rows[0] and str(size) in rows[0]  # inherited, then closed
+    assert "SHORT" in rows[1] and "open" in rows[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, RunOpt, console, load, open_existing_stores, pick_run
 from perpsbot.execution.ledger import position_history
+from perpsbot.execution.pnl import opening_positions
 
 
 def _fmt(value: Decimal | None, places: str = "0.01") -> str:
@@ -57,7 +59,12 @@ def positions(profile: ProfileOpt = None, config: ConfigOpt = None, run: RunOpt 
     events, store = open_existing_stores(load({"profile": profile}, config))
     try:
         run_id = pick_run(events, run)
-        episodes = position_history(store.fills(run_id=run_id))
+        started = events.query(kind="bot_started", run_id=run_id, limit=1)
+        opening = opening_positions(started[0].data.get("opening_positions")) if started else {}
+        since = datetime.fromisoformat(started[0].ts) if started else None
+        episodes = position_history(
+            store.fills(run_id=run_id), {s: (size, price, since) for s, (size, price) in opening.items() if since}
+        )
         snapshots = events.query(kind="snapshot", run_id=run_id, limit=1)
         marks = snapshots[0].data.get("marks", {}) if snapshots else {}
         table = Table(title=f"positions, run {run_id}")

@@ -97,6 +97,8 @@ class ExecutionCoordinator:
         self.fill_ledger: dict[str, Decimal] = {} if fresh_venue else orders.net_fill_sizes()
         # Orders of unknown fate: when the exchange's silence about them proves they are absent.
         self.awaiting: dict[str, datetime] = {}
+        # What this run inherited: (signed size, price at the start) per symbol (``open_run``).
+        self.opening: dict[str, tuple[Decimal, Decimal]] = {}
         # Open orders of earlier runs adopted at start-up (or foreign ones adopted): followed like ours.
         self.tracked: set[str] = set()
         self.reconciler = Reconciler(self)
@@ -475,13 +477,22 @@ class ExecutionCoordinator:
         """Realized, unrealized, fees and funding per position and in total, from the fills
         recorded in this run (or ``run_id``); funding as the exchange reports it settled
         on each open position; marks from the risk manager's mark source unless given."""
+        this_run = run_id is None or run_id == self.orders.run_id
         fills = self.orders.fills(run_id=run_id if run_id is not None else self.orders.run_id)
-        symbols = {f.symbol for f in fills} | set(self.account.positions)
+        symbols = {f.symbol for f in fills} | set(self.account.positions) | set(self.opening)
         if marks is None:
             marks = {s: self.risk.mark_of(s) for s in symbols}
         funding = {s: p.funding for s, p in self.account.positions.items() if p.funding}
         sizes = {s: p.contract_size for s, p in self.products.items()}
-        return pnl_from_fills(fills, marks, funding, sizes)
+        return pnl_from_fills(fills, marks, funding, sizes, self.opening if this_run else None)
+
+    def open_run(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """At a run's start: what it inherits (every position the exchange holds, at its
+        mark now, else its entry price) — the run's PnL and position history start from it."""
+        self.opening = {
+            s: (p.size, self.risk.mark_of(s) or p.entry_price) for s, p in self.positions().items() if not p.is_flat
+        }
+        return self.opening
 
     # ----- start-up and housekeeping ----------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -39,10 +39,20 @@ class PositionEpisode:
         return self.realized_pnl - self.fees
 
 
-def position_history(fills: Iterable[Fill]) -> list[PositionEpisode]:
-    """Replay fills in order. A fill that flips a position closes one episode and opens the next."""
+def position_history(
+    fills: Iterable[Fill], opening: Mapping[str, tuple[Decimal, Decimal, datetime]] | None = None
+) -> list[PositionEpisode]:
+    """Replay fills in order. A fill that flips a position closes one episode and opens the next.
+    ``opening``: positions held before the first fill, ``(signed size, price, since)`` per
+    symbol (a run inherits what the one before it left): each starts an episode at that price."""
     episodes: list[PositionEpisode] = []
     live: dict[str, tuple[Position, PositionEpisode]] = {}
+    for symbol, (size, price, since) in (opening or {}).items():
+        if size:
+            side = Side.BUY if size > 0 else Side.SELL
+            episode = PositionEpisode(symbol, side, opened_at=since, max_size=abs(size), entry_price=price, size=size)
+            episodes.append(episode)
+            live[symbol] = (Position(symbol, size=size, entry_price=price), episode)
     for fill in fills:
         position, episode = live.get(fill.symbol, (Position(fill.symbol), None))  # type: ignore[assignment]
         remaining = fill.size

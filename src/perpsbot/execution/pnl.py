@@ -79,10 +79,19 @@ def pnl_from_fills(
     marks: Mapping[str, Decimal | None],
     funding: Mapping[str, Decimal] | None = None,
     contract_sizes: Mapping[str, Decimal] | None = None,
+    opening: Mapping[str, tuple[Decimal, Decimal]] | None = None,
 ) -> PnlReport:
     """Replay ``fills`` in order; ``marks`` value what is still held; ``funding``: the
-    funding settled per symbol (cash to the account, positive = received)."""
+    funding settled per symbol (cash to the account, positive = received); ``opening``:
+    what was held when the fills began, ``(signed size, price)`` per symbol — valued at the
+    mark of that moment, so a run's PnL is what its equity moved by, not what an earlier
+    run made on the position it handed over."""
     held: dict[str, Position] = {}
+    for symbol, (size, price) in (opening or {}).items():
+        if size:
+            held[symbol] = Position(
+                symbol, size=size, entry_price=price, contract_size=(contract_sizes or {}).get(symbol, Decimal(1))
+            )
     for fill in fills:
         position = held.get(fill.symbol)
         if position is None:
@@ -101,6 +110,18 @@ def pnl_from_fills(
             (funding or {}).get(symbol, ZERO),
         )
     return PnlReport(out)
+
+
+def opening_positions(recorded: Mapping[str, object] | None) -> dict[str, tuple[Decimal, Decimal]]:
+    """The ``opening_positions`` a ``bot_started`` event recorded, as ``pnl_from_fills`` takes
+    them; an entry that cannot be read is left out (a run recorded before they were kept has none)."""
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for symbol, held in (recorded or {}).items():
+        try:
+            out[symbol] = (Decimal(str(held["size"])), Decimal(str(held["price"])))  # type: ignore[index]
+        except (KeyError, TypeError, ArithmeticError, ValueError):
+            continue
+    return out
 
 
 COLLATERAL = frozenset({"USD", "USDC"})
