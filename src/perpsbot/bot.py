@@ -612,4 +612,6 @@ class PerpsBot:
 
 
 def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):  # a call's deadline (asyncio.timeout) passed
+        return "TimeoutError: the exchange did not answer in time"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

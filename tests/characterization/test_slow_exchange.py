@@ -205,7 +205,7 @@ async def test_a_hung_account_or_fills_call_times_out_and_the_cycle_goes_on(slow
     monkeypatch.setattr(coordinator, "CALL_TIMEOUT_SECONDS", 0.2, raising=False)
     slow_exchange.delays[call] = 3.0
     report = await asyncio.wait_for(bot.run_cycle(), timeout=1.0)
-    assert report.errors["account"] == "TimeoutError"
+    assert report.errors["account"] == "TimeoutError: the exchange did not answer in time"
     assert set(report.decisions) == {"BTC-PERP-INTX", "ETH-PERP-INTX"}  # the symbols' steps ran
 
 
