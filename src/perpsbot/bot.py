@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +43,12 @@ from perpsbot.telemetry.server import TelemetryServer, TelemetryServerError, bui
 log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_SECONDS = 10.0
+# The running controls (kill file, daily loss, drawdown, volatility, resume) are evaluated at
+# least this often (or every interval, when shorter), however long a cycle waits on the exchange.
+CONTROLS_EVERY_SECONDS = 0.5
+# On stop() or the end of --duration, a cycle under way gets this long to finish before it is
+# cancelled where it stands (a hung exchange call).
+STOP_GRACE_SECONDS = 0.5
 
 
 class BotError(RuntimeError):
@@ -248,6 +255,7 @@ class PerpsBot:
         self._stop = asyncio.Event()
         self.cycles = 0
         self.cycle_ms: float = 0.0
+        self._controls_at: datetime | None = None  # clock time of the last evaluation of the running controls
         self.started = False
         self.start_equity: Decimal | None = None
         # Telemetry listens on the event store: metrics, alert rules and the alert webhook.
@@ -296,6 +304,7 @@ class PerpsBot:
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
             opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
         )
+        self.spawn(self._controls_loop(), "running-controls")  # from here on, whatever the exchange does
         try:
             await reg.execution.recover()  # earlier runs' open intents resolved, then reconciled
         except (ExchangeError, TimeoutError, OSError) as exc:  # retried by the periodic reconciliation
@@ -334,27 +343,61 @@ class PerpsBot:
         self._stop.set()
 
     async def run(self, duration: float | None = None, on_cycle: Callable[[PerpsBot], None] | None = None) -> None:
-        """Cycle every ``config.interval`` until ``duration`` passes or ``stop()`` is called."""
+        """Cycle every ``config.interval`` until ``duration`` passes or ``stop()`` is called.
+
+        Either ends the run within ``STOP_GRACE_SECONDS`` even while a cycle waits on a hung
+        exchange call: the cycle is then cancelled. An order placement cancelled that way
+        stays PENDING in the store (its write-ahead record, with an ``order_unknown`` event),
+        and the next start looks its fate up by ``client_order_id``."""
         if not self.started:
             await self.start()
         began = self.clock.now()
         while not self._stop.is_set():
+            left = self._time_left(began, duration)
+            if left is not None and left <= 0:
+                break
             tick = time.perf_counter()
-            await self.run_cycle()
+            if not await self._cycle_until_stopped(left):
+                break
             if on_cycle is not None:
                 on_cycle(self)
-            if duration is not None and (self.clock.now() - began).total_seconds() >= duration:
-                break
-            await self._sleep_or_stop(max(0.0, self.config.interval - (time.perf_counter() - tick)))
+            pause = max(0.0, self.config.interval - (time.perf_counter() - tick))
+            left = self._time_left(began, duration)
+            await self._wait_for_stop(None, pause if left is None else min(pause, left))
 
-    async def _sleep_or_stop(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop.wait())
+    def _time_left(self, began: datetime, duration: float | None) -> float | None:
+        if duration is None:
+            return None
+        return duration - (self.clock.now() - began).total_seconds()
+
+    async def _cycle_until_stopped(self, seconds: float | None) -> bool:
+        """One cycle, unless stop() or the end of the run (``seconds`` from now) comes first;
+        then it gets the grace period and is cancelled. True when the cycle finished."""
+        cycle = asyncio.ensure_future(self.run_cycle())
         try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await self._wait_for_stop(cycle, seconds)
+            if not cycle.done():
+                await asyncio.wait({cycle}, timeout=STOP_GRACE_SECONDS)
         finally:
-            for task in (sleeper, stopper):
-                task.cancel()
+            if not cycle.done():
+                cycle.cancel("the run ended mid-cycle")
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cycle
+        if cycle.cancelled():
+            return False
+        cycle.result()  # a cycle's own error ends the run, as it always has
+        return True
+
+    async def _wait_for_stop(self, work: asyncio.Future[Any] | None, seconds: float | None) -> None:
+        """Until ``work`` is done, ``seconds`` (clock time) have passed or stop() is called."""
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._stop.wait())}
+        if seconds is not None:
+            waiters.add(asyncio.ensure_future(self.clock.sleep(max(0.0, seconds))))
+        try:
+            await asyncio.wait(waiters | ({work} if work is not None else set()), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def run_cycle(self) -> CycleReport:
         reg = self._registry
@@ -366,8 +409,7 @@ class PerpsBot:
         await self._guarded(report, "account", reg.execution.refresh_account(), reg.execution.sync_orders())
         # order commands and reconciliation run even when the sync above failed
         await self._guarded(report, "housekeeping", reg.execution.housekeeping())
-        closes = {s: w.closes() for s, w in reg.market_data.windows.items()}
-        reg.risk.evaluate(reg.execution.account.equity, closes)
+        self.evaluate_controls()  # also on their own task (_controls_loop), between cycles and during slow ones
         if reg.risk.killed and reg.risk.flatten_requested:
             flatten = reg.execution.flatten_all()
             results = await self._guarded(report, "flatten", flatten)
@@ -399,17 +441,42 @@ class PerpsBot:
         last step's result, or None when one failed."""
         reg = self._registry
         result = None
+        waiting = list(steps)
         try:
-            for step in steps:
-                result = await step
+            while waiting:
+                result = await waiting.pop(0)
         except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
-            for step in steps:
-                step.close()  # the steps that never ran
             report.errors[stage] = _error_text(exc)
             reg.events.append(reg.clock.now(), "error", None, stage=stage, error=_error_text(exc))
             log.error("%s failed: %s", stage, _error_text(exc))
             return None
+        finally:
+            for step in waiting:
+                step.close()  # the steps that never ran (a failure, or the cycle cancelled at stop)
         return result
+
+    def evaluate_controls(self) -> None:
+        """The risk manager's running controls on the latest equity and bars."""
+        reg = self._registry
+        self._controls_at = reg.clock.now()
+        closes = {s: w.closes() for s, w in reg.market_data.windows.items()}
+        reg.risk.evaluate(reg.execution.account.equity, closes)
+
+    async def _controls_loop(self) -> None:
+        """The running controls on a cadence of their own, so that a cycle held up by a slow
+        exchange call never holds up the kill switch: a kill seen here refuses the next
+        order the cycle sends (the risk check reads the mode), flatten orders excepted."""
+        while True:
+            every = min(CONTROLS_EVERY_SECONDS, self.config.interval)
+            last = self._controls_at
+            wait = 0.0 if last is None else every - (self.clock.now() - last).total_seconds()
+            if wait > 0:
+                await self.clock.sleep(wait)  # then look again: a cycle may have evaluated them meanwhile
+                continue
+            try:
+                self.evaluate_controls()
+            except Exception:  # noqa: BLE001 - the cycle evaluates them too, and reports the failure
+                log.exception("running controls failed")
 
     def process_symbol(self, symbol: str) -> Decision:
         return self._registry.strategy.process_symbol(symbol)
@@ -550,4 +617,6 @@ class PerpsBot:
 
 
 def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):  # a call's deadline (asyncio.timeout) passed
+        return "TimeoutError: the exchange did not answer in time"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

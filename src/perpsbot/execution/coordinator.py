@@ -45,6 +45,7 @@ from perpsbot.strategy.base import Decision, Target
 log = logging.getLogger(__name__)
 
 PLACE_TIMEOUT_SECONDS = 10.0
+CALL_TIMEOUT_SECONDS = 10.0  # any other call (account, fills, an order's status): nothing waits forever
 BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
 
@@ -115,7 +116,8 @@ class ExecutionCoordinator:
         self._positions = None
 
     async def refresh_account(self) -> AccountSnapshot:
-        self.account = await self.exchange.account()
+        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+            self.account = await self.exchange.account()
         return self.account
 
     def positions(self) -> dict[str, Position]:
@@ -307,6 +309,9 @@ class ExecutionCoordinator:
         try:
             async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
                 snapshot = await self.exchange.place_order(request)
+        except asyncio.CancelledError as exc:  # the bot stopped mid-request: the fate is for the next start
+            self._unknown(order, exc, "not looked up: the bot stopped")
+            raise
         except OrderRejected as exc:
             return self._rejected(order, exc.reason, str(exc))
         except (ExchangeError, TimeoutError, OSError) as exc:
@@ -423,7 +428,8 @@ class ExecutionCoordinator:
 
     async def sync_orders(self) -> None:
         """Pick up fills and status changes of orders that were still working."""
-        fills, self._fill_cursor = await self.exchange.fills_since(self._fill_cursor)
+        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+            fills, self._fill_cursor = await self.exchange.fills_since(self._fill_cursor)
         touched: dict[str, Order] = {}
         for fill in fills:
             order = touched.get(fill.client_order_id) or self.orders.get(fill.client_order_id)
@@ -450,7 +456,8 @@ class ExecutionCoordinator:
             if order.status is OrderStatus.PENDING:
                 continue
             try:
-                snapshot = await self.exchange.get_order(order.client_order_id)
+                async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+                    snapshot = await self.exchange.get_order(order.client_order_id)
             except OrderNotFound:
                 if order.client_order_id in self.tracked:
                     # an adopted order the exchange no longer has: the next reconciliation resolves it

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # A quote stamped further ahead of our clock than this is treated as bad data.
 MAX_FUTURE_SKEW = timedelta(seconds=5)
 QUOTE_TIMEOUT_SECONDS = 5.0
+CANDLES_TIMEOUT_SECONDS = 10.0
 
 
 class BadQuote(ValueError):
@@ -109,10 +110,13 @@ class MarketDataService:
         """Seed closed bars from the exchange's candles so trading can start at once."""
         for symbol in symbols or self.symbols:
             try:
-                candles = await self.exchange.candles(symbol, self.spec.bar_seconds, self.spec.max_bars)
+                async with asyncio.timeout(CANDLES_TIMEOUT_SECONDS):
+                    candles = await self.exchange.candles(symbol, self.spec.bar_seconds, self.spec.max_bars)
             except Exception as exc:  # noqa: BLE001 - warm-up is best effort; live marks follow
-                log.warning("warm-up of %s failed: %s", symbol, exc)
-                self.events.append(self.clock.now(), "warmup_failed", symbol, error=str(exc))
+                timed_out = isinstance(exc, TimeoutError) and not str(exc)
+                error = f"no candles within {CANDLES_TIMEOUT_SECONDS:g} s" if timed_out else str(exc)
+                log.warning("warm-up of %s failed: %s", symbol, error)
+                self.events.append(self.clock.now(), "warmup_failed", symbol, error=error)
                 continue
             self.windows[symbol].seed_bars([Bar(c.start, c.open, c.high, c.low, c.close) for c in candles])
 
