@@ -117,6 +117,8 @@ def status(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
     usage.add_row("mode", f"{mode}" + (f" ({', '.join(reasons)})" if reasons else ""))
     if mode == "killed" and state["reduce_only"]:
         usage.add_row("reduce-only reasons", ", ".join(state["reduce_only"]))
+    for symbol, symbol_reasons in sorted((state.get("symbol_reduce_only") or {}).items()):
+        usage.add_row(f"reduce-only {symbol}", ", ".join(symbol_reasons))
     usage.add_row("kill file", str(kill_file_path(cfg)) if kill_file is not None else "absent")
     usage.add_row("flatten requested", str(state["flatten"]).lower())
     usage.add_row("equity", _money(state["equity"]))

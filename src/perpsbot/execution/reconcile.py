@@ -1,9 +1,11 @@
 """Reconciliation: our records against the exchange's, at start-up and periodically.
 
 Open orders (ours brought forward, foreign ones reported or adopted), fills since the
-last one seen, positions and balances. A position our fill ledger cannot explain puts
-the RiskManager in reduce-only (reason ``reconciliation``) with a P2 ``alert`` event;
-a later reconciliation that matches clears it.
+last one seen, positions and balances. The exchange should hold what the fills of our
+orders add up to (every run's) plus what was adopted; a holding beyond that makes its
+symbol reduce-only (reason ``reconciliation``) with the P1 alert
+``reconciliation_mismatch`` — or, with ``unexplained_holdings = adopt``, is adopted — and
+a later reconciliation that explains it lifts it.
 
 The first reconciliation of a process also looks for orders of ours the order store
 lost (``adopt_lost_orders``: a power cut after a write-ahead record that was committed
