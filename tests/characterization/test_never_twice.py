@@ -179,7 +179,7 @@ async def test_a_fill_for_an_order_we_had_closed_reopens_it_and_makes_the_symbol
 
 
 async def test_a_new_store_against_an_account_already_holding_a_position_does_not_take_it_as_its_own(
-        start_bot, core, sim_clock):
+        start_bot, core, sim_clock, tmp_path):
     # Someone else's order, filled before this store existed.
     core.place_order(request("by-hand-1", PERP, Side.BUY, "0.4", leverage="2"), sim_clock.now())
     bot = await start_bot()
@@ -191,6 +191,12 @@ async def test_a_new_store_against_an_account_already_holding_a_position_does_no
     assert alert.data["severity"] == "P1" and alert.data["symbols"] == [PERP]
     # the strategy sizes from the exchange's position: it holds 0.4
     assert bot.registry.execution.position_size(PERP) == D("0.4")
+    await bot.shutdown()
+    from tests.integration.test_cli_basics import perpsbot
+
+    shown = perpsbot("risk", "status", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert any(f"reduce-only {PERP}" in line and "reconciliation" in line for line in shown.stdout.splitlines())
 
 
 async def test_an_unexplained_position_is_adopted_when_set_and_stays_adopted_across_restarts(
