@@ -151,6 +151,10 @@ async def test_health_goes_ok_degraded_failing_with_reasons(make_bot, exchange, 
     status, body = await health(bot)
     assert (status, body["status"]) == (200, "degraded")
     assert body["reasons"] == [f"reconciliation mismatch: {ETH} reduce-only until our records match the exchange's"]
+    _, text = await get(bot, "/metrics")
+    assert sample(text, "perpsbot_symbol_reduce_only", symbol=ETH) == 1
+    assert sample(text, "perpsbot_symbol_reduce_only", symbol=BTC) == 0
+    assert sample(text, "perpsbot_reduce_only") == 0  # the mode itself: only one symbol is held back
     bot.registry.risk.leave_symbol_reduce_only(ETH, "reconciliation")
     bot.registry.risk.enter_symbol_reduce_only(BTC, "late_fill", "test")
     status, body = await health(bot)

@@ -139,7 +139,7 @@ async def test_the_state_shows_positions_orders_pnl_marks_and_risk(served: Serve
     assert s["account"]["start_equity"] == "100000.00"
     assert [m["symbol"] for m in s["marks"]] == [BTC, ETH]
     assert all(m["freshness"] == "fresh" and m["age_seconds"] == 0.0 for m in s["marks"])
-    assert s["risk"] == {"mode": "normal", "reduce_only_reasons": [], "kill_reasons": []}
+    assert s["risk"] == {"mode": "normal", "reduce_only_reasons": [], "symbol_reduce_only": {}, "kill_reasons": []}
     assert s["health"] == {"status": "ok", "reasons": []}
     assert s["bot"]["cycles"] == 5 and s["bot"]["exchange"] == "sim"
 

@@ -93,12 +93,14 @@ async def shows_the_bot(page: Page, served: Served, btc_mark: str | None, eth_ma
 async def follows_it_live(page: Page, served: Served) -> None:
     """Changes in the bot show up without a reload."""
     reg = served.bot.registry
-    served.health = {"status": "degraded", "reasons": ["reduce-only: drawdown"]}
-    reg.risk.enter_reduce_only("drawdown", "test")
+    served.health = {"status": "degraded", "reasons": ["reduce-only: config"]}
+    reg.risk.enter_reduce_only("config", "test")  # one the running controls leave alone
+    reg.risk.enter_symbol_reduce_only(BTC, "late_fill", "test")
     reg.alerts.fire("order_failures", "P2", "order failure rate 40% over 10 min")
     served.clock.advance(6)  # marks age past mark_warn_seconds
     await expect(page.locator("#health")).to_have_text("degraded", timeout=WAIT_MS)
     await expect(page.locator("#risk-mode")).to_have_text("reduce-only")
-    await expect(page.locator("#reasons")).to_contain_text("drawdown")
+    await expect(page.locator("#reasons")).to_contain_text("config")
+    await expect(page.locator("#reasons")).to_contain_text(f"reduce-only {BTC} late_fill")
     await expect(page.locator("#alerts-active")).to_contain_text("order failure rate 40%")
     await expect(page.locator("#marks tbody tr", has_text=BTC)).to_contain_text("aging")

@@ -106,6 +106,7 @@ def dashboard_state(
         "risk": {
             "mode": reg.risk.mode,
             "reduce_only_reasons": list(reg.risk.reduce_only_reasons),
+            "symbol_reduce_only": {s: list(r) for s, r in sorted(reg.risk.symbol_reduce_only.items())},
             "kill_reasons": list(reg.risk.kill_reasons),
         },
         "account": {

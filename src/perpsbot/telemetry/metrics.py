@@ -115,6 +115,12 @@ class LiveCollector:
                                 value=int(risk.reduce_only))
         yield GaugeMetricFamily(f"{PREFIX}_kill_switch", "1 while the risk manager refuses every order",
                                 value=int(risk.killed))
+        symbol_ro = GaugeMetricFamily(f"{PREFIX}_symbol_reduce_only",
+                                      "1 while a symbol allows only reducing orders (a holding our records do not "
+                                      "explain, a late fill)", labels=["symbol"])
+        for symbol in md.symbols:
+            symbol_ro.add_metric([symbol], int(symbol in risk.symbol_reduce_only))
+        yield symbol_ro
         active = GaugeMetricFamily(f"{PREFIX}_alert_active", "1 while an alert is active",
                                    labels=["rule", "severity"])
         for rule, alert in sorted(reg.alerts.active.items()):

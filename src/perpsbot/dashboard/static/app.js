@@ -152,6 +152,9 @@ function render(s) {
   for (const r of s.health.reasons) reasons.push((li) => { li.appendChild(span("health ", "label")); li.appendChild(span(r)); });
   for (const r of s.risk.kill_reasons) reasons.push((li) => { li.appendChild(span("kill ", "label")); li.appendChild(span(r, "neg")); });
   for (const r of s.risk.reduce_only_reasons) reasons.push((li) => { li.appendChild(span("reduce-only ", "label")); li.appendChild(span(r)); });
+  for (const [sym, rs] of Object.entries(s.risk.symbol_reduce_only || {})) {
+    reasons.push((li) => { li.appendChild(span("reduce-only " + sym + " ", "label")); li.appendChild(span(rs.join(", "), "neg")); });
+  }
   listItems("reasons", reasons, "all clear");
   listItems("alerts-active", s.alerts.active.map(alertItem), "none");
   listItems("alerts-recent", s.alerts.recent.map(alertItem), "none this run");
