@@ -190,8 +190,8 @@ class CliChaosRun:
         self.stats.violations.extend(f"after run {self.stats.runs}: {v}"
                                      for v in check_write_ahead(self.server, self.orders_db))
 
-    def _pending(self) -> int:
-        return len(rows(self.orders_db, "SELECT 1 FROM orders WHERE status = 'PENDING'"))
+    def _pending(self) -> set[str]:
+        return {row[0] for row in rows(self.orders_db, "SELECT client_order_id FROM orders WHERE status = 'PENDING'")}
 
     async def _wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -215,7 +215,7 @@ class CliChaosRun:
             elif point == "timed":
                 await asyncio.sleep(rng.uniform(3.0, 8.0))
             elif point == "after_send":  # written ahead, the request under way (or late at the venue)
-                await self._wait_for(lambda: self._pending() > pending_before, 20)
+                await self._wait_for(lambda: bool(self._pending() - pending_before), 20)
                 await asyncio.sleep(rng.choice([0.0, rng.uniform(0.0, self.order_timeout)]))
             else:  # the venue has just accepted it: the answer not recorded yet
                 await self._wait_for(lambda: len(ours(self.server)) > orders_before, 20)

@@ -6,7 +6,11 @@ at random points and restarted. Then a clean run that does not trade, and every 
 of ``cli_harness.py``: the position never above the intended size (at each
 reconciliation and in the venue sampled every 50 ms), no order we closed that filled,
 no decision sent twice, the write-ahead and state invariants.
-``scripts/late_chaos_run.py`` is the long version (12 s late, 10 s timeout, 40 kills)."""
+``scripts/late_chaos_run.py`` is the long version (12 s late, 10 s timeout, 40 kills).
+
+Both fail until issue 21's fix lands: an order of unknown fate is rejected as "not
+found" before the venue accepts it, and fills (closed but filled); often the decision
+is sent again too (a duplicate, the position twice the intended size)."""
 
 from __future__ import annotations
 
