@@ -107,6 +107,7 @@ class CliChaosRun:
         self.min_mark: dict[str, Decimal] = {}
         self.sampled: dict[str, Exposure] = {}  # the largest venue position seen per symbol
         self._sampler: asyncio.Task[None] | None = None
+        self._reported: set[str] = set()  # violations counted by an earlier verification
 
     async def __aenter__(self) -> CliChaosRun:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -244,8 +245,10 @@ class CliChaosRun:
                 break
         self.stats.verifications += 1
         problems += self.check_all()
+        new = [p for p in problems if p not in self._reported]  # the checks read the whole history
+        self._reported.update(new)
         self.stats.violations.extend(f"verify {self.stats.verifications} (after {self.stats.kills} kills): {p}"
-                                     for p in problems)
+                                     for p in new)
         return problems
 
     # ----- checks -------------------------------------------------------------------------
