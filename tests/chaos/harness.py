@@ -43,9 +43,9 @@ FAULTS = (
 )
 
 
-def bot_config(server: SimServer, data_dir: Path, key_file: Path) -> dict:
+def bot_config(server: SimServer, data_dir: Path, key_file: Path, symbols: tuple[str, ...] = (SYMBOL,)) -> dict:
     return dict(
-        profile="paper", exchange="coinbase", symbols=[SYMBOL], data_dir=str(data_dir), interval=0.15,
+        profile="paper", exchange="coinbase", symbols=list(symbols), data_dir=str(data_dir), interval=0.15,
         bar_seconds=60, short_window=2, long_window=3, position_fraction="0.01", leverage="2",
         mark_staleness_seconds=30, max_orders_per_minute=1000, error_cooldown_seconds=0,
         reconcile_every_seconds=1.0, late_acceptance_seconds=1.5, coinbase_rest_url=server.rest_url, coinbase_ws_url=server.ws_url,
@@ -78,6 +78,83 @@ def rows(db: Path, sql: str) -> list[tuple]:
 
 def ours(server: SimServer) -> list:
     return [o for o in server.venue.orders() if o.client_order_id.startswith("pb-")]
+
+
+def check_write_ahead(server: SimServer, orders_db: Path) -> list[str]:
+    """Every venue order of ours is in our store (written before it was sent), once."""
+    problems = []
+    venue_ids = [o.client_order_id for o in ours(server)]
+    dupes = [cid for cid, n in Counter(venue_ids).items() if n > 1]
+    if dupes:
+        problems.append(f"client ids twice at the venue: {dupes}")
+    stored = {row[0] for row in rows(orders_db, "SELECT client_order_id FROM orders")}
+    unknown = set(venue_ids) - stored
+    if unknown:
+        problems.append(f"venue orders not in orders.db: {sorted(unknown)}")
+    return problems
+
+
+def check_state(server: SimServer, orders_db: Path, events_db: Path, symbols: tuple[str, ...]) -> list[str]:
+    """After a clean restart: no PENDING left, open orders equal the venue's, nothing marked
+    "not found" at the venue, every venue fill of ours stored once, positions from our
+    fills equal the venue's, and that restart's own reconciliation matched."""
+    problems: list[str] = []
+    statuses = dict(rows(orders_db, "SELECT client_order_id, status FROM orders"))
+    if OrderStatus.PENDING.value in statuses.values():
+        problems.append(f"PENDING left: {sorted(c for c, s in statuses.items() if s == OrderStatus.PENDING.value)}")
+    open_here = {cid for cid, status in statuses.items() if not OrderStatus(status).is_terminal}
+    open_there = {v.order.client_order_id for v in map(server.venue.view, ours(server)) if v.status == "OPEN"}
+    if open_here != open_there:
+        problems.append(f"open orders differ: ours only {sorted(open_here - open_there)}, "
+                        f"venue only {sorted(open_there - open_here)}")
+
+    not_found = {row[0] for row in rows(
+        orders_db, "SELECT client_order_id FROM orders WHERE reject_reason = 'not found at exchange after restart'")}
+    wrongly = not_found & {o.client_order_id for o in ours(server)}
+    if wrongly:
+        problems.append(f"rejected as not found but at the venue: {sorted(wrongly)}")
+
+    our_fills = {tid: (Decimal(size), cid) for tid, size, cid in
+                 rows(orders_db, "SELECT trade_id, size, client_order_id FROM fills")}
+    venue_fills = {}
+    for fill, order_id in server.venue.fills():
+        order = server.venue.order(order_id)
+        if order.client_order_id.startswith("pb-"):
+            venue_fills[fill.trade_id] = (Decimal(fill.size), order.client_order_id)
+    lost = set(venue_fills) - set(our_fills)
+    if lost:
+        problems.append(f"lost fills: {sorted(lost)}")
+    extra = set(our_fills) - set(venue_fills)
+    if extra:
+        problems.append(f"fills we hold that the venue does not: {sorted(extra)}")
+    differ = {t for t in set(venue_fills) & set(our_fills) if venue_fills[t] != our_fills[t]}
+    if differ:
+        problems.append(f"fills differ (size/order): {[(t, our_fills[t], venue_fills[t]) for t in sorted(differ)]}")
+
+    held_now = server.core.account().positions
+    for symbol in symbols:
+        signed = sum(
+            (Decimal(size) * (1 if side == "BUY" else -1)
+             for side, size in rows(orders_db, f"SELECT side, size FROM fills WHERE symbol = '{symbol}'")),
+            Decimal(0),
+        )
+        held = held_now.get(symbol)
+        if signed != (held.size if held else 0):
+            problems.append(f"{symbol} position differs: ours {signed}, exchange {held.size if held else 0}")
+
+    last = rows(events_db, "SELECT data, run_id FROM events WHERE kind = 'reconciliation' ORDER BY id DESC LIMIT 1")
+    latest_run = rows(events_db, "SELECT MAX(id) FROM runs")
+    if not last:
+        problems.append("no reconciliation recorded")
+    elif json.loads(last[0][0]).get("matched") is not True:
+        problems.append(f"last reconciliation did not match: {last[0][0]}")
+    elif last[0][1] != latest_run[0][0]:  # the clean restart's own, not an earlier run's
+        problems.append(f"the clean restart (run {latest_run[0][0]}) recorded no reconciliation")
+    resolved = [json.loads(r[0])["outcome"] for r in
+                rows(events_db, "SELECT data FROM events WHERE kind = 'intent_resolved'")]
+    if "unresolved" in resolved[-1:]:
+        problems.append("last intent unresolved")
+    return problems
 
 
 @dataclass
@@ -167,17 +244,7 @@ class ChaosRun:
         return point
 
     def check_write_ahead(self) -> list[str]:
-        """Every venue order of ours is in our store (written before it was sent), once."""
-        problems = []
-        venue_ids = [o.client_order_id for o in ours(self.server)]
-        dupes = [cid for cid, n in Counter(venue_ids).items() if n > 1]
-        if dupes:
-            problems.append(f"client ids twice at the venue: {dupes}")
-        stored = {row[0] for row in rows(self.orders_db, "SELECT client_order_id FROM orders")}
-        unknown = set(venue_ids) - stored
-        if unknown:
-            problems.append(f"venue orders not in orders.db: {sorted(unknown)}")
-        return problems
+        return check_write_ahead(self.server, self.orders_db)
 
     async def verify(self, hold_seconds: float = 2.5) -> list[str]:
         """A clean restart that does not trade, then the full invariants."""
@@ -198,64 +265,7 @@ class ChaosRun:
         return problems
 
     def check_state(self) -> list[str]:
-        server = self.server
-        problems: list[str] = []
-        statuses = dict(rows(self.orders_db, "SELECT client_order_id, status FROM orders"))
-        if OrderStatus.PENDING.value in statuses.values():
-            problems.append(f"PENDING left: {sorted(c for c, s in statuses.items() if s == OrderStatus.PENDING.value)}")
-        open_here = {cid for cid, status in statuses.items() if not OrderStatus(status).is_terminal}
-        open_there = {v.order.client_order_id for v in map(server.venue.view, ours(server)) if v.status == "OPEN"}
-        if open_here != open_there:
-            problems.append(f"open orders differ: ours only {sorted(open_here - open_there)}, "
-                            f"venue only {sorted(open_there - open_here)}")
-
-        not_found = {row[0] for row in rows(
-            self.orders_db,
-            "SELECT client_order_id FROM orders WHERE reject_reason = 'not found at exchange after restart'")}
-        wrongly = not_found & {o.client_order_id for o in ours(server)}
-        if wrongly:
-            problems.append(f"rejected as not found but at the venue: {sorted(wrongly)}")
-
-        our_fills = {tid: (Decimal(size), cid) for tid, size, cid in
-                     rows(self.orders_db, "SELECT trade_id, size, client_order_id FROM fills")}
-        venue_fills = {}
-        for fill, order_id in server.venue.fills():
-            order = server.venue.order(order_id)
-            if order.client_order_id.startswith("pb-"):
-                venue_fills[fill.trade_id] = (Decimal(fill.size), order.client_order_id)
-        lost = set(venue_fills) - set(our_fills)
-        if lost:
-            problems.append(f"lost fills: {sorted(lost)}")
-        extra = set(our_fills) - set(venue_fills)
-        if extra:
-            problems.append(f"fills we hold that the venue does not: {sorted(extra)}")
-        differ = {t for t in set(venue_fills) & set(our_fills) if venue_fills[t] != our_fills[t]}
-        if differ:
-            problems.append(f"fills differ (size/order): {[(t, our_fills[t], venue_fills[t]) for t in sorted(differ)]}")
-
-        signed = sum(
-            (Decimal(size) * (1 if side == "BUY" else -1)
-             for side, size in rows(self.orders_db, f"SELECT side, size FROM fills WHERE symbol = '{SYMBOL}'")),
-            Decimal(0),
-        )
-        held = server.core.account().positions.get(SYMBOL)
-        if signed != (held.size if held else 0):
-            problems.append(f"position differs: ours {signed}, exchange {held.size if held else 0}")
-
-        last = rows(self.events_db,
-                    "SELECT data, run_id FROM events WHERE kind = 'reconciliation' ORDER BY id DESC LIMIT 1")
-        latest_run = rows(self.events_db, "SELECT MAX(id) FROM runs")
-        if not last:
-            problems.append("no reconciliation recorded")
-        elif json.loads(last[0][0]).get("matched") is not True:
-            problems.append(f"last reconciliation did not match: {last[0][0]}")
-        elif last[0][1] != latest_run[0][0]:  # the clean restart's own, not an earlier run's
-            problems.append(f"the clean restart (run {latest_run[0][0]}) recorded no reconciliation")
-        resolved = [json.loads(r[0])["outcome"] for r in
-                    rows(self.events_db, "SELECT data FROM events WHERE kind = 'intent_resolved'")]
-        if "unresolved" in resolved[-1:]:
-            problems.append("last intent unresolved")
-        return problems
+        return check_state(self.server, self.orders_db, self.events_db, (SYMBOL,))
 
     # ----- figures -----------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from decimal import Decimal as D
 
 from perpsbot.domain import OrderStatus
@@ -54,6 +56,22 @@ async def test_not_found_right_after_a_timeout_leaves_the_order_pending_not_reje
     # and no second order goes out while its fate is unknown
     again = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
     assert again[0].outcome == "skipped" and len(exchange.requests) == 1
+
+
+async def test_a_placement_without_an_answer_is_given_up_after_order_timeout_seconds(make_bot, exchange):
+    bot = await make_bot(symbols=("BTC-PERP-INTX",), order_timeout_seconds=0.2)
+    await bot.registry.market_data.update_marks()
+
+    async def never_answers(request):
+        exchange.requests.append(request)
+        await asyncio.sleep(30)
+
+    exchange.place_order = never_answers
+    started = time.monotonic()
+    result = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    assert 0.2 <= time.monotonic() - started < 2  # the configured wait, not the 10 s default
+    assert result[0].outcome == "failed" and "fate unknown" in result[0].detail
+    assert bot.registry.orders.get(exchange.requests[0].client_order_id).status is OrderStatus.PENDING
 
 
 async def test_an_unknown_fate_counts_toward_the_error_cooldown(make_bot, exchange):

@@ -129,6 +129,10 @@ class BotConfig(BaseModel):
     reconcile_every_seconds: float = Field(
         60.0, gt=0, le=86_400, description="how often open orders, fills and positions are checked against the exchange"
     )
+    order_timeout_seconds: float = Field(
+        10.0, gt=0, le=300,
+        description="wait for an order placement's answer (and for its lookup by id after a failure) this long",
+    )
     adopt_foreign_orders: bool = Field(
         False, description="take over open orders we did not place (else they are reported and left alone)"
     )

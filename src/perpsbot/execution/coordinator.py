@@ -307,7 +307,7 @@ class ExecutionCoordinator:
             leverage=order.leverage,
         )
         try:
-            async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+            async with asyncio.timeout(self.config.order_timeout_seconds):
                 snapshot = await self.exchange.place_order(request)
         except asyncio.CancelledError as exc:  # the bot stopped mid-request: the fate is for the next start
             self._unknown(order, exc, "not looked up: the bot stopped")
@@ -337,7 +337,7 @@ class ExecutionCoordinator:
     async def _lookup_after_failure(self, order: Order, exc: BaseException) -> OrderSnapshot | None:
         log.warning("placing %s failed (%s); looking it up by client_order_id", order.client_order_id, exc)
         try:
-            async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
+            async with asyncio.timeout(self.config.order_timeout_seconds):
                 return await self.exchange.get_order(order.client_order_id)
         except OrderNotFound:
             return None

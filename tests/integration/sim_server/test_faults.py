@@ -16,10 +16,10 @@ import requests
 from requests.exceptions import HTTPError
 
 from perpsbot.domain.clock import ManualClock
-from perpsbot.exchange.sim.keys import ApiKey
+from perpsbot.exchange.sim.keys import ApiKey, sign_jwt
 from perpsbot.exchange.sim.server import SimServer
 
-from .conftest import call, sdk
+from .conftest import call, sdk, wait_for
 
 PRODUCTS = "/api/v3/brokerage/market/products"
 
@@ -79,6 +79,39 @@ async def test_a_lost_response_still_creates_the_order_once(server: SimServer, e
     assert len(server.core.fills) == fills and len(server.venue.orders()) == 1
     found = await call(client.get_order, order.order_id)
     assert found.order.status == "FILLED"
+
+
+async def test_a_late_accepted_order_does_not_exist_until_it_is_processed(server: SimServer, ecdsa_key: ApiKey):
+    client = sdk(server, ecdsa_key)
+    server.faults.force("late_accept", param=0.6)
+    started = time.monotonic()
+    placing = asyncio.create_task(call(client.market_order_buy, "late-1", "ETH-USD", base_size="0.2"))
+    await wait_for(lambda: server.faults.injected["late_accept"] == 1)  # its body has arrived
+    await asyncio.sleep(0.2)
+    assert server.venue.find_by_client_id("late-1") is None and server.core.fills == []
+    with pytest.raises(HTTPError, match="404"):  # get-order by the client id: not there yet
+        await call(client.get_order, "late-1")
+    assert (await call(client.list_orders)).orders == []
+    answer = await placing  # answered only once processed
+    assert time.monotonic() - started >= 0.6 and answer.success
+    order = server.venue.find_by_client_id("late-1")
+    assert order is not None and server.venue.view(order).status == "FILLED" and len(server.core.fills) == 1
+    assert [o.client_order_id for o in (await call(client.list_orders)).orders] == ["late-1"]
+
+
+async def test_a_late_order_is_accepted_even_after_the_client_gave_up(server: SimServer, ecdsa_key: ApiKey):
+    server.faults.force("late_accept", param=0.5)
+    path = "/api/v3/brokerage/orders"
+    body = json.dumps({"client_order_id": "late-2", "product_id": "ETH-USD", "side": "BUY",
+                       "order_configuration": {"market_market_ioc": {"base_size": "0.1"}}})
+    token = sign_jwt(ecdsa_key, uri=f"POST {server.plain_base_url}{path}")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(asyncio.TimeoutError):  # the client times out and drops the connection
+            await session.post(f"{server.plain_rest_url}{path}", data=body, timeout=aiohttp.ClientTimeout(total=0.2),
+                               headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert server.venue.find_by_client_id("late-2") is None
+    await wait_for(lambda: server.venue.find_by_client_id("late-2") is not None, timeout=3)
+    assert server.venue.view(server.venue.find_by_client_id("late-2")).status == "FILLED"
 
 
 async def test_faults_configured_from_a_spec_fire_at_their_rate(cert_dir: Path):

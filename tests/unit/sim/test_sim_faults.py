@@ -9,7 +9,7 @@ from perpsbot.exchange.sim.faults import FaultSetting, Faults, FaultSpecError, p
 
 def test_the_spec_syntax():
     spec = parse_fault_spec("ws_disconnect=0.01, skip_sequence=0.02,rate_limit=0.05:1.5,"
-                            "server_error=0.02:503,slow=0.05:2,lost_response=0.1:drop")
+                            "server_error=0.02:503,slow=0.05:2,lost_response=0.1:drop,late_accept=0.3:2.5")
     assert spec == {
         "ws_disconnect": FaultSetting(0.01, None),
         "skip_sequence": FaultSetting(0.02, None),
@@ -17,9 +17,11 @@ def test_the_spec_syntax():
         "server_error": FaultSetting(0.02, 503.0),
         "slow": FaultSetting(0.05, 2.0),
         "lost_response": FaultSetting(0.1, "drop"),
+        "late_accept": FaultSetting(0.3, 2.5),
     }
     assert parse_fault_spec("") == {} and parse_fault_spec(None) == {}
     assert parse_fault_spec("slow=0.5")["slow"] == FaultSetting(0.5, 1.0)  # default delay
+    assert parse_fault_spec("late_accept=0.3")["late_accept"] == FaultSetting(0.3, 12.0)  # past a 10 s timeout
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -30,6 +32,7 @@ def test_the_spec_syntax():
     ("slow=0.1:-1", ">= 0"),
     ("server_error=0.1:404", "5xx"),
     ("lost_response=0.1:vanish", "drop, error, mixed"),
+    ("late_accept=0.1:soon", "must be a number"),
     ("ws_disconnect=0.1:3", "takes no parameter"),
     ("slow=0.1,slow=0.2", "twice"),
 ])

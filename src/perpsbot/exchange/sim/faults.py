@@ -3,7 +3,7 @@
 Spec syntax (``--faults``), comma-separated ``name=probability[:parameter]``::
 
     ws_disconnect=0.01,skip_sequence=0.01,rate_limit=0.05:1.5,server_error=0.02:503,
-    slow=0.05:2.0,lost_response=0.05:drop
+    slow=0.05:2.0,lost_response=0.05:drop,late_accept=0.3:12
 
 ==============  ============================  =============================================
 fault           rolled                        effect (parameter)
@@ -19,6 +19,12 @@ lost_response   per order-creating request    the order IS created, then the ans
                                               lost: ``drop`` (connection closed without a
                                               response), ``error`` (a 500) or ``mixed``
                                               (either, seeded; the default)
+late_accept     per order-creating request    processed ``seconds`` after its body arrived
+                                              (default 12, past a 10 s client timeout):
+                                              until then the order does not exist (get
+                                              and list do not show it); then it is
+                                              created and matched as usual and the answer
+                                              sent, to a client that has usually given up
 ==============  ============================  =============================================
 
 Each fault draws from its own random stream, seeded from (seed, fault name), so
@@ -34,7 +40,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-FAULT_NAMES = ("ws_disconnect", "skip_sequence", "rate_limit", "server_error", "slow", "lost_response")
+FAULT_NAMES = ("ws_disconnect", "skip_sequence", "rate_limit", "server_error", "slow", "lost_response", "late_accept")
 LOST_RESPONSE_MODES = ("drop", "error", "mixed")
 _DEFAULT_PARAM: dict[str, float | str | None] = {
     "ws_disconnect": None,
@@ -43,6 +49,7 @@ _DEFAULT_PARAM: dict[str, float | str | None] = {
     "server_error": 500.0,
     "slow": 1.0,
     "lost_response": "mixed",
+    "late_accept": 12.0,
 }
 
 

@@ -264,6 +264,7 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._conns: set[_Connection] = set()
+        self._late_orders: set[asyncio.Task[web.Response]] = set()  # order requests held by late_accept
         self._rate_limited_until = 0.0
         self._started_monotonic = time.monotonic()
         # what the WebSocket channels last published
@@ -371,6 +372,8 @@ class SimServer:
                 await self._ticker
             except asyncio.CancelledError:
                 pass
+        for task in list(self._late_orders):  # a stopping venue accepts nothing more
+            task.cancel()
         for conn in list(self._conns):
             conn.closed = True
             conn.queue.put_nowait(None)
@@ -754,11 +757,40 @@ class SimServer:
 
     # ----- order handlers ------------------------------------------------------------------
 
-    async def _answer_new_order(self, request: web.Request, make: Callable[[dict[str, Any]], tuple[Any, bool]]
-                                ) -> web.Response:
+    async def _answer_new_order(
+        self, request: web.Request, make: Callable[[dict[str, Any], datetime], tuple[Any, bool]]
+    ) -> web.Response:
         body = await _json_body(request)
+        if not self.faults.roll("late_accept"):
+            return self._process_new_order(request, make, body, self.clock.now())
+        # Processed later, in a task of its own: a client that gives up and disconnects
+        # does not stop the venue from accepting the order in the end.
+        task = asyncio.create_task(self._late_new_order(request, make, body), name="sim-late-accept")
+        self._late_orders.add(task)
+        task.add_done_callback(self._late_done)
+        return await asyncio.shield(task)
+
+    async def _late_new_order(
+        self, request: web.Request, make: Callable[[dict[str, Any], datetime], tuple[Any, bool]], body: dict[str, Any]
+    ) -> web.Response:
+        delay = float(self.faults.param("late_accept") or 0)
+        log.info("injected late_accept: order %s processed in %.3g s", body.get("client_order_id"), delay)
+        await asyncio.sleep(delay)
+        now = self.clock.now()
+        self.venue.sync(now)
+        return self._process_new_order(request, make, body, now)
+
+    def _late_done(self, task: asyncio.Task[web.Response]) -> None:
+        self._late_orders.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the handler that awaited it may be gone
+
+    def _process_new_order(
+        self, request: web.Request, make: Callable[[dict[str, Any], datetime], tuple[Any, bool]],
+        body: dict[str, Any], now: datetime,
+    ) -> web.Response:
         try:
-            order, created = make(body)
+            order, created = make(body, now)
         except OrderFailure as exc:
             return _json(P.create_failure(exc.error, exc.message, exc.details, exc.preview_reason,
                                           body.get("order_configuration")))
@@ -777,12 +809,10 @@ class SimServer:
         return _json(P.create_success(view))
 
     async def h_create_order(self, request: web.Request) -> web.Response:
-        now = self.clock.now()
-        return await self._answer_new_order(request, lambda body: self.venue.create_order(body, now))
+        return await self._answer_new_order(request, self.venue.create_order)
 
     async def h_close_position(self, request: web.Request) -> web.Response:
-        now = self.clock.now()
-        return await self._answer_new_order(request, lambda body: self.venue.close_position(body, now))
+        return await self._answer_new_order(request, self.venue.close_position)
 
     async def h_preview_order(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
