@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from perpsbot.config import BotConfig
 from perpsbot.exchange.sim.keys import generate_key, write_key_file
 from perpsbot.exchange.sim.server import SimServer
 from tests.chaos.checks import (
@@ -132,9 +131,8 @@ class CliChaosRun:
             interval=0.2, bar_seconds=1, short_window=2, long_window=3, vol_window=5, trailing_stop_pct="0",
             position_fraction=str(FRACTION), leverage=str(LEVERAGE), vol_warn="10000", vol_reduce_only="20000",
             vol_kill="30000", order_timeout_seconds=self.order_timeout, http_port="off", log_level="WARNING",
+            late_acceptance_seconds=self.late_delay + 1.0,  # covers the fault's delay
         )
-        if "late_acceptance_seconds" in BotConfig.model_fields:  # the bound of issue 21's fix, once it exists
-            values["late_acceptance_seconds"] = self.late_delay + 1.0
         return values
 
     # ----- the venue, sampled -----------------------------------------------------------

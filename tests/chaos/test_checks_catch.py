@@ -61,8 +61,16 @@ def test_two_openings_without_a_close_between_are_a_duplicate():
 
 # ----- broken builds --------------------------------------------------------------------------
 
+# Without the re-opening of a closed order that fills after all (the fill is only alerted on),
+# as before the late-acceptance fix: what the two broken builds below close stays closed.
+NO_REOPEN = '''
+from perpsbot.execution.coordinator import ExecutionCoordinator
+
+ExecutionCoordinator.reopen = lambda self, order, why: None
+'''
+
 # One not-found taken as proof of absence: PENDING orders are rejected at the next reconciliation.
-ABSENCE_ASSUMED = '''
+ABSENCE_ASSUMED = NO_REOPEN + '''
 from perpsbot.domain import OrderStatus
 from perpsbot.exchange.port import OrderNotFound
 from perpsbot.execution.coordinator import ExecutionCoordinator
@@ -86,7 +94,7 @@ ExecutionCoordinator.resolve_intents = resolve_intents
 '''
 
 # An order of unknown fate given up and the decision sent again at once.
-RESEND_UNKNOWN = '''
+RESEND_UNKNOWN = NO_REOPEN + '''
 from perpsbot.domain import OrderStatus
 from perpsbot.execution.coordinator import ExecutionCoordinator
 
