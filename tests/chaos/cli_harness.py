@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from perpsbot.exchange.sim.keys import generate_key, write_key_file
 from perpsbot.exchange.sim.server import SimServer
 from tests.chaos.checks import (
     SIZE_TOLERANCE,
@@ -48,7 +47,7 @@ from tests.chaos.checks import (
     exposure_violations,
     intended_bound,
 )
-from tests.chaos.harness import ROOT, bot_config, check_state, check_write_ahead, ours, rows
+from tests.chaos.harness import ROOT, bot_config, check_state, check_write_ahead, ours, rows, start_server
 
 SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")
 FRACTION = Decimal("0.01")
@@ -109,11 +108,7 @@ class CliChaosRun:
         self._reported: set[str] = set()  # violations counted by an earlier verification
 
     async def __aenter__(self) -> CliChaosRun:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        key = generate_key("ecdsa")
-        key_file = write_key_file(self.work_dir / "key.json", key)
-        self.server = SimServer(seed=self.seed, trust=[key], faults=self.faults_spec)
-        await self.server.__aenter__()
+        self.server, key_file = await start_server(self.work_dir, self.seed, self.faults_spec)
         self.config_file.write_text(toml_text(self._config(key_file)), encoding="utf-8")
         self._sample()
         self._sampler = asyncio.create_task(self._sample_loop())

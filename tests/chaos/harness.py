@@ -62,6 +62,16 @@ async def spawn(config_file: Path, mode: str, seconds: float) -> asyncio.subproc
     )
 
 
+async def start_server(work_dir: Path, seed: int, faults: str) -> tuple[SimServer, Path]:
+    """The simulator server with ``faults`` on, trusting a new key written to ``work_dir``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    key = generate_key("ecdsa")
+    key_file = write_key_file(work_dir / "key.json", key)
+    server = SimServer(seed=seed, trust=[key], faults=faults)
+    await server.__aenter__()
+    return server, key_file
+
+
 def rows(db: Path, sql: str) -> list[tuple]:
     if not db.exists():
         return []
@@ -186,11 +196,7 @@ class ChaosRun:
         self._spawned = 0
 
     async def __aenter__(self) -> ChaosRun:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        key = generate_key("ecdsa")
-        key_file = write_key_file(self.work_dir / "key.json", key)
-        self.server = SimServer(seed=self.seed, trust=[key], faults=self.faults_spec)
-        await self.server.__aenter__()
+        self.server, key_file = await start_server(self.work_dir, self.seed, self.faults_spec)
         self.config_file.write_text(json.dumps(bot_config(self.server, self._data_dir, key_file)), encoding="utf-8")
         return self
 
