@@ -31,6 +31,7 @@ from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
 from perpsbot.store.backup import BackupWorkflow
+from perpsbot.store.folder import StoreReplaced, open_stores
 from perpsbot.store.lock import StoreLock
 from perpsbot.strategy.base import Decision, Strategy
 from perpsbot.strategy.baseline import MACrossover
@@ -115,6 +116,7 @@ class PerpsBotBuilder:
         self._registry: ServiceRegistry | None = None
         self._strategy: Strategy | None = None
         self._stores: tuple[EventStore, OrdersStore] | None = None
+        self._new_store: Callable[[str], bool] | None = None
 
     def with_clock(self, clock: Clock) -> PerpsBotBuilder:
         self._clock = clock
@@ -132,6 +134,12 @@ class PerpsBotBuilder:
         """Use these stores instead of opening the profile's SQLite files (a backtest
         passes in-memory ones)."""
         self._stores = (events, orders)
+        return self
+
+    def with_new_store(self, confirm: Callable[[str], bool]) -> PerpsBotBuilder:
+        """Start new stores in place of a missing or damaged one once ``confirm(problem)``
+        says so (its files are moved aside, never deleted); an intact store is refused."""
+        self._new_store = confirm
         return self
 
     def with_registry(self, registry: ServiceRegistry) -> PerpsBotBuilder:
@@ -160,6 +168,7 @@ class PerpsBotBuilder:
                 f"unknown product {unknown[0]} on {exchange.name}; available: {', '.join(sorted(catalog))}"
             )
         lock: StoreLock | None = None
+        replaced: StoreReplaced | None = None
         if self._stores is not None:
             events, orders = self._stores
         else:
@@ -167,16 +176,12 @@ class PerpsBotBuilder:
             lock = StoreLock(store_dir)
             try:
                 lock.acquire()  # one bot per store; held until shutdown, dropped by the kernel on a crash
-                events = EventStore(store_dir / "events.db")
-                try:
-                    orders = OrdersStore(store_dir / "orders.db")
-                except BaseException:
-                    events.close()
-                    raise
+                opened = open_stores(store_dir, clock.now(), self._new_store)  # a damaged store is refused
             except BaseException:
                 lock.release()
                 await exchange.close()
                 raise
+            events, orders, replaced = opened.events, opened.orders, opened.replaced
         strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
         streaming = streaming_service(exchange, market_data, events, clock, config)
@@ -214,7 +219,7 @@ class PerpsBotBuilder:
             alerts=alerts,
             streaming=streaming,
         )
-        return PerpsBot(registry, _token=_BUILDER_TOKEN, store_lock=lock)
+        return PerpsBot(registry, _token=_BUILDER_TOKEN, store_lock=lock, store_replaced=replaced)
 
     @staticmethod
     def _default_exchange(config: BotConfig, clock: Clock) -> Exchange:
@@ -235,12 +240,18 @@ class PerpsBotBuilder:
 
 class PerpsBot:
     def __init__(
-        self, registry: ServiceRegistry, *, _token: object = None, store_lock: StoreLock | None = None
+        self,
+        registry: ServiceRegistry,
+        *,
+        _token: object = None,
+        store_lock: StoreLock | None = None,
+        store_replaced: StoreReplaced | None = None,
     ) -> None:
         if _token is not _BUILDER_TOKEN:
             raise TypeError("PerpsBot is built only through PerpsBotBuilder(config).build()")
         self._registry = registry
         self._store_lock = store_lock
+        self.store_replaced = store_replaced  # new stores started in place of a damaged one (recorded at start)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.cycles = 0
@@ -280,6 +291,11 @@ class PerpsBot:
         self.spawn(self.webhook.run(), "alert-webhook")  # before anything can raise an alert
         run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, public_config(reg.config))
         reg.orders.run_id = run_id
+        if self.store_replaced is not None:
+            reg.events.append(
+                reg.clock.now(), "store_replaced", None, problem=self.store_replaced.problem,
+                kept_in=self.store_replaced.kept_in,
+            )
         reg.risk.restore()
         account = await reg.execution.refresh_account()
         self.start_equity = account.equity

@@ -43,6 +43,7 @@ from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, red
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
+from perpsbot.store.folder import STAMP, fsync_dir, put_back, set_aside
 from perpsbot.store.lock import StoreLock
 from perpsbot.store.sqlite import StoreError, dumps
 
@@ -53,7 +54,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASES: dict[str, Sequence[str]] = {"events.db": events_schema.MIGRATIONS, "orders.db": orders_schema.MIGRATIONS}
 NAME_RE = re.compile(r"^perpsbot-(?P<profile>[a-z]+)-(?P<stamp>\d{8}T\d{12}Z)\.tar\.gz$")
-STAMP = "%Y%m%dT%H%M%S%fZ"
 CHUNK = 1 << 20
 STALE_PARTIAL_SECONDS = 86_400
 
@@ -135,7 +135,7 @@ class BackupWorkflow:
                 }
                 _write_archive(staging / "archive", manifest, staging)
                 os.replace(staging / "archive", target)
-            _fsync_dir(self.backup_dir)
+            fsync_dir(self.backup_dir)
         except sqlite3.Error as exc:
             raise BackupError(f"backup of {self.store_dir} failed: {exc}") from None
         except OSError as exc:
@@ -311,31 +311,23 @@ def _check_database(path: Path, name: str, recorded: int, understood: int, damag
 
 
 def _swap_in(staging: Path, store_dir: Path, now: datetime) -> Path | None:
-    """Move the store's databases (with their -wal / -shm) aside, then the staged ones in."""
-    aside = store_dir / f"replaced-{now.astimezone(UTC).strftime(STAMP)}"
+    """Move the store's files aside (the databases with their -wal / -shm, and store.json,
+    which the next start writes again from the restored orders.db), then the staged ones in."""
     moved: list[tuple[Path, Path]] = []
     placed: list[Path] = []
     try:
-        for name in DATABASES:
-            for suffix in ("", "-wal", "-shm"):
-                current = store_dir / f"{name}{suffix}"
-                if current.exists():
-                    aside.mkdir(exist_ok=True)
-                    os.replace(current, aside / current.name)
-                    moved.append((aside / current.name, current))
+        aside = set_aside(store_dir, now, moved)
         for name in DATABASES:
             os.replace(staging / name, store_dir / name)
             placed.append(store_dir / name)
-        _fsync_dir(store_dir)
+        fsync_dir(store_dir)
     except OSError as exc:
         for path in placed:
             with contextlib.suppress(OSError):
                 path.unlink()
-        for kept, original in moved:
-            with contextlib.suppress(OSError):
-                os.replace(kept, original)
+        put_back(moved)
         raise BackupError(f"restore into {store_dir} failed, store left as it was: {exc.strerror or exc}") from None
-    return aside if moved else None
+    return aside
 
 
 # ----- the pieces of a backup ---------------------------------------------------------
@@ -415,14 +407,6 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(exc: BaseException) -> str:
