@@ -182,6 +182,7 @@ class PerpsBotBuilder:
                 await exchange.close()
                 raise
             events, orders, replaced = opened.events, opened.orders, opened.replaced
+            BackupWorkflow.from_config(config).remove_abandoned_staging()  # what killed backups and restores left
         strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
         streaming = streaming_service(exchange, market_data, events, clock, config)
