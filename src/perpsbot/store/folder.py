@@ -9,10 +9,12 @@ first, and one that is missing or damaged is refused (``StoreDamaged``), never r
 behind the user's back; ``set_aside`` moves its files away (never deletes them) when the
 user asks for new stores.
 
-A store "existed" when the folder holds either database (with its ``-wal`` / ``-shm``) or
-``store.json``, the marker written when the stores are first made: the id prefix and the
-time. The marker outlives the databases, so deleting both of them is noticed too; a folder
-with none of these files (logs and a ``KILL`` file do not count) is a fresh profile.
+A store "existed" when the folder holds ``store.json``, the marker written once the stores
+are first made (the id prefix and the time), or a database holding anything a bot recorded
+(a store made before the marker). The marker outlives the databases, so deleting both of
+them is noticed too. A folder with neither (logs and a ``KILL`` file do not count; nor do
+databases without a record, left by a first start killed while it made them) is a fresh
+profile.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MARKER = "store.json"
 DATABASE_FILES = ("events.db", "orders.db")
+# The tables a bot's records are in, by database (orders.db's meta holds only the id prefix).
+RECORD_TABLES = {"events.db": ("runs", "events", "state", "commands"), "orders.db": ("orders", "fills")}
 SIDE_FILES = ("", "-wal", "-shm")  # a WAL database is these three files
 STAMP = "%Y%m%dT%H%M%S%fZ"  # times in the names of backups and of set-aside folders
 
@@ -73,9 +77,8 @@ def inspect_store(store_dir: Path, *, thorough: bool) -> StoreState:
     nothing for writing and creates nothing. ``thorough`` adds SQLite's ``quick_check`` of
     every page (0.3 s for a 270 MB database; ``integrity_check``, which also cross-checks
     every index entry, took twice that and grows faster)."""
-    marker_path = store_dir / MARKER
     present = [name for name in DATABASE_FILES if any((store_dir / f"{name}{s}").exists() for s in SIDE_FILES)]
-    if not present and not marker_path.exists():
+    if not (store_dir / MARKER).exists() and not any(_holds_records(store_dir, name) for name in present):
         return StoreState(existed=False, problem=None)
     missing = [name for name in DATABASE_FILES if not (store_dir / name).is_file()]
     if missing:
@@ -86,6 +89,27 @@ def inspect_store(store_dir: Path, *, thorough: bool) -> StoreState:
             return StoreState(True, f"{name} {problem}")
     marked = read_marker(store_dir)
     return StoreState(True, _identity_problem(store_dir / "orders.db", marked), marked is not None)
+
+
+def _holds_records(store_dir: Path, name: str) -> bool:
+    """Whether a database holds anything a bot recorded; True when that cannot be read (it may)."""
+    path = store_dir / name
+    if not path.is_file():
+        return True  # only its -wal / -shm: what was in it is gone
+    if path.stat().st_size == 0:
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return any(
+                conn.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() is not None
+                for table in RECORD_TABLES[name] if table in tables
+            )
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return True
 
 
 def _database_problem(path: Path, thorough: bool) -> str | None:
