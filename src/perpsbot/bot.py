@@ -365,8 +365,13 @@ class PerpsBot:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None and is_disk_full(exc):
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        if is_disk_full(exc):
             self._stop_for_disk_full(exc)  # e.g. a snapshot the disk had no room for
+        else:  # what asyncio would say of it, later, for an exception nobody retrieved
+            log.error("background task %s failed", task.get_name(), exc_info=exc)
 
     def _stop_for_disk_full(self, exc: BaseException) -> DiskFull:
         """Nothing the bot does can be recorded any more, so it does nothing more: stop cycling."""

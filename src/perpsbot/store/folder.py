@@ -30,7 +30,7 @@ from pathlib import Path
 
 from perpsbot.store.events import EventStore
 from perpsbot.store.orders import OrdersStore
-from perpsbot.store.sqlite import StoreError
+from perpsbot.store.sqlite import StoreError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,8 @@ def open_stores(store_dir: Path, now: datetime, new_store: Callable[[str], bool]
         except OSError as exc:
             events.close()
             orders.close()
+            if is_disk_full(exc):
+                raise  # the bot says "disk full"
             raise StoreError(f"cannot write {store_dir / MARKER}: {exc.strerror or exc}") from None
     return OpenedStores(events, orders, replaced)
 
