@@ -47,7 +47,8 @@ def run(
         list[str] | None, typer.Option("--set", help="any setting, KEY=VALUE (repeatable), e.g. --set bar_seconds=2")
     ] = None,
     new_store: Annotated[
-        bool, typer.Option("--new-store", help="start new stores in place of missing or damaged ones (kept aside); asks first")
+        bool,
+        typer.Option("--new-store", help="start new stores in place of missing or damaged ones (kept aside); asks first"),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="with --new-store: confirmed, without asking")] = False,
 ) -> None:

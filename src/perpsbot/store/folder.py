@@ -196,7 +196,9 @@ def open_stores(store_dir: Path, now: datetime, new_store: Callable[[str], bool]
         replaced = StoreReplaced(state.problem, _set_aside_all(store_dir, now))
         log.warning("store replaced: %s; the old files are kept in %s", state.problem, replaced.kept_in)
     elif new_store is not None and state.existed:
-        raise StoreError(f"the store in {store_dir} is intact; new stores are started only in place of a missing or damaged one")
+        raise StoreError(
+            f"the store in {store_dir} is intact; new stores are started only in place of a missing or damaged one"
+        )
     events = EventStore(store_dir / "events.db")
     try:
         orders = OrdersStore(store_dir / "orders.db")
