@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.test_cli_basics import perpsbot
 
-RUN = ("run", "--profile", "paper", "--duration", "1", "--interval", "0.2", "--seed", "3")
+RUN = ("run", "--profile", "paper", "--duration", "0.3", "--interval", "0.1", "--seed", "3")
 
 
 @pytest.fixture(scope="module")
