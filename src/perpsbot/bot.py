@@ -32,7 +32,10 @@ from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
 from perpsbot.store.backup import BackupWorkflow
+from perpsbot.store.folder import StoreReplaced, open_stores
 from perpsbot.store.lock import StoreLock
+from perpsbot.store.spare import SpareSpace
+from perpsbot.store.sqlite import DiskFull, is_disk_full
 from perpsbot.strategy.base import Decision, Strategy
 from perpsbot.strategy.baseline import MACrossover
 from perpsbot.strategy.orchestrator import StrategyOrchestrator
@@ -122,6 +125,7 @@ class PerpsBotBuilder:
         self._registry: ServiceRegistry | None = None
         self._strategy: Strategy | None = None
         self._stores: tuple[EventStore, OrdersStore] | None = None
+        self._new_store: Callable[[str], bool] | None = None
 
     def with_clock(self, clock: Clock) -> PerpsBotBuilder:
         self._clock = clock
@@ -139,6 +143,12 @@ class PerpsBotBuilder:
         """Use these stores instead of opening the profile's SQLite files (a backtest
         passes in-memory ones)."""
         self._stores = (events, orders)
+        return self
+
+    def with_new_store(self, confirm: Callable[[str], bool]) -> PerpsBotBuilder:
+        """Start new stores in place of a missing or damaged one once ``confirm(problem)``
+        says so (its files are moved aside, never deleted); an intact store is refused."""
+        self._new_store = confirm
         return self
 
     def with_registry(self, registry: ServiceRegistry) -> PerpsBotBuilder:
@@ -167,6 +177,8 @@ class PerpsBotBuilder:
                 f"unknown product {unknown[0]} on {exchange.name}; available: {', '.join(sorted(catalog))}"
             )
         lock: StoreLock | None = None
+        replaced: StoreReplaced | None = None
+        spare: SpareSpace | None = None
         if self._stores is not None:
             events, orders = self._stores
         else:
@@ -174,16 +186,24 @@ class PerpsBotBuilder:
             lock = StoreLock(store_dir)
             try:
                 lock.acquire()  # one bot per store; held until shutdown, dropped by the kernel on a crash
-                events = EventStore(store_dir / "events.db")
-                try:
-                    orders = OrdersStore(store_dir / "orders.db")
-                except BaseException:
-                    events.close()
-                    raise
+                opened = open_stores(store_dir, clock.now(), self._new_store)  # a damaged store is refused
+            except BaseException as exc:
+                lock.release()
+                await exchange.close()
+                if isinstance(exc, Exception) and is_disk_full(exc):
+                    raise DiskFull(f"cannot open the store in {store_dir} ({exc})") from None
+                raise
+            events, orders, replaced = opened.events, opened.orders, opened.replaced
+            spare = SpareSpace(store_dir)
+            try:
+                spare.reserve()  # room for the last records should the disk fill up
             except BaseException:
+                events.close()
+                orders.close()
                 lock.release()
                 await exchange.close()
                 raise
+            BackupWorkflow.from_config(config).remove_abandoned_staging()  # what killed backups and restores left
         strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
         streaming = streaming_service(exchange, market_data, events, clock, config)
@@ -224,7 +244,7 @@ class PerpsBotBuilder:
             alerts=alerts,
             streaming=streaming,
         )
-        return PerpsBot(registry, _token=_BUILDER_TOKEN, store_lock=lock)
+        return PerpsBot(registry, _token=_BUILDER_TOKEN, store_lock=lock, store_replaced=replaced, spare=spare)
 
     @staticmethod
     def _default_exchange(config: BotConfig, clock: Clock) -> Exchange:
@@ -245,12 +265,21 @@ class PerpsBotBuilder:
 
 class PerpsBot:
     def __init__(
-        self, registry: ServiceRegistry, *, _token: object = None, store_lock: StoreLock | None = None
+        self,
+        registry: ServiceRegistry,
+        *,
+        _token: object = None,
+        store_lock: StoreLock | None = None,
+        store_replaced: StoreReplaced | None = None,
+        spare: SpareSpace | None = None,
     ) -> None:
         if _token is not _BUILDER_TOKEN:
             raise TypeError("PerpsBot is built only through PerpsBotBuilder(config).build()")
         self._registry = registry
         self._store_lock = store_lock
+        self.store_replaced = store_replaced  # new stores started in place of a damaged one (recorded at start)
+        self._spare = spare
+        self.disk_full: DiskFull | None = None  # why the bot stopped, when a full disk stopped it
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.cycles = 0
@@ -286,11 +315,24 @@ class PerpsBot:
     # ----- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise self._stop_for_disk_full(exc) from None
+            raise
+
+    async def _start(self) -> None:
         reg = self._registry
         await self._start_web()
         self.spawn(self.webhook.run(), "alert-webhook")  # before anything can raise an alert
         run_id = reg.events.start_run(reg.clock.now(), reg.config.profile.value, public_config(reg.config))
         reg.orders.run_id = run_id
+        if self.store_replaced is not None:
+            reg.events.append(
+                reg.clock.now(), "store_replaced", None, problem=self.store_replaced.problem,
+                kept_in=self.store_replaced.kept_in,
+            )
         reg.risk.restore()
         account = await reg.execution.refresh_account()
         self.start_equity = account.equity
@@ -332,8 +374,25 @@ class PerpsBot:
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        if is_disk_full(exc):
+            self._stop_for_disk_full(exc)  # e.g. a snapshot the disk had no room for
+        else:  # what asyncio would say of it, later, for an exception nobody retrieved
+            log.error("background task %s failed", task.get_name(), exc_info=exc)
+
+    def _stop_for_disk_full(self, exc: BaseException) -> DiskFull:
+        """Nothing the bot does can be recorded any more, so it does nothing more: stop cycling."""
+        if self.disk_full is None:
+            self.disk_full = DiskFull(f"cannot write to {self.config.store_dir} ({exc})")
+            self._stop.set()
+        return self.disk_full
 
     @property
     def background_tasks(self) -> frozenset[asyncio.Task[Any]]:
@@ -348,22 +407,30 @@ class PerpsBot:
         Either ends the run within ``STOP_GRACE_SECONDS`` even while a cycle waits on a hung
         exchange call: the cycle is then cancelled. An order placement cancelled that way
         stays PENDING in the store (its write-ahead record, with an ``order_unknown`` event),
-        and the next start looks its fate up by ``client_order_id``."""
-        if not self.started:
-            await self.start()
-        began = self.clock.now()
-        while not self._stop.is_set():
-            left = self._time_left(began, duration)
-            if left is not None and left <= 0:
-                break
-            tick = time.perf_counter()
-            if not await self._cycle_until_stopped(left):
-                break
-            if on_cycle is not None:
-                on_cycle(self)
-            pause = max(0.0, self.config.interval - (time.perf_counter() - tick))
-            left = self._time_left(began, duration)
-            await self._wait_for_stop(None, pause if left is None else min(pause, left))
+        and the next start looks its fate up by ``client_order_id``. A full disk stops it
+        too, with ``DiskFull`` (``shutdown`` records why)."""
+        try:
+            if not self.started:
+                await self.start()
+            began = self.clock.now()
+            while not self._stop.is_set():
+                left = self._time_left(began, duration)
+                if left is not None and left <= 0:
+                    break
+                tick = time.perf_counter()
+                if not await self._cycle_until_stopped(left):
+                    break
+                if on_cycle is not None:
+                    on_cycle(self)
+                pause = max(0.0, self.config.interval - (time.perf_counter() - tick))
+                left = self._time_left(began, duration)
+                await self._wait_for_stop(None, pause if left is None else min(pause, left))
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            raise self._stop_for_disk_full(exc) from None
+        if self.disk_full is not None:
+            raise self.disk_full
 
     def _time_left(self, began: datetime, duration: float | None) -> float | None:
         if duration is None:
@@ -423,6 +490,8 @@ class PerpsBot:
                 if results:
                     report.executions[symbol] = results
             except Exception as exc:  # noqa: BLE001 - one symbol's failure never stops the others
+                if is_disk_full(exc):
+                    raise  # but a full disk stops everything
                 report.errors[symbol] = _error_text(exc)
                 reg.events.append(reg.clock.now(), "error", symbol, stage="cycle", error=_error_text(exc))
                 log.exception("cycle for %s failed", symbol)
@@ -432,7 +501,9 @@ class PerpsBot:
         self.metrics.observe_cycle(elapsed)
         try:
             self.alert_rules.evaluate()
-        except Exception:  # noqa: BLE001 - a broken alert rule must not stop trading
+        except Exception as exc:  # noqa: BLE001 - a broken alert rule must not stop trading
+            if is_disk_full(exc):
+                raise
             log.exception("alert rules failed")
         return report
 
@@ -446,6 +517,8 @@ class PerpsBot:
             while waiting:
                 result = await waiting.pop(0)
         except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
+            if is_disk_full(exc):
+                raise  # not an error to record and cycle on: nothing can be recorded
             report.errors[stage] = _error_text(exc)
             reg.events.append(reg.clock.now(), "error", None, stage=stage, error=_error_text(exc))
             log.error("%s failed: %s", stage, _error_text(exc))
@@ -592,26 +665,65 @@ class PerpsBot:
                 await task
         self._tasks.difference_update(tasks)  # a task that ended meanwhile may not have run its done callback yet
         reg = self._registry
+        recording = self.started and self.disk_full is None
         if self.started:
             self.run_metrics.sample()  # a short run still gets one
         summary = self.summary()
         if reg.streaming is not None:
-            if self.started:
+            if recording:
                 reg.streaming.heartbeat()
             await reg.streaming.close()
-        if self.started:
+        if recording:
             self.record_snapshot()
             reg.events.append(reg.clock.now(), "run_metrics", None, **{k: summary[k] for k in METRIC_FIELDS})
             reg.events.append(reg.clock.now(), "bot_stopped", None, **summary)
             reg.events.end_run(reg.clock.now(), summary)
+        elif self.disk_full is not None:
+            self._record_disk_full_stop(self.disk_full, summary)
         try:
             await reg.exchange.close()
         finally:
-            reg.events.close()
-            reg.orders.close()
-            if self._store_lock is not None:
-                self._store_lock.release()
+            self._close_stores()
         return summary
+
+    def _record_disk_full_stop(self, disk_full: DiskFull, summary: dict[str, Any]) -> None:
+        """The last records after the disk filled up, in the spare space freed for them: the
+        events kept back, ``bot_stopped`` with ``reason=disk_full``, the run's end. Said on
+        the log (and by the CLI) when even that cannot be written."""
+        reg = self._registry
+        freed = self._spare is not None and self._spare.release()
+        written = False
+        if reg.events.run_id is not None:  # else not even the run could be recorded
+            try:
+                reg.events.append(
+                    reg.clock.now(), "bot_stopped", None, reason="disk_full", error=disk_full.detail, **summary
+                )
+                reg.events.end_run(reg.clock.now(), summary)
+                written = True
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+        if written:
+            disk_full.outcome = "the bot stopped; its bot_stopped event (reason disk_full) says so"
+        else:
+            disk_full.outcome = "the bot stopped; not even its bot_stopped event could be written"
+        log.critical("%s (spare space freed: %s)", disk_full, freed)
+
+    def _close_stores(self) -> None:
+        """Close both stores and let go of the lock, whatever fails; after a full disk, events
+        still kept back are given up (the bot_stopped event, or the log, says why)."""
+        reg = self._registry
+        try:
+            reg.events.close()
+        except Exception as exc:
+            if self.disk_full is None or not is_disk_full(exc):
+                raise
+        finally:
+            try:
+                reg.orders.close()
+            finally:
+                if self._store_lock is not None:
+                    self._store_lock.release()
 
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,25 @@ def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
+class _LogFileHandler(logging.handlers.RotatingFileHandler):
+    """A record the file cannot take (a full disk) is said once on stderr, in one line,
+    instead of logging's traceback for every record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            sys.stderr.write(
+                f"cannot write the log file {self.baseFilename} ({sys.exc_info()[1]}); "
+                "log lines go to the terminal only\n"
+            )
+
+
 def json_file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
     """A size-rotated file of JSON lines (``path``, ``path.1`` ... ``path.<backups>``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler = _LogFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.setFormatter(_formatter(structlog.processors.JSONRenderer(sort_keys=False, default=str)))
     return handler
 

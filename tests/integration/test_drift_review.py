@@ -11,7 +11,7 @@ from pathlib import Path
 
 from perpsbot.config import BotConfig
 from perpsbot.review.drift import STATUS_SHOWN
-from perpsbot.store import EventStore
+from perpsbot.store import EventStore, OrdersStore
 from tests.integration.test_cli_basics import perpsbot
 
 # Slow cycles absorb the added latency (the loop sleeps out the rest of the interval), so
@@ -76,7 +76,7 @@ def test_an_injected_order_latency_is_the_one_row_flagged(tmp_path: Path):
 def seed_store(tmp_path: Path) -> Path:
     """Two recorded runs without running the bot: metrics, an alert and an error."""
     events = EventStore(tmp_path / "data" / "paper" / "events.db")
-    (tmp_path / "data" / "paper" / "orders.db").touch()
+    OrdersStore(tmp_path / "data" / "paper" / "orders.db").close()  # a 0-byte one is a damaged store
     config = BotConfig().model_dump(mode="json")
     t0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
     base = dict(mark_update_frequency_hz=1.0, stream_heartbeat_lag_p95_ms=None, mark_freshness_p95_ms=500.0,

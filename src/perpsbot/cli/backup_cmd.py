@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, load
+from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, check_store, console, load
 from perpsbot.store import EventStore, StoreError
 from perpsbot.store.backup import DATABASES, BackupWorkflow, restore_backup
 
@@ -16,6 +16,7 @@ from perpsbot.store.backup import DATABASES, BackupWorkflow, restore_backup
 def backup(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
     """Back up the profile's stores now (also while the bot runs); old backups are pruned."""
     cfg = load({"profile": profile}, config).config
+    check_store(cfg)  # a backup of a damaged store is no backup
     missing = [name for name in DATABASES if not (cfg.store_dir / name).is_file()]
     if missing:
         raise UserError(f"nothing to back up for profile '{cfg.profile.value}': no {missing[0]} in {cfg.store_dir}")

@@ -10,8 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from perpsbot.config import ConfigError, LoadedConfig, load_config
+from perpsbot.config import BotConfig, ConfigError, LoadedConfig, load_config
 from perpsbot.store import EventStore, OrdersStore, StoreError
+from perpsbot.store.backup import BackupWorkflow
+from perpsbot.store.folder import StoreDamaged, inspect_store
 
 def _console(stderr: bool = False) -> Console:
     probe = Console(stderr=stderr)
@@ -46,8 +48,27 @@ def load(flags: Mapping[str, Any], config_file: Path | None) -> LoadedConfig:
         raise UserError(str(exc)) from None
 
 
+def damaged_store(exc: StoreDamaged, config: BotConfig) -> UserError:
+    """The refusal of a damaged store, with the two ways out."""
+    backups = BackupWorkflow.from_config(config).backups()
+    newest = f" (the newest: {backups[0][1]})" if backups else ""
+    return UserError(
+        f"{exc}. Put a backup back with `perpsbot restore FILE`{newest}, or start new stores with "
+        f"`perpsbot run --new-store` (the old files are kept aside)"
+    )
+
+
+def check_store(config: BotConfig) -> None:
+    """Refuse a store that existed and is now missing or damaged before a command opens it:
+    opening would make new empty databases of what is missing and hide the damage."""
+    state = inspect_store(config.store_dir, thorough=False)
+    if state.problem is not None:
+        raise damaged_store(StoreDamaged(config.store_dir, state.problem), config)
+
+
 def open_existing_stores(loaded: LoadedConfig) -> tuple[EventStore, OrdersStore]:
     """Open the profile's stores for reading; never create an empty store by looking."""
+    check_store(loaded.config)
     folder = loaded.config.store_dir
     events_path, orders_path = folder / "events.db", folder / "orders.db"
     if not events_path.exists() or not orders_path.exists():

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from perpsbot.cli.common import ConfigOpt, ProfileOpt, console, fail, load
+from perpsbot.cli.common import ConfigOpt, ProfileOpt, check_store, console, fail, load
 from perpsbot.config import BotConfig
 from perpsbot.domain.clock import WallClock
 from perpsbot.risk.manager import STATE_KEY, RiskManager, kill_file_path, read_kill_file
@@ -34,6 +34,7 @@ def _money(value: str | None) -> str:
 
 
 def _events(config: BotConfig) -> EventStore | None:
+    check_store(config)
     path = config.store_dir / "events.db"
     if not path.exists():
         return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -14,11 +16,12 @@ from rich.live import Live
 from rich.table import Table
 
 from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
-from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, load
+from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, damaged_store, load
 from perpsbot.config import BotConfig
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
+from perpsbot.store.folder import StoreDamaged
 
 PLAIN_STATUS_EVERY_SECONDS = 10.0
 
@@ -43,10 +46,16 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, KEY=VALUE (repeatable), e.g. --set bar_seconds=2")
     ] = None,
+    new_store: Annotated[
+        bool,
+        typer.Option("--new-store", help="start new stores in place of missing or damaged ones (kept aside); asks first"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="with --new-store: confirmed, without asking")] = False,
 ) -> None:
     """Run the bot. Paper mode on the built-in simulator unless the profile says otherwise."""
     flags: dict[str, Any] = parse_sets(set_)
     flags.update(profile=profile, symbols=symbols, interval=interval, duration=duration, seed=seed)
+    confirm = _new_store_confirmation(new_store, yes)
     loaded = load(flags, config)
     cfg = loaded.config
     try:
@@ -54,14 +63,33 @@ def run(
     except OSError as exc:
         raise UserError(f"cannot open the log file {cfg.log_path}: {exc.strerror}") from None
     try:
-        summary = asyncio.run(_run(cfg))
+        summary = asyncio.run(_run(cfg, confirm))
+    except StoreDamaged as exc:
+        raise damaged_store(exc, cfg) from None
     except (BotError, StoreError) as exc:
         raise UserError(str(exc)) from None
     console.print(_summary_table(summary))
 
 
-async def _run(cfg: BotConfig) -> dict[str, Any]:
-    bot = await PerpsBotBuilder(cfg).build()
+def _new_store_confirmation(new_store: bool, yes: bool) -> Callable[[str], bool] | None:
+    """How ``--new-store`` is confirmed: ``--yes``, or a y/N question on a terminal; never
+    silently (a run without a terminal, e.g. CI, needs ``--yes``)."""
+    if not new_store:
+        if yes:
+            raise UserError("--yes goes with --new-store")
+        return None
+    if yes:
+        return lambda problem: True
+    if not sys.stdin.isatty():
+        raise UserError("--new-store needs a confirmation: run it on a terminal to answer, or add --yes")
+    return lambda problem: typer.confirm(f"{problem}. Move the old files aside and start new stores?", default=False)
+
+
+async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    builder = PerpsBotBuilder(cfg)
+    if new_store is not None:
+        builder.with_new_store(new_store)
+    bot = await builder.build()  # new stores in place of a damaged one are logged (and recorded at start)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     interrupts = 0

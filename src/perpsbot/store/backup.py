@@ -24,10 +24,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import tarfile
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -43,19 +41,21 @@ from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, red
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
+from perpsbot.store.folder import STAMP, fsync_dir, put_back, set_aside
 from perpsbot.store.lock import StoreLock
 from perpsbot.store.sqlite import StoreError, dumps
+from perpsbot.store.staging import remove_abandoned, staging_folder
 
 log = logging.getLogger(__name__)
 
 FORMAT = "perpsbot-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+PARTIAL = ".partial-"  # a backup's staging folder, in backup_dir
+RESTORING = ".restore-"  # a restore's, in the store folder
 DATABASES: dict[str, Sequence[str]] = {"events.db": events_schema.MIGRATIONS, "orders.db": orders_schema.MIGRATIONS}
 NAME_RE = re.compile(r"^perpsbot-(?P<profile>[a-z]+)-(?P<stamp>\d{8}T\d{12}Z)\.tar\.gz$")
-STAMP = "%Y%m%dT%H%M%S%fZ"
 CHUNK = 1 << 20
-STALE_PARTIAL_SECONDS = 86_400
 
 
 class BackupError(StoreError):
@@ -122,8 +122,8 @@ class BackupWorkflow:
             raise BackupError(f"{target} already exists")
         try:
             self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with tempfile.TemporaryDirectory(dir=self.backup_dir, prefix=".partial-") as tmp:
-                staging = Path(tmp)
+            remove_abandoned(self.backup_dir, PARTIAL)  # killed backups' copies: room for this one
+            with staging_folder(self.backup_dir, PARTIAL) as staging:
                 databases = {name: _snapshot(self.store_dir / name, staging / name) for name in DATABASES}
                 manifest = {
                     "format": FORMAT,
@@ -135,7 +135,7 @@ class BackupWorkflow:
                 }
                 _write_archive(staging / "archive", manifest, staging)
                 os.replace(staging / "archive", target)
-            _fsync_dir(self.backup_dir)
+            fsync_dir(self.backup_dir)
         except sqlite3.Error as exc:
             raise BackupError(f"backup of {self.store_dir} failed: {exc}") from None
         except OSError as exc:
@@ -155,12 +155,7 @@ class BackupWorkflow:
         return sorted(found, reverse=True)
 
     def prune(self, now: datetime) -> list[Path]:
-        """Delete backups past the newest ``keep`` or older than ``max_age``; the newest stays.
-        Staging folders a killed backup left behind go too, once a day old."""
-        for partial in self.backup_dir.glob(".partial-*"):
-            with contextlib.suppress(FileNotFoundError):  # another backup's, finished meanwhile
-                if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
-                    shutil.rmtree(partial, ignore_errors=True)
+        """Delete backups past the newest ``keep`` or older than ``max_age``; the newest stays."""
         deleted = []
         for index, (created, path) in enumerate(self.backups()):
             if index == 0:
@@ -175,6 +170,17 @@ class BackupWorkflow:
                     continue
                 deleted.append(path)
         return deleted
+
+    def remove_abandoned_staging(self) -> list[Path]:
+        """The staging folders of backups and restores killed on the way (their process is
+        gone), removed; a bot calls it at start. Never fails the caller."""
+        removed = []
+        for parent, prefix in ((self.backup_dir, PARTIAL), (self.store_dir, RESTORING)):
+            try:
+                removed += remove_abandoned(parent, prefix)
+            except OSError as exc:
+                log.warning("cannot clean staging folders in %s: %s", parent, exc.strerror or exc)
+        return removed
 
     # ----- backups with their event ---------------------------------------------------
 
@@ -221,8 +227,8 @@ def restore_backup(archive: Path, store_dir: Path, profile: str, now: datetime) 
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
     with StoreLock(store_dir, holder="perpsbot restore"):
-        with tempfile.TemporaryDirectory(dir=store_dir, prefix=".restore-") as tmp:
-            staging = Path(tmp)
+        remove_abandoned(store_dir, RESTORING)  # a killed restore's copies
+        with staging_folder(store_dir, RESTORING) as staging:
             manifest = verify_backup(archive, staging, profile)
             replaced = _swap_in(staging, store_dir, now)
     return RestoreResult(manifest, replaced)
@@ -311,31 +317,23 @@ def _check_database(path: Path, name: str, recorded: int, understood: int, damag
 
 
 def _swap_in(staging: Path, store_dir: Path, now: datetime) -> Path | None:
-    """Move the store's databases (with their -wal / -shm) aside, then the staged ones in."""
-    aside = store_dir / f"replaced-{now.astimezone(UTC).strftime(STAMP)}"
+    """Move the store's files aside (the databases with their -wal / -shm, and store.json,
+    which the next start writes again from the restored orders.db), then the staged ones in."""
     moved: list[tuple[Path, Path]] = []
     placed: list[Path] = []
     try:
-        for name in DATABASES:
-            for suffix in ("", "-wal", "-shm"):
-                current = store_dir / f"{name}{suffix}"
-                if current.exists():
-                    aside.mkdir(exist_ok=True)
-                    os.replace(current, aside / current.name)
-                    moved.append((aside / current.name, current))
+        aside = set_aside(store_dir, now, moved)
         for name in DATABASES:
             os.replace(staging / name, store_dir / name)
             placed.append(store_dir / name)
-        _fsync_dir(store_dir)
+        fsync_dir(store_dir)
     except OSError as exc:
         for path in placed:
             with contextlib.suppress(OSError):
                 path.unlink()
-        for kept, original in moved:
-            with contextlib.suppress(OSError):
-                os.replace(kept, original)
+        put_back(moved)
         raise BackupError(f"restore into {store_dir} failed, store left as it was: {exc.strerror or exc}") from None
-    return aside if moved else None
+    return aside
 
 
 # ----- the pieces of a backup ---------------------------------------------------------
@@ -415,14 +413,6 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(exc: BaseException) -> str:

@@ -235,8 +235,11 @@ class EventStore:
         return None if row is None else row["result"]
 
     def close(self) -> None:
-        self.flush()
-        self._conn.close()
+        """Write what ``append_later`` kept, then close; closed also when that write fails."""
+        try:
+            self.flush()
+        finally:
+            self._conn.close()
 
 
 def select_field_series(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -14,6 +15,26 @@ from typing import Any
 
 class StoreError(RuntimeError):
     pass
+
+
+class DiskFull(StoreError):
+    """The disk under a store is full: what the bot does could no longer be recorded, so it
+    stops. ``outcome`` (set by the bot) says what its last records could say."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.outcome: str | None = None
+
+    def __str__(self) -> str:
+        return f"disk full: {self.detail}" + (f"; {self.outcome}" if self.outcome else "")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full", or a write refused for want of space (or quota)."""
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _default(value: Any) -> Any:
@@ -49,6 +70,8 @@ def open_db(path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL
         conn.row_factory = sqlite3.Row
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        if is_disk_full(exc):
+            raise  # the disk's fault, not the database's
         raise StoreError(f"{path}: not a usable SQLite database ({exc})") from None
     if version > len(migrations):
         conn.close()
