@@ -274,6 +274,7 @@ def test_a_fill_sized_in_quote_is_converted_to_base_size():
     fill = parse_fill(Obj(raw, "fills[0]"), "pb-1")
     assert fill.size == D("0.0025") and fill.price == D(40000) and fill.fee == D("0.6")  # $100, not 100 BTC
     assert parse_fill(Obj(dict(raw, size_in_quote=False), "f"), "x").size == D(100)
+    assert parse_fill(Obj(raw, "f"), "x", contract_size=D("0.01")).size == D("0.25")  # contracts of 0.01 BTC
     with pytest.raises(BadResponse, match=r"fills\[0\].price: a fill sized in quote needs a positive price"):
         parse_fill(Obj(dict(raw, price="0"), "fills[0]"), "x")
 

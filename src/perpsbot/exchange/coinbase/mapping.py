@@ -775,9 +775,10 @@ def parse_order_response(body: Any) -> CoinbaseOrder:
     return parse_order(Obj(body, "").obj("order"))
 
 
-def parse_fill(item: Obj, client_order_id: str) -> Fill:
+def parse_fill(item: Obj, client_order_id: str, contract_size: Decimal = Decimal(1)) -> Fill:
     """A fill of an order placed by ``quote_size`` says ``size_in_quote: true``: its
-    ``size`` is then the quote amount transacted, and the base size is that over the price."""
+    ``size`` is then the quote amount transacted, and the size is that over the price
+    (and the product's ``contract_size``, for futures)."""
     indicator = (item.opt_str("liquidity_indicator") or "").upper()
     trade_type = (item.opt_str("trade_type") or "").upper()
     if "LIQUIDAT" in trade_type:
@@ -790,7 +791,7 @@ def parse_fill(item: Obj, client_order_id: str) -> Fill:
     if item.bool("size_in_quote"):
         if price <= 0:
             raise BadResponse(f"{item.path}.price: a fill sized in quote needs a positive price, got {price}")
-        size = size / price
+        size = size / (price * contract_size)
     return Fill(
         trade_id=str(item.raw("trade_id")),
         client_order_id=client_order_id,
