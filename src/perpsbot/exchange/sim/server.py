@@ -652,9 +652,10 @@ class SimServer:
         return _json({"portfolios": items})
 
     async def h_move_funds(self, request: web.Request) -> web.Response:
-        """``POST /portfolios/move_funds``: checked as Coinbase does (known, distinct portfolios,
-        a positive amount the account holds), answered with the two portfolio ids. The
-        simulator keeps one cash pool for both portfolios, so no balance changes."""
+        """``POST /portfolios/move_funds`` (the SDK's ``move_portfolio_funds``): known, distinct
+        portfolios and a positive amount the account holds; answered, as documented, with the
+        two portfolio ids. The simulator keeps one cash pool for both portfolios, so no
+        balance changes."""
         body = await _json_body(request)
         funds = body.get("funds")
         if not isinstance(funds, Mapping):
