@@ -38,6 +38,27 @@ async def test_a_well_made_token_is_accepted(server: SimServer, any_key: ApiKey)
     assert status == 200 and body["accounts"]
 
 
+async def test_a_token_made_like_the_cdp_sdks_is_accepted_and_logged(server: SimServer, any_key: ApiKey,
+                                                                      caplog: pytest.LogCaptureFixture):
+    """CDP's SDKs name the request in a ``uris`` list, with an ``aud`` and a ``typ`` header;
+    Coinbase documents only ``uri``, so the difference is tolerated and logged (once per key)."""
+    now = int(time.time())
+    claims = {"sub": any_key.name, "iss": "cdp", "aud": ["cdp_service"], "nbf": now, "exp": now + 120,
+              "uris": [_uri(server)]}
+    token = jwt.encode(claims, any_key.private_key(), algorithm=any_key.algorithm,
+                       headers={"kid": any_key.name, "nonce": secrets.token_hex(), "typ": "JWT"})
+    with caplog.at_level("INFO", logger="perpsbot.sim.keys"):
+        for _ in range(2):
+            status, body = await _get(server, _bearer(token))
+            assert status == 200 and body["accounts"]
+    assert [r.getMessage() for r in caplog.records if "uris" in r.getMessage()] == [
+        f"JWT of key {any_key.name} names the request in a 'uris' list, not the documented 'uri': accepted"]
+
+    elsewhere = sign_jwt(any_key, uris=[_uri(server, "/api/v3/brokerage/portfolios")])
+    status, body = await _get(server, _bearer(elsewhere))
+    assert status == 401 and "uri" in body["error_details"]
+
+
 def _unnonced(key: ApiKey, uri: str) -> str:
     now = int(time.time())
     return jwt.encode({"sub": key.name, "iss": "cdp", "nbf": now, "exp": now + 120, "uri": uri},

@@ -127,7 +127,8 @@ async def test_sdk_trading_round_trip(server: SimServer, any_key: ApiKey):
 
     fills = await call(client.get_fills, order_ids=[market_id])
     assert fills.fills and {f.order_id for f in fills.fills} == {market_id}
-    assert sum(Decimal(f.size) for f in fills.fills) == Decimal(order.filled_size)
+    assert all(f.size_in_quote is True for f in fills.fills)  # placed by quote_size: fill sizes in USD
+    assert sum(Decimal(f.size) for f in fills.fills) == Decimal(order.filled_value)
     assert all(f.liquidity_indicator == "TAKER" and f.side == "BUY" for f in fills.fills)
 
     accounts = {a.currency: a for a in (await call(client.get_accounts)).accounts}

@@ -267,6 +267,17 @@ def test_fills_map_liquidity_and_fees():
     assert parse_fill(Obj(dict(raw, trade_type="LIQUIDATION"), "f"), "x").liquidity is Liquidity.LIQUIDATION
 
 
+
+def test_a_fill_sized_in_quote_is_converted_to_base_size():
+    raw = {"trade_id": "t-1", "order_id": "o", "trade_time": "2024-01-15T10:30:00Z", "price": "40000",
+           "size": "100", "commission": "0.6", "product_id": "BTC-USD", "size_in_quote": True, "side": "BUY"}
+    fill = parse_fill(Obj(raw, "fills[0]"), "pb-1")
+    assert fill.size == D("0.0025") and fill.price == D(40000) and fill.fee == D("0.6")  # $100, not 100 BTC
+    assert parse_fill(Obj(dict(raw, size_in_quote=False), "f"), "x").size == D(100)
+    assert parse_fill(Obj(raw, "f"), "x", contract_size=D("0.01")).size == D("0.25")  # contracts of 0.01 BTC
+    with pytest.raises(BadResponse, match=r"fills\[0\].price: a fill sized in quote needs a positive price"):
+        parse_fill(Obj(dict(raw, price="0"), "fills[0]"), "x")
+
 def test_accounts_and_positions():
     balances = parse_balances([Obj(a, f"accounts[{i}]") for i, a in enumerate([
         {"currency": "USD", "available_balance": {"value": "100.5", "currency": "USD"},
@@ -334,6 +345,25 @@ def test_error_bodies_become_typed_errors(status, body, order_request, kind, tex
     if isinstance(error, InsufficientFunds):
         assert error.reason == "INSUFFICIENT_FUND"
 
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"success": False, "error_response": {"error": "UNKNOWN_FAILURE_REASON", "message": "", "error_details": "",
+                                           "preview_failure_reason": "PREVIEW_STOP_PRICE_ABOVE_LAST_TRADE_PRICE"}},
+     "PREVIEW_STOP_PRICE_ABOVE_LAST_TRADE_PRICE"),
+    ({"success": False, "failure_reason": "UNKNOWN_FAILURE_REASON",
+      "error_response": {"error": "INSUFFICIENT_FUND", "message": "Insufficient balance in source account",
+                         "preview_failure_reason": "PREVIEW_INSUFFICIENT_FUND"}}, "INSUFFICIENT_FUND"),
+    ({"success": False, "failure_reason": "UNKNOWN_FAILURE_REASON",
+      "error_response": {"error": "UNKNOWN_FAILURE_REASON", "preview_failure_reason": "UNKNOWN_PREVIEW_FAILURE_REASON",
+                         "new_order_failure_reason": "UNSUPPORTED_ORDER_CONFIGURATION"}},
+     "UNSUPPORTED_ORDER_CONFIGURATION"),
+    ({"success": False, "error_response": {"error": "UNKNOWN_FAILURE_REASON", "message": "", "error_details": ""}},
+     "UNKNOWN_FAILURE_REASON"),
+])
+def test_a_failed_order_keeps_the_real_reason_behind_unknown_failure_reason(body, reason):
+    error = http_error(400, body, "POST /api/v3/brokerage/orders", order_request=True)
+    assert error.reason == reason and reason in str(error)
 
 def test_a_404_outside_orders_is_not_found():
     assert type(http_error(404, {"message": "no portfolio"}, "GET /api/v3/brokerage/intx/portfolio/x")) is NotFound

@@ -175,6 +175,11 @@ class CoinbaseExchange:
         except KeyError:
             raise UnknownProduct(f"unknown product {symbol} on coinbase") from None
 
+    def _contract_size(self, symbol: str) -> Decimal:
+        """What one unit of ``symbol``'s size is in its base (1 unless a listed future says otherwise)."""
+        listed = self._catalog.get(symbol)
+        return listed.contract_size if listed is not None else Decimal(1)
+
     async def quote(self, symbol: str) -> Quote:
         quotes = parse_best_bid_ask(await self.rest.best_bid_ask([symbol]), self.clock.now())
         try:
@@ -254,7 +259,9 @@ class CoinbaseExchange:
     async def _fills_of(self, order: CoinbaseOrder, client_order_id: str) -> list[Fill]:
         if order.filled_size <= 0:
             return []
-        fills = [parse_fill(item, client_order_id) async for item in self.rest.fills(order_ids=[order.order_id])]
+        contract = self._contract_size(order.product_id)
+        fills = [parse_fill(item, client_order_id, contract)
+                 async for item in self.rest.fills(order_ids=[order.order_id])]
         return sorted(fills, key=lambda f: f.ts)
 
     async def _order_id(self, client_order_id: str) -> str:
@@ -313,7 +320,8 @@ class CoinbaseExchange:
             trade_id = str(item.raw("trade_id"))
             if trade_id in self._fill_ids:
                 continue
-            fill = parse_fill(item, await self._client_id_of(item.str("order_id")))
+            fill = parse_fill(item, await self._client_id_of(item.str("order_id")),
+                              self._contract_size(item.str("product_id")))
             if fill.ts < since:
                 continue
             self._fill_ids.add(trade_id)

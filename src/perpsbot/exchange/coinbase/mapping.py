@@ -775,7 +775,10 @@ def parse_order_response(body: Any) -> CoinbaseOrder:
     return parse_order(Obj(body, "").obj("order"))
 
 
-def parse_fill(item: Obj, client_order_id: str) -> Fill:
+def parse_fill(item: Obj, client_order_id: str, contract_size: Decimal = Decimal(1)) -> Fill:
+    """A fill of an order placed by ``quote_size`` says ``size_in_quote: true``: its
+    ``size`` is then the quote amount transacted, and the size is that over the price
+    (and the product's ``contract_size``, for futures)."""
     indicator = (item.opt_str("liquidity_indicator") or "").upper()
     trade_type = (item.opt_str("trade_type") or "").upper()
     if "LIQUIDAT" in trade_type:
@@ -784,13 +787,18 @@ def parse_fill(item: Obj, client_order_id: str) -> Fill:
         liquidity = Liquidity.MAKER
     else:
         liquidity = Liquidity.TAKER
+    price, size = item.decimal("price"), item.decimal("size")
+    if item.bool("size_in_quote"):
+        if price <= 0:
+            raise BadResponse(f"{item.path}.price: a fill sized in quote needs a positive price, got {price}")
+        size = size / (price * contract_size)
     return Fill(
         trade_id=str(item.raw("trade_id")),
         client_order_id=client_order_id,
         symbol=item.str("product_id"),
         side=parse_side(item.raw("side"), f"{item.path}.side"),
-        price=item.decimal("price"),
-        size=item.decimal("size"),
+        price=price,
+        size=size,
         fee=item.opt_decimal("commission") or ZERO,
         liquidity=liquidity,
         ts=item.time("trade_time"),
@@ -901,15 +909,26 @@ class ErrorBody:
         return self.message or self.error
 
 
+_PLACEHOLDER_REASONS = frozenset({
+    "UNKNOWN_FAILURE_REASON", "UNKNOWN_PREVIEW_FAILURE_REASON", "UNKNOWN_NEW_ORDER_FAILURE_REASON",
+    "PREVIEW_FAILURE_REASON_UNSPECIFIED", "REJECT_REASON_UNSPECIFIED",
+})
+
+
 def parse_error_body(raw: Any) -> ErrorBody:
     """Coinbase error bodies are ``{"error", "code", "message", "error_details"}``, the
-    create-order kind ``{"error_response": {...}}``, or plain text (an HTTP 401)."""
+    create-order kind ``{"error_response": {...}}``, or plain text (an HTTP 401).
+
+    A failed order often says ``"error": "UNKNOWN_FAILURE_REASON"`` with an empty message
+    and gives the real reason only in ``preview_failure_reason`` (or ``failure_reason``):
+    the first reason that is not such a placeholder is the error."""
     if isinstance(raw, Mapping):
         inner = raw.get("error_response") if isinstance(raw.get("error_response"), Mapping) else raw
-        error = str(
-            inner.get("error") or inner.get("preview_failure_reason") or inner.get("new_order_failure_reason")
-            or raw.get("failure_reason") or ""
-        )
+        reasons = [str(r) for r in (inner.get("error"), inner.get("preview_failure_reason"),
+                                    inner.get("new_order_failure_reason"), inner.get("failure_reason"),
+                                    raw.get("failure_reason")) if r]
+        real = [r for r in reasons if r.upper() not in _PLACEHOLDER_REASONS]
+        error = real[0] if real else (reasons[0] if reasons else "")
         message = str(inner.get("message") or inner.get("error_details") or "")
         return ErrorBody(error, message)
     text = str(raw or "").strip()

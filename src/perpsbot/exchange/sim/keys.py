@@ -19,6 +19,10 @@ Every request carries ``Authorization: Bearer <jwt>`` (REST) or a ``jwt`` field
   ``nbf`` <= now <= ``exp`` (give or take ``leeway`` seconds) and a lifetime
   ``exp - nbf`` of at most ``max_lifetime`` seconds;
 * REST only: ``uri`` = ``"<METHOD> <host:port><path>"``.
+
+Where the documentation does not rule, a difference is accepted and logged (once per
+key): a ``uris`` list holding the request (what Coinbase's CDP SDKs send) instead of
+``uri``. Other claims and header fields (``aud``, ``typ``, ...) are ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import secrets
 import time
@@ -38,6 +43,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+log = logging.getLogger("perpsbot.sim.keys")
 
 KEY_TYPES = ("ecdsa", "ed25519")
 ISSUER = "cdp"
@@ -211,6 +218,7 @@ class TrustStore:
         self.leeway = leeway
         self.max_lifetime = max_lifetime
         self._keys: dict[str, tuple[PublicKey, str]] = {}
+        self._tolerated: set[str] = set()  # keys whose ``uris`` form was logged
         for key in keys:
             self.add(key)
 
@@ -271,9 +279,22 @@ class TrustStore:
             raise AuthError("JWT 'nbf' and 'exp' must be numbers")
         if exp - nbf > self.max_lifetime:
             raise AuthError(f"JWT lifetime {exp - nbf:g} s exceeds {self.max_lifetime:g} s")
-        if uri is not None and claims.get("uri") != uri:
-            raise AuthError(f"JWT 'uri' claim {claims.get('uri')!r} does not match {uri!r}")
+        if uri is not None:
+            self._check_uri(claims, uri, kid)
         return claims
+
+    def _check_uri(self, claims: dict[str, Any], uri: str, kid: str) -> None:
+        """``uri`` must name the request; a ``uris`` list holding it is tolerated (logged once per key)."""
+        claimed, listed = claims.get("uri"), claims.get("uris")
+        if claimed == uri:
+            return
+        if claimed is None and isinstance(listed, list) and uri in listed:
+            if kid not in self._tolerated:
+                self._tolerated.add(kid)
+                log.info("JWT of key %s names the request in a 'uris' list, not the documented 'uri': accepted", kid)
+            return
+        shown = listed if claimed is None and listed is not None else claimed
+        raise AuthError(f"JWT 'uri' claim {shown!r} does not match {uri!r}")
 
 
 def sign_jwt(key: ApiKey, *, uri: str | None = None, lifetime: float = 120.0, now: float | None = None,

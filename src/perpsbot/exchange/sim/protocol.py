@@ -225,7 +225,7 @@ def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
         "pending_cancel": False,
         "size_in_quote": spec.quote_size is not None,
         "total_fees": num(view.fees),
-        "size_inclusive_of_fees": False,
+        "size_inclusive_of_fees": spec.kind == "MARKET" and spec.side.value == "BUY" and spec.quote_size is not None,
         "total_value_after_fees": num(value_after_fees),
         "trigger_status": view.trigger_status,
         "order_type": spec.kind,
@@ -292,8 +292,12 @@ def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
 
 
 def fill_json(fill: Fill, order_id: str, venue: SimVenue) -> dict[str, Any]:
+    """A fill of an order placed by ``quote_size`` is reported as Coinbase does: ``size_in_quote``
+    true and ``size`` the quote amount transacted (price x size x contract size)."""
     product = venue.product(fill.symbol)
     liquidity = {Liquidity.MAKER: "MAKER", Liquidity.TAKER: "TAKER"}.get(fill.liquidity, "TAKER")
+    in_quote = venue.order(order_id).spec.quote_size is not None
+    size = fill.price * fill.size * product.contract_size if in_quote else fill.size
     return {
         "entry_id": venue.make_id("fill", fill.trade_id),
         "trade_id": fill.trade_id,
@@ -301,12 +305,12 @@ def fill_json(fill: Fill, order_id: str, venue: SimVenue) -> dict[str, Any]:
         "trade_time": ts(fill.ts),
         "trade_type": "FILL",
         "price": num(fill.price),
-        "size": num(fill.size),
+        "size": num(size),
         "commission": num(fill.fee),
         "product_id": fill.symbol,
         "sequence_timestamp": ts(fill.ts),
         "liquidity_indicator": liquidity,
-        "size_in_quote": False,
+        "size_in_quote": in_quote,
         "user_id": venue.user_id,
         "side": fill.side.value,
         "retail_portfolio_id": venue.intx_portfolio_id if product.is_perpetual else venue.default_portfolio_id,

@@ -43,7 +43,7 @@ from perpsbot.exchange.sim.keys import ApiKey, AuthError, TrustStore, read_key_f
 from perpsbot.exchange.sim.market import BookLevel, OrderBook
 from perpsbot.exchange.sim.products import SimProduct, default_products
 from perpsbot.exchange.sim.tls import ensure_certificate, server_context
-from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue, parse_time
+from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue, parse_decimal, parse_time
 
 log = logging.getLogger("perpsbot.sim.server")
 
@@ -428,6 +428,7 @@ class SimServer:
             ("GET", f"{p}/accounts", self.h_accounts),
             ("GET", f"{p}/accounts/{{account_uuid}}", self.h_account),
             ("GET", f"{p}/portfolios", self.h_portfolios),
+            ("POST", f"{p}/portfolios/move_funds", self.h_move_funds),
             ("GET", f"{p}/portfolios/{{portfolio_uuid}}", self.h_portfolio_breakdown),
             ("GET", f"{p}/key_permissions", self.h_key_permissions),
             ("GET", f"{p}/transaction_summary", self.h_transaction_summary),
@@ -652,6 +653,34 @@ class SimServer:
         kind = request.query.get("portfolio_type", "").upper()
         items = [p for p in P.portfolios_json(self.venue) if not kind or p["type"] == kind]
         return _json({"portfolios": items})
+
+    async def h_move_funds(self, request: web.Request) -> web.Response:
+        """``POST /portfolios/move_funds`` (the SDK's ``move_portfolio_funds``): known, distinct
+        portfolios and a positive amount the account holds; answered, as documented, with the
+        two portfolio ids. The simulator keeps one cash pool for both portfolios, so no
+        balance changes."""
+        body = await _json_body(request)
+        funds = body.get("funds")
+        if not isinstance(funds, Mapping):
+            raise ApiError(400, "INVALID_ARGUMENT", "funds is required: {\"value\", \"currency\"}")
+        known = {p["uuid"] for p in P.portfolios_json(self.venue)}
+        source, target = body.get("source_portfolio_uuid"), body.get("target_portfolio_uuid")
+        for name, value in (("source_portfolio_uuid", source), ("target_portfolio_uuid", target)):
+            if not isinstance(value, str) or not value:
+                raise ApiError(400, "INVALID_ARGUMENT", f"{name} is required")
+            if value not in known:
+                raise ApiError(404, "NOT_FOUND", f"portfolio {value} not found")
+        if source == target:
+            raise ApiError(400, "INVALID_ARGUMENT", "source and target portfolio must differ")
+        value = parse_decimal(funds.get("value"), "funds.value")
+        if value <= 0:
+            raise ApiError(400, "INVALID_ARGUMENT", f"funds.value must be > 0, got {funds.get('value')!r}")
+        currency = funds.get("currency")
+        balance = self.core.account().balances.get(currency) if isinstance(currency, str) else None
+        if balance is None or balance.available < value:
+            raise ApiError(400, "INSUFFICIENT_FUND", f"not enough {currency} available to move {funds.get('value')}")
+        log.info("move_funds: %s %s from %s to %s (one cash pool: no balance changes)", value, currency, source, target)
+        return _json({"source_portfolio_uuid": source, "target_portfolio_uuid": target})
 
     async def h_portfolio_breakdown(self, request: web.Request) -> web.Response:
         wanted = self._portfolio(request)

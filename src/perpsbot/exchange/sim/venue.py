@@ -6,13 +6,17 @@ The venue adds what Coinbase's API has and the core does not:
 * Coinbase ``order_id`` UUIDs, and the ``client_order_id`` rule: a known id returns the
   existing order, never a second one (a *failed* attempt creates no order, so its id
   may be used again);
-* order configurations: ``market_market_ioc`` (``base_size`` or ``quote_size``),
+* order configurations: ``market_market_ioc`` (``base_size`` or ``quote_size``; a buy's
+  ``quote_size`` includes the fee, as Coinbase's ``size_inclusive_of_fees``),
   ``sor_limit_ioc``, ``limit_limit_gtc`` / ``_gtd`` / ``_fok`` (``post_only``,
   ``quote_size`` converted at the limit price), ``stop_limit_stop_limit_gtc`` /
-  ``_gtd`` and ``trigger_bracket_gtc`` / ``_gtd``. Other configurations fail with
+  ``_gtd`` and ``trigger_bracket_gtc`` / ``_gtd``. Other configurations, and any
+  ``attached_order_configuration`` (not modelled: refused, never dropped), fail with
   ``UNSUPPORTED_ORDER_CONFIGURATION``;
 * GTD expiry: the core is brought to the expiry instant, the order cancelled and
   reported ``EXPIRED``;
+* a stop already on the wrong side of the last trade fails as Coinbase answers it (the
+  reason only in ``preview_failure_reason``);
 * stop-limit orders are held here (``trigger_status`` ``STOP_PENDING``) until the last
   trade price reaches the stop (``STOP_DIRECTION_STOP_UP``: >= stop, ``_DOWN``: <=),
   then a GTC limit order goes to the core. Nothing is put on hold before the trigger;
@@ -99,7 +103,7 @@ def _failure_from_core(exc: OrderRejected) -> OrderFailure:
     return OrderFailure(error, str(exc), preview, f"{exc.reason}: {exc}")
 
 
-def _parse_decimal(value: Any, what: str) -> Decimal:
+def parse_decimal(value: Any, what: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ApiError(400, "INVALID_ARGUMENT", f"{what} must be a decimal string")
     try:
@@ -450,10 +454,13 @@ class SimVenue:
                                "PREVIEW_INVALID_PRODUCT_ID") from None
 
     def _book_size_for_quote(self, product: Product, side: Side, quote_size: Decimal) -> Decimal:
-        """The base size whose cost walking the book is closest to ``quote_size`` without going over."""
+        """The base size whose cost walking the book is closest to ``quote_size`` without going over.
+        A buy's ``quote_size`` includes the taker fee (Coinbase's ``size_inclusive_of_fees``):
+        what it spends on the asset is ``quote_size / (1 + fee rate)``."""
         book = self.core.book(product.symbol)
         levels = book.asks if side is Side.BUY else book.bids
-        left, base = quote_size, ZERO
+        budget = quote_size / (1 + self.core.config.taker_fee_bps / 10_000) if side is Side.BUY else quote_size
+        left, base = budget, ZERO
         for level in levels:
             cost = level.price * level.size * product.contract_size
             if cost >= left:
@@ -473,6 +480,11 @@ class SimVenue:
         configuration = body.get("order_configuration")
         if not isinstance(configuration, Mapping):
             raise ApiError(400, "INVALID_ARGUMENT", "order_configuration is required")
+        if body.get("attached_order_configuration") is not None:
+            raise OrderFailure("UNSUPPORTED_ORDER_CONFIGURATION",
+                               "attached_order_configuration (a take-profit / stop-loss attached to the order) "
+                               "is not supported by the simulator; place it as its own order once this one fills",
+                               "PREVIEW_INVALID_ORDER_CONFIG")
         keys = [k for k, v in configuration.items() if v is not None]
         if len(keys) != 1:
             raise ApiError(400, "INVALID_ARGUMENT", "order_configuration must hold exactly one configuration")
@@ -488,7 +500,7 @@ class SimVenue:
 
         def dec(name: str) -> Decimal | None:
             value = cfg.get(name)
-            return None if value is None or value == "" else _parse_decimal(value, name)
+            return None if value is None or value == "" else parse_decimal(value, name)
 
         base, quote = dec("base_size"), dec("quote_size")
         limit = dec("limit_price")
@@ -543,6 +555,7 @@ class SimVenue:
                                    "PREVIEW_INVALID_STOP_PRICE")
             spec.stop_direction = direction
             echo["stop_direction"] = direction
+            self._check_stop_side(spec)
         if kind == "BRACKET":
             spec.stop_price = dec("stop_trigger_price")
             assert limit is not None
@@ -574,12 +587,23 @@ class SimVenue:
         spec.reduce_only = reduce_only
         leverage = body.get("leverage")
         if leverage not in (None, ""):
-            spec.leverage = _parse_decimal(leverage, "leverage")
+            spec.leverage = parse_decimal(leverage, "leverage")
         margin_type = body.get("margin_type")
         if margin_type not in (None, "", "CROSS", "ISOLATED"):
             raise ApiError(400, "INVALID_ARGUMENT", "margin_type must be CROSS or ISOLATED")
         spec.margin_type = margin_type or None
         return spec
+
+    def _check_stop_side(self, spec: OrderSpec) -> None:
+        """Coinbase refuses a stop already on the wrong side of the last trade (a STOP_UP at or
+        below it, a STOP_DOWN at or above it), with the reason only in ``preview_failure_reason``
+        under an ``UNKNOWN_FAILURE_REASON`` error and no message: that is the shape answered."""
+        assert spec.stop_price is not None
+        last = self.core.market(spec.symbol).last_trade
+        if spec.stop_direction == STOP_UP and spec.stop_price <= last:
+            raise OrderFailure("UNKNOWN_FAILURE_REASON", "", "PREVIEW_STOP_PRICE_BELOW_LAST_TRADE_PRICE")
+        if spec.stop_direction == STOP_DOWN and spec.stop_price >= last:
+            raise OrderFailure("UNKNOWN_FAILURE_REASON", "", "PREVIEW_STOP_PRICE_ABOVE_LAST_TRADE_PRICE")
 
     # ----- orders ------------------------------------------------------------------------
 
@@ -718,8 +742,8 @@ class SimVenue:
         view = self.view(order)
         if view.status != "OPEN":
             return ["ONLY_OPEN_ORDERS_CAN_BE_EDITED"]
-        new_price = spec.limit_price if price in (None, "") else _parse_decimal(price, "price")
-        new_size = spec.size if size in (None, "") else _parse_decimal(size, "size")
+        new_price = spec.limit_price if price in (None, "") else parse_decimal(price, "price")
+        new_size = spec.size if size in (None, "") else parse_decimal(size, "size")
         assert new_price is not None
         product = spec.product
         if new_price <= 0 or new_price % product.price_increment != 0:
@@ -774,7 +798,7 @@ class SimVenue:
             raise OrderFailure("INVALID_REQUEST", f"no open position in {product.symbol}", "PREVIEW_INVALID_REDUCE_ONLY")
         size = abs(position.size)
         if body.get("size") not in (None, ""):
-            size = min(size, _parse_decimal(body.get("size"), "size"))
+            size = min(size, parse_decimal(body.get("size"), "size"))
         side = "SELL" if position.size > 0 else "BUY"
         request = {
             "client_order_id": coid, "product_id": product.symbol, "side": side, "reduce_only": True,
