@@ -79,3 +79,13 @@ def test_prod_with_a_malformed_key_fails_at_start_up_without_showing_the_key(tmp
     assert "NOTAKEYATALL" not in shown.stdout
     assert any("api_private_key" in line and "**********" in line and "env PERPSBOT_API_PRIVATE_KEY" in line
                for line in shown.stdout.splitlines())
+
+
+def test_config_show_masks_the_api_key_name_at_every_terminal_width(tmp_path: Path):
+    env = {"PERPSBOT_API_KEY_NAME": "organizations/zq7org/apiKeys/zq7key", "PERPSBOT_API_PRIVATE_KEY": "unused-here"}
+    for columns in ("300", "60"):
+        shown = perpsbot("config", "show", "--profile", "prod", cwd=tmp_path, env={**env, "COLUMNS": columns})
+        assert shown.returncode == 0, shown.stderr
+        assert "zq7" not in shown.stdout and "organizations" not in shown.stdout, (columns, shown.stdout)
+        row = next(line for line in shown.stdout.splitlines() if "api_key_name" in line)
+        assert "*****" in row, (columns, row)
