@@ -46,7 +46,8 @@ def run(
 ) -> None:
     """Run the bot. Paper mode on the built-in simulator unless the profile says otherwise."""
     flags: dict[str, Any] = parse_sets(set_)
-    flags.update(profile=profile, symbols=symbols, interval=interval, duration=duration, seed=seed)
+    named = {"profile": profile, "symbols": symbols, "interval": interval, "duration": duration, "seed": seed}
+    flags.update({key: value for key, value in named.items() if value is not None})  # a flag not given keeps --set's
     loaded = load(flags, config)
     cfg = loaded.config
     try:

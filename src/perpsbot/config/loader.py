@@ -81,7 +81,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config error: cannot read config file {path}: {exc.strerror}") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        # Floats as Decimal: the literal as written, so that 1e-400 or 1e309 is refused as
+        # out of range rather than read as 0 or infinity.
+        return tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
 
@@ -175,6 +177,8 @@ def _show_input(value: Any, key: str = "") -> str:
         return f"'{MASK}'"
     if isinstance(value, enum.Enum):
         value = value.value
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list | tuple):
         return "'" + ",".join(str(v) for v in value) + "'"
     return repr(value) if isinstance(value, str) else str(value)
