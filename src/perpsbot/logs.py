@@ -9,8 +9,10 @@ text included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +72,31 @@ def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A ``RotatingFileHandler`` whose files are owner-only (0600), like the stores: the
+    log tells every order. Each new file (the first and the one after every rotation) is
+    created so; rotated files keep the mode by being renamed; older, wider ones are
+    tightened when the handler opens."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        for n in range(1, backups + 1):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}.{n}", 0o600)
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+
+    def _open(self):  # type: ignore[no-untyped-def] - logging's own hook, called for every new file
+        stream = open(  # noqa: SIM115 - the handler owns and closes it
+            self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+            opener=lambda name, flags: os.open(name, flags, 0o600),
+        )
+        os.fchmod(stream.fileno(), 0o600)  # a file that existed keeps its mode through open()
+        return stream
+
+
 def json_file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
-    """A size-rotated file of JSON lines (``path``, ``path.1`` ... ``path.<backups>``)."""
+    """A size-rotated file of JSON lines (``path``, ``path.1`` ... ``path.<backups>``), mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler = PrivateRotatingFileHandler(path, max_bytes, backups)
     handler.setFormatter(_formatter(structlog.processors.JSONRenderer(sort_keys=False, default=str)))
     return handler
 
