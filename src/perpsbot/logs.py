@@ -13,6 +13,8 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,31 @@ def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
             renderer,
         ],
     )
+
+
+class RateLimitedLog:
+    """One log line per ``every`` seconds for a failure that can repeat thousands of times
+    a second (out of file descriptors: every accept, every sample fails): the first goes
+    out at once, later ones are counted and the next line says how many were left out."""
+
+    def __init__(
+        self, logger: logging.Logger, every: float = 30.0, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.every = every
+        self._monotonic = monotonic
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: object) -> None:
+        now = self._monotonic()
+        if self._last is not None and now - self._last < self.every:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += f" ({self.suppressed} more like it in the last {now - self._last:.0f} s not logged)"
+        self.logger.log(level, message, *args)
+        self._last, self.suppressed = now, 0
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
