@@ -113,3 +113,7 @@ def test_out_of_range_numbers_on_the_command_line_are_usage_errors_not_internal_
         result = perpsbot("run", *args, cwd=tmp_path, timeout=20)
         assert result.returncode == 2, (args, result.stdout[-500:])
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    for rate in ("nan", "inf", "0"):
+        result = perpsbot("data", "download", "BTC-USD", "--start", "2026-01-01", "--end", "2026-01-02",
+                          "--rate", rate, "--base-url", "http://127.0.0.1:9", cwd=tmp_path, timeout=20)
+        assert result.returncode == 2 and "--rate must be a finite number > 0" in result.stderr, result.stderr
