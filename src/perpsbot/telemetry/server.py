@@ -74,7 +74,7 @@ class HeaderDeadline(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._timer is not None:
             seen = self._tail + data
-            if b"\r\n\r\n" in seen:
+            if b"\r\n\r\n" in seen or b"\n\n" in seen:  # a lenient parser takes bare LF too
                 self._timer.cancel()
                 self._timer = None
             else:
