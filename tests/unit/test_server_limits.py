@@ -96,3 +96,65 @@ def test_a_rate_limited_log_says_how_many_lines_it_left_out(caplog):
         "accept failed: EMFILE (29 more like it in the last 30 s not logged)",
         "accept failed: EMFILE (29 more like it in the last 30 s not logged)",
     ]
+
+
+# Run in a child process: it lowers its own descriptor limit below what accept() needs.
+_EXHAUST = r'''
+import asyncio, logging, os, resource, socket
+from aiohttp import web
+from perpsbot.telemetry.server import TelemetryServer
+
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+logging.getLogger().addHandler(Keep())
+
+async def pong(request):
+    return web.Response(text="pong")
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/ping", pong)
+    server = TelemetryServer(app)
+    await server.start(0)
+    loop = asyncio.get_running_loop()
+    waiting = []
+    for _ in range(5):  # connected in the kernel's backlog, never accepted
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            sock.connect(("127.0.0.1", server.port))
+        except BlockingIOError:
+            pass
+        waiting.append(sock)
+    fillers, (soft, hard) = [], resource.getrlimit(resource.RLIMIT_NOFILE)
+    while True:  # take every free descriptor number below the highest in use
+        fillers.append(os.open(os.devnull, os.O_RDONLY))
+        if fillers[-1] >= max(int(n) for n in os.listdir("/proc/self/fd")) - 1:
+            break
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fillers[-1] + 1, hard))
+    await asyncio.sleep(1.5)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for fd in fillers:
+        os.close(fd)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # descriptors again: it serves
+    writer.write(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(4096), 5)
+    writer.close()
+    for sock in waiting:
+        sock.close()
+    await server.stop()
+    print(sum("out of system resource" in line for line in lines), answer.split(b"\r\n")[0].decode())
+
+asyncio.run(main())
+'''
+
+
+def test_out_of_file_descriptors_the_server_logs_one_line_and_serves_again_once_they_are_back():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _EXHAUST], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1", "HTTP/1.1", "200", "OK"], result.stdout  # asyncio alone: ~500 a second
