@@ -9,9 +9,13 @@ text included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +75,56 @@ def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
-class _LogFileHandler(logging.handlers.RotatingFileHandler):
-    """A record the file cannot take (a full disk) is said once on stderr, in one line,
-    instead of logging's traceback for every record."""
+class RateLimitedLog:
+    """One log line per ``every`` seconds for a failure that can repeat thousands of times
+    a second (out of file descriptors: every accept, every sample fails): the first goes
+    out at once, later ones are counted and the next line says how many were left out."""
+
+    def __init__(
+        self, logger: logging.Logger, every: float = 30.0, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.every = every
+        self._monotonic = monotonic
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: object) -> None:
+        now = self._monotonic()
+        if self._last is not None and now - self._last < self.every:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += f" ({self.suppressed} more like it in the last {now - self._last:.0f} s not logged)"
+        self.logger.log(level, message, *args)
+        self._last, self.suppressed = now, 0
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A ``RotatingFileHandler`` whose files are owner-only (0600), like the stores: the
+    log tells every order. Each new file (the first and the one after every rotation) is
+    created so; rotated files keep the mode by being renamed; older, wider ones are
+    tightened when the handler opens."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        for n in range(1, backups + 1):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}.{n}", 0o600)
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+
+    def _open(self):  # type: ignore[no-untyped-def] - logging's own hook, called for every new file
+        stream = open(  # noqa: SIM115 - the handler owns and closes it
+            self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+            opener=lambda name, flags: os.open(name, flags, 0o600),
+        )
+        os.fchmod(stream.fileno(), 0o600)  # a file that existed keeps its mode through open()
+        return stream
 
     failed = False
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """A record the file cannot take (a full disk) is said once on stderr, in one line,
+        instead of logging's traceback for every record."""
         if not self.failed:
             self.failed = True
             sys.stderr.write(
@@ -87,9 +134,9 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
 
 
 def json_file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
-    """A size-rotated file of JSON lines (``path``, ``path.1`` ... ``path.<backups>``)."""
+    """A size-rotated file of JSON lines (``path``, ``path.1`` ... ``path.<backups>``), mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _LogFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler = PrivateRotatingFileHandler(path, max_bytes, backups)
     handler.setFormatter(_formatter(structlog.processors.JSONRenderer(sort_keys=False, default=str)))
     return handler
 

@@ -151,6 +151,30 @@ def test_timestamps_in_unix_seconds_and_milliseconds_and_naive_iso(tmp_path):
     assert "timestamps read as ISO 8601, no time zone: taken as UTC" in report.notes
 
 
+def test_a_file_that_changes_timestamp_unit_is_refused_at_the_line_that_does(tmp_path):
+    header = "timestamp,open,high,low,close,volume\n"
+    mixed = header + "1767225600,1,2,1,1.5,3\n1767225660,1.5,2,1,1,3\n1767225720000,1,2,1,1.5,3\n"
+    assert one_line_error(write(tmp_path, mixed, "mixed.csv")).endswith(
+        "mixed.csv line 4: time '1767225720000' is in unix milliseconds, the rows before it in unix seconds"
+    )
+    backwards = header + "1767225600000,1,2,1,1.5,3\n1767225660,1.5,2,1,1,3\n"
+    assert "line 3: time '1767225660' is in unix seconds, the rows before it in unix milliseconds" in one_line_error(
+        write(tmp_path, backwards, "back.csv")
+    )
+    assert "line 2: time '-1767225600' is before 1970 or after 9999" in one_line_error(
+        write(tmp_path, header + "-1767225600,1,2,1,1.5,3\n-1767225540,1,2,1,1.5,3\n", "neg.csv")
+    )
+
+
+def test_a_gap_that_would_fill_more_than_the_maximum_of_candles_is_refused_not_filled(tmp_path):
+    far = rows(*good(3), "2046-01-01T00:00:00Z,100,101,99,100.5,10")  # twenty years of minutes later
+    message = one_line_error(write(tmp_path, far))
+    assert "c.csv line 5: 2046-01-01T00:00:00Z is 10,519,197 candles after the row before it" in message
+    assert "more than the 10,000,000 a backtest takes" in message  # the documented maximum
+    with pytest.raises(DataError, match="--synthetic takes at most 10,000,000 candles, got 100,000,000,000,000"):
+        synthetic_candles(100_000_000_000_000, seed=1)
+
+
 def test_a_missing_volume_column_is_a_reported_repair(tmp_path):
     text = "date,open,high,low,close\n" + minute(0) + ",1,1,1,1\n" + minute(1) + ",1,1,1,1\n"
     series, report = load(write(tmp_path, text))

@@ -72,6 +72,7 @@ def test_a_csv_with_gaps_is_repaired_and_says_so(tmp_path: Path):
         (("--synthetic", "10", "--data", "x.csv"), "give either --data FILE or --synthetic N"),
         (("--synthetic", "many"), "--synthetic expects a number of candles, got 'many'"),
         (("--synthetic", "1"), "--synthetic needs at least 2 candles, got 1"),
+        (("--synthetic", "100000000000000"), "--synthetic takes at most 10,000,000 candles, got 100,000,000,000,000"),
         (("--synthetic", "100", "--fee-bps", "abc"), "--fee-bps expects a number, got 'abc'"),
         (("--synthetic", "100", "--slippage-bps", "-1"), "--slippage-bps must be at least 0, got -1"),
         (("--synthetic", "100", "--timeframe", "7x"), "--timeframe: timeframe '7x' is not one of 1m"),

@@ -69,6 +69,7 @@ def test_restore_is_refused_while_a_bot_runs_and_works_after_it_crashed(tmp_path
     restored = perpsbot("restore", str(archive), cwd=tmp_path)
     assert restored.returncode == 0, restored.stderr
     assert "the databases it replaced are kept in" in restored.stdout
+    assert "manifest signature checked with" in restored.stdout  # the store made it, with its backup.key
     aside = [p for p in store.iterdir() if p.name.startswith("replaced-")]
     assert len(aside) == 1 and (aside[0] / "events.db").is_file() and (aside[0] / "orders.db").is_file()
     # the backup was taken before its own event: the restored store has none, the kept one has it

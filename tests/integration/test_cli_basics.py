@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -79,3 +80,40 @@ def test_prod_with_a_malformed_key_fails_at_start_up_without_showing_the_key(tmp
     assert "NOTAKEYATALL" not in shown.stdout
     assert any("api_private_key" in line and "**********" in line and "env PERPSBOT_API_PRIVATE_KEY" in line
                for line in shown.stdout.splitlines())
+
+
+def test_config_show_masks_the_api_key_name_at_every_terminal_width(tmp_path: Path):
+    env = {"PERPSBOT_API_KEY_NAME": "organizations/zq7org/apiKeys/zq7key", "PERPSBOT_API_PRIVATE_KEY": "unused-here"}
+    for columns in ("300", "60"):
+        shown = perpsbot("config", "show", "--profile", "prod", cwd=tmp_path, env={**env, "COLUMNS": columns})
+        assert shown.returncode == 0, shown.stderr
+        assert "zq7" not in shown.stdout and "organizations" not in shown.stdout, (columns, shown.stdout)
+        row = next(line for line in shown.stdout.splitlines() if "api_key_name" in line)
+        assert "*****" in row, (columns, row)
+
+
+def test_out_of_range_numbers_on_the_command_line_are_usage_errors_not_internal_ones(tmp_path: Path):
+    from perpsbot.store import EventStore, OrdersStore
+
+    store = tmp_path / "data" / "paper"
+    events, orders = EventStore(store / "events.db"), OrdersStore(store / "orders.db")
+    events.start_run(datetime(2026, 1, 1, tzinfo=UTC), "paper", {})
+    events.close()
+    orders.close()
+    for args in (("events", "--limit", "99999999999999999999"), ("orders", "--limit", "99999999999999999999"),
+                 ("positions", "--run", "99999999999999999999")):
+        result = perpsbot(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+        assert f"Invalid value for '{args[1]}'" in result.stderr, result.stderr
+    for args, message in ((("--duration", "1e309"), "duration = inf (flag --duration): must be a finite number"),
+                          (("--interval", "nan"), "interval = nan (flag --interval): must be a finite number"),
+                          (("--set", "duration=1e309"), "duration = '1e309'"),  # --set is not undone by --duration
+                          (("--set", "interval=true"), "interval = 'true'")):
+        result = perpsbot("run", *args, cwd=tmp_path, timeout=20)
+        assert result.returncode == 2, (args, result.stdout[-500:])
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    for rate in ("nan", "inf", "0"):
+        result = perpsbot("data", "download", "BTC-USD", "--start", "2026-01-01", "--end", "2026-01-02",
+                          "--rate", rate, "--base-url", "http://127.0.0.1:9", cwd=tmp_path, timeout=20)
+        assert result.returncode == 2 and "--rate must be a finite number > 0" in result.stderr, result.stderr

@@ -390,3 +390,43 @@ def test_zero_keep_and_zero_max_age_mean_no_limit(tmp_path: Path):
     made = [flow.backup(NOW + timedelta(days=100 * n)).path for n in range(3)]  # far apart, none too old
     assert [p for _, p in flow.backups()] == made[::-1]
 
+
+
+def test_a_manifest_rewritten_to_match_altered_data_is_refused_by_its_signature(tmp_path: Path):
+    import hashlib
+
+    store = tmp_path / "store"
+    fill_store(store)
+    good = workflow(tmp_path).backup(NOW).path
+    members = _members(good)
+    # alter a fill's price in the backed-up orders.db, then rewrite the manifest to match
+    altered = tmp_path / "altered.db"
+    altered.write_bytes(members["orders.db"])
+    conn = sqlite3.connect(altered)
+    conn.execute("UPDATE fills SET price = '1' WHERE rowid = 1")
+    conn.commit()
+    conn.close()
+    body = altered.read_bytes()
+    manifest = json.loads(members["manifest.json"])
+    manifest["databases"]["orders.db"].update(sha256=hashlib.sha256(body).hexdigest(), bytes=len(body))
+    tampered = _archive(tmp_path / "tampered.tar.gz", {**members, "orders.db": body,
+                                                        "manifest.json": json.dumps(manifest).encode()})
+    before = dump(store)
+    with pytest.raises(BackupError, match="the manifest was changed after the backup was made"):
+        restore_backup(tampered, store, "paper", NOW)
+    del manifest["signature"]
+    unsigned = _archive(tmp_path / "unsigned.tar.gz", {**members, "orders.db": body,
+                                                        "manifest.json": json.dumps(manifest).encode()})
+    with pytest.raises(BackupError, match="the manifest is not signed, and this store has a backup.key: refused"):
+        restore_backup(unsigned, store, "paper", NOW)
+    other = tmp_path / "other"
+    fill_store(other, orders=1)
+    BackupWorkflow(other, tmp_path / "other-backups", "paper").backup(NOW)  # its own, different key
+    with pytest.raises(BackupError, match="was signed with another backup.key than this store's"):
+        restore_backup(good, other, "paper", NOW)
+    assert dump(store) == before
+    # the untouched backup restores, checked; into a store without a key it restores unchecked, and says so
+    assert restore_backup(good, store, "paper", NOW).signature_checked is True
+    assert restore_backup(good, tmp_path / "new", "paper", NOW).signature_checked is False
+    key_file = store / "backup.key"  # made by the first backup, owner-only, never in a backup
+    assert key_file.stat().st_mode & 0o777 == 0o600 and set(members) == {"manifest.json", "events.db", "orders.db"}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import typing
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -142,3 +143,41 @@ def test_secrets_are_masked_in_shown_values():
 
     assert mask(SecretStr("-----BEGIN EC PRIVATE KEY-----")) == "**********"
     assert mask(None) == "-"
+
+
+def _numeric_settings() -> dict[str, type]:
+    """Every setting that takes one number (int, float or Decimal, optionally none)."""
+    found = {}
+    for key, field in BotConfig.model_fields.items():
+        kinds = {int, float, D} & set(typing.get_args(field.annotation) or (field.annotation,))
+        if kinds and typing.get_origin(field.annotation) is not dict:
+            found[key] = kinds.pop()
+    return found
+
+
+def test_every_numeric_setting_refuses_booleans_and_numbers_a_float_cannot_hold(tmp_path: Path):
+    numeric = _numeric_settings()
+    assert len(numeric) > 40 and {"interval", "duration", "trailing_stop_pct", "seed"} <= set(numeric)
+    toml = tmp_path / "bot.toml"
+    for key in numeric:
+        for literal, why in (("true", "must be a number, not true"), ("1e-400", "too small to tell from 0"),
+                             ("1e309", "too large"), ("inf", "must be a finite number"),
+                             ("nan", "must be a finite number")):
+            toml.write_text(f"{key} = {literal}\n")
+            with pytest.raises(ConfigError) as caught:
+                load_config(config_file=toml, environ={})
+            message = str(caught.value)
+            assert message.startswith(f"config error: {key} = ") and f"(file {toml})" in message, message
+            assert why in message and "\n" not in message, message
+    # the same from the environment and the command line, and whole numbers beyond SQLite's INTEGER
+    for layer in ({"environ": {"PERPSBOT_DURATION": "1e309"}}, {"environ": {}, "flags": {"duration": float("inf")}}):
+        with pytest.raises(ConfigError, match="duration = .*: (is too large|must be a finite number)"):
+            load_config(**layer)
+    with pytest.raises(ConfigError, match="seed = '99999999999999999999' .*too large: at most 9223372036854775807"):
+        load_config(environ={"PERPSBOT_SEED": "99999999999999999999"})
+    with pytest.raises(ConfigError, match="BTC-USD: 'inf' must be a finite number"):
+        load_config(environ={"PERPSBOT_SYMBOL_MAX_NOTIONAL": "BTC-USD=inf"})
+    # ordinary values still load, TOML floats exactly
+    toml.write_text("interval = 0.5\ntrailing_stop_pct = 0.015\nduration = 1e6\nseed = 0\n")
+    cfg = load_config(config_file=toml, environ={}).config
+    assert (cfg.interval, cfg.trailing_stop_pct, cfg.duration, cfg.seed) == (0.5, D("0.015"), 1e6, 0)

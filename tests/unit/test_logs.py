@@ -175,6 +175,26 @@ def test_the_log_rotates_by_size_and_keeps_the_configured_count(tmp_path: Path):
     assert numbers == list(range(numbers[0], 150))  # the newest lines, in order, none lost inside the kept files
 
 
+def test_the_log_and_its_rotated_files_are_owner_only_also_when_they_existed_wider(tmp_path: Path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("bot.jsonl", "bot.jsonl.1"):  # left by an older perpsbot, world-readable
+        (logs / name).write_text("")
+        (logs / name).chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        config = _config(tmp_path, log_file=logs / "bot.jsonl", log_file_max_bytes=10_000, log_file_backups=3)
+        path = configure_logging(config, Console(file=io.StringIO()))
+        assert {p.name: p.stat().st_mode & 0o777 for p in logs.iterdir()} == {"bot.jsonl": 0o600, "bot.jsonl.1": 0o600}
+        log = logging.getLogger("perpsbot.modes")
+        for index in range(150):  # about three rotations
+            log.info("line %d %s", index, "x" * 120)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+        assert modes == {name: 0o600 for name in ("bot.jsonl", "bot.jsonl.1", "bot.jsonl.2", "bot.jsonl.3")}
+    finally:
+        os.umask(old_umask)
+
+
 def test_credentials_loaded_from_a_key_file_are_redacted_literally(tmp_path: Path):
     from perpsbot.exchange.coinbase.auth import resolve_credentials
 

@@ -165,3 +165,32 @@ def test_deferred_events_a_failed_flush_could_not_write_are_kept_for_the_next(tm
     store.append(NOW, "order_placed", "BTC-USD")  # writes the kept ones first
     assert [e.kind for e in store.query()] == ["decision", "risk_approved", "order_placed"]
     store.close()
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_stores_and_their_wal_and_shm_are_owner_only_and_older_wider_files_are_tightened(tmp_path: Path):
+    import os
+
+    old_umask = os.umask(0o022)  # the usual umask: files 0644 unless made otherwise
+    try:
+        events, orders = EventStore(tmp_path / "events.db"), OrdersStore(tmp_path / "orders.db")
+        events.append(NOW, "decision", "BTC-USD", target="LONG")
+        orders.upsert(Order("pb-1", "BTC-USD", Side.BUY, OrderType.MARKET, D("0.5"), NOW))
+        for name in ("events.db", "orders.db"):
+            files = [tmp_path / f"{name}{suffix}" for suffix in ("", "-wal", "-shm")]
+            assert all(f.exists() for f in files), name
+            assert [_mode(f) for f in files] == [0o600] * 3, name
+        events.close()
+        orders.close()
+        for path in tmp_path.iterdir():  # as an older perpsbot left them
+            path.chmod(0o644)
+        events = EventStore(tmp_path / "events.db")
+        assert sorted((p.name, _mode(p)) for p in tmp_path.glob("events.db*")) == [
+            (f"events.db{s}", 0o600) for s in ("", "-shm", "-wal")
+        ]
+        events.close()
+    finally:
+        os.umask(old_umask)

@@ -7,8 +7,10 @@ report; nothing is changed silently:
 
 * refused: a missing column, an unreadable or NaN/infinite value, a price <= 0,
   negative volume, a high below the open/close or a low above them, two rows for
-  one time with different prices, timestamps off the candle grid, fewer than two
-  candles, a ``--timeframe`` finer than the data or not a multiple of it;
+  one time with different prices, unix timestamps that change unit (seconds, then
+  milliseconds), timestamps off the candle grid, fewer than two candles or more than
+  ``MAX_CANDLES`` (gaps filled included: one absurd gap would fill the memory), a
+  ``--timeframe`` finer than the data or not a multiple of it;
 * repaired (refused too with ``strict``): rows out of order (sorted), rows repeated
   exactly (dropped), missing candles (filled with flat candles at the previous
   close and no volume — Coinbase publishes no candle for a minute without trades),
@@ -32,6 +34,9 @@ TIME_COLUMNS = ("date", "timestamp", "time", "datetime", "start")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 MIN_BAR_SECONDS = 60
 MAX_BAR_SECONDS = 86_400
+# The most candles a backtest takes, from a file (gaps filled) or --synthetic: 19 years
+# of minute candles, about 0.5 GB as columns.
+MAX_CANDLES = 10_000_000
 TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14_400, "6h": 21_600,
               "12h": 43_200, "1d": 86_400}
 
@@ -223,6 +228,17 @@ def _columns(path: Path, header: Sequence[str], report: DataReport, strict: bool
     return found
 
 
+# Unix timestamps by their size: (smallest, scale to seconds, unit); seconds reach 1e11 in 5138.
+UNIX_UNITS = ((1e17, 1e-9, "unix nanoseconds"), (1e14, 1e-6, "unix microseconds"),
+              (1e11, 1e-3, "unix milliseconds"), (0.0, 1.0, "unix seconds"))
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time a datetime holds
+
+
+def _unix_unit(number: float) -> tuple[float, str]:
+    """(scale to seconds, unit) of a unix timestamp of this size."""
+    return next((scale, unit) for smallest, scale, unit in UNIX_UNITS if abs(number) >= smallest)
+
+
 def _time_parser(path: Path, line: int, sample: str) -> tuple[object, str]:
     """How to read this file's timestamps, decided from the first one."""
     text = sample.strip()
@@ -231,13 +247,7 @@ def _time_parser(path: Path, line: int, sample: str) -> tuple[object, str]:
     except ValueError:
         number = None
     if number is not None and math.isfinite(number):
-        if abs(number) >= 1e17:
-            return 1e-9, "unix nanoseconds"
-        if abs(number) >= 1e14:
-            return 1e-6, "unix microseconds"
-        if abs(number) >= 1e11:
-            return 1e-3, "unix milliseconds"
-        return 1.0, "unix seconds"
+        return _unix_unit(number)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -255,11 +265,18 @@ def _parse_time(path: Path, line: int, text: str, how: object) -> float:
             ts = ts.replace(tzinfo=UTC)
         return (ts - EPOCH).total_seconds()
     try:
-        value = float(text) * how  # type: ignore[operator]
+        number = float(text)
     except ValueError:
         raise DataError(f"{path} line {line}: time '{text}' is not a number like the rows before it") from None
-    if not math.isfinite(value):
+    if not math.isfinite(number):
         raise DataError(f"{path} line {line}: time '{text}' is not a finite number")
+    scale, unit = _unix_unit(number)
+    if scale != how:
+        before = next(name for _, known, name in UNIX_UNITS if known == how)
+        raise DataError(f"{path} line {line}: time '{text.strip()}' is in {unit}, the rows before it in {before}")
+    value = number * scale
+    if not 0 <= value <= LAST_SECOND:
+        raise DataError(f"{path} line {line}: time '{text.strip()}' is before 1970 or after 9999")
     return value
 
 
@@ -303,6 +320,8 @@ def _parse_rows(
                 f"{path} line {line}: high {h} / low {lo} do not contain open {o} and close {c}"
             )
         out.append((ts, o, h, lo, c, v, line))
+        if len(out) > MAX_CANDLES:
+            raise DataError(f"{path} line {line}: more than {MAX_CANDLES:,} candles; a backtest takes at most that")
     report.rows = len(out)
     return out
 
@@ -365,6 +384,14 @@ def _assemble(
         raise DataError(
             f"{path}: {len(gaps)} gap{'s' if len(gaps) > 1 else ''} in the data, the first after {iso(a[0])} "
             f"({s // step - 1} candles missing) (strict)"
+        )
+    total = 1 + sum(s // step for s in steps)
+    if total > MAX_CANDLES:
+        i = max(range(len(steps)), key=steps.__getitem__)
+        raise DataError(
+            f"{path} line {rows[i + 1][6]}: {iso(rows[i + 1][0])} is {steps[i] // step - 1:,} candles after the row "
+            f"before it ({iso(rows[i][0])}); filled, the data would be {total:,} candles, more than the "
+            f"{MAX_CANDLES:,} a backtest takes"
         )
     filled = 0
     for row, s in zip(rows, [*steps, step], strict=True):
@@ -452,6 +479,8 @@ def synthetic_candles(
     candle opening at the previous close. One seed, one series, on any machine."""
     if count < 2:
         raise DataError(f"--synthetic needs at least 2 candles, got {count}")
+    if count > MAX_CANDLES:
+        raise DataError(f"--synthetic takes at most {MAX_CANDLES:,} candles, got {count:,}")
     rng = random.Random(seed)
     gauss, rand = rng.gauss, rng.random
     sigma = volatility * math.sqrt(bar_seconds / 60)

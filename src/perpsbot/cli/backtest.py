@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from perpsbot.backtest.data import MAX_CANDLES
 from perpsbot.cli.common import UserError, console, err_console
 
 DEFAULT_OUT = Path("backtest-out")
@@ -45,7 +46,7 @@ def _params(pairs: list[str] | None) -> dict[str, str]:
 
 def backtest(
     data: Annotated[Path | None, typer.Option("--data", help="candles: CSV or Parquet (date/timestamp, open, high, low, close, volume)")] = None,
-    synthetic: Annotated[str | None, typer.Option("--synthetic", metavar="N", help="N made-up candles (seeded) instead of a file")] = None,
+    synthetic: Annotated[str | None, typer.Option("--synthetic", metavar="N", help=f"N made-up candles (seeded; at most {MAX_CANDLES:,}) instead of a file")] = None,
     symbol: Annotated[str, typer.Option(help="product the candles are for")] = "BTC-USD",
     timeframe: Annotated[str | None, typer.Option(help="candle length: 1m 5m 15m 1h 6h 1d (default: the data's; 1m synthetic)")] = None,
     fee_bps: Annotated[str, typer.Option("--fee-bps", help="taker fee, basis points")] = "5",
@@ -89,8 +90,6 @@ def backtest(
                 count = int(synthetic)
             except ValueError:
                 raise UserError(f"--synthetic expects a number of candles, got '{synthetic}'") from None
-            if count < 2:
-                raise UserError(f"--synthetic needs at least 2 candles, got {count}")
             series = synthetic_candles(count, seed=seed_value, symbol=symbol, bar_seconds=bar_seconds or 60,
                                        start_price=typical_price(symbol))
             report = DataReport(source=f"synthetic (seed {seed_value})", rows=count, candles=count)

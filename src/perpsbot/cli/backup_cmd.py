@@ -10,7 +10,7 @@ import typer
 
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, check_store, console, load
 from perpsbot.store import EventStore, StoreError
-from perpsbot.store.backup import DATABASES, BackupWorkflow, restore_backup
+from perpsbot.store.backup import DATABASES, KEY_FILE, BackupWorkflow, restore_backup
 
 
 def backup(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
@@ -53,3 +53,11 @@ def restore(
     )
     if result.replaced_dir is not None:
         console.print(f"the databases it replaced are kept in {result.replaced_dir}", highlight=False)
+    if result.signature_checked:
+        console.print(f"manifest signature checked with {cfg.store_dir / KEY_FILE}", highlight=False)
+    else:
+        console.print(
+            f"note: the manifest's signature was not checked: no {KEY_FILE} in {cfg.store_dir}; its checksums show "
+            "the backup is intact, not that this store's perpsbot made it",
+            highlight=False,
+        )

@@ -30,7 +30,10 @@ ProfileOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (or $PERPSBOT_CONFIG)")
 ]
-RunOpt = Annotated[int | None, typer.Option("--run", help="run id (default: the latest run)")]
+# Bounds of the whole-number options: a row count a table can show, and SQLite's INTEGER.
+LIMIT_MAX = 1_000_000
+ID_MAX = 2**63 - 1
+RunOpt = Annotated[int | None, typer.Option("--run", min=1, max=ID_MAX, help="run id (default: the latest run)")]
 
 
 class UserError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -37,8 +38,8 @@ def download(
         raise UserError(str(exc)) from None
     if not base_url.startswith(("http://", "https://")):
         raise UserError(f"--base-url must start with http:// or https://, got '{base_url}'")
-    if rate <= 0:
-        raise UserError(f"--rate must be > 0, got {rate}")
+    if not (rate > 0 and math.isfinite(rate)):  # nan and inf pass a plain "> 0"
+        raise UserError(f"--rate must be a finite number > 0, got {rate}")
     path = out or Path("data") / "candles" / f"{symbol}-{name}.csv"
     total = max(1, (last - first) // seconds)
 

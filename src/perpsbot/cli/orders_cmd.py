@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from perpsbot.cli import records
-from perpsbot.cli.common import ConfigOpt, ProfileOpt, RunOpt, console, fail, load, open_existing_stores
+from perpsbot.cli.common import LIMIT_MAX, ConfigOpt, ProfileOpt, RunOpt, console, fail, load, open_existing_stores
 from perpsbot.store import EventStore
 from perpsbot.store.lock import StoreLock, StoreLocked
 
@@ -29,7 +29,7 @@ def orders(
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
     run: RunOpt = None,
-    limit: Annotated[int, typer.Option(min=1, help="show at most this many, newest last")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=LIMIT_MAX, help="show at most this many, newest last")] = 50,
 ) -> None:
     """List the orders of a run (`perpsbot orders cancel --help` to cancel)."""
     if ctx.invoked_subcommand is None:

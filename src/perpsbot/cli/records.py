@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from perpsbot.cli.common import ConfigOpt, ProfileOpt, RunOpt, console, load, open_existing_stores, pick_run
+from perpsbot.cli.common import (
+    LIMIT_MAX, ConfigOpt, ProfileOpt, RunOpt, console, load, open_existing_stores, pick_run,
+)
 from perpsbot.execution.ledger import position_history
 from perpsbot.execution.pnl import opening_positions
 
@@ -24,7 +26,7 @@ def orders(
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
     run: RunOpt = None,
-    limit: Annotated[int, typer.Option(min=1, help="show at most this many, newest last")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=LIMIT_MAX, help="show at most this many, newest last")] = 50,
 ) -> None:
     """List the orders of a run."""
     events, store = open_existing_stores(load({"profile": profile}, config))
@@ -102,7 +104,7 @@ def events(
     run: RunOpt = None,
     kind: Annotated[str | None, typer.Option(help="only events of this kind, e.g. fill, decision")] = None,
     symbol: Annotated[str | None, typer.Option(help="only events of this symbol")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="the newest N events")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=LIMIT_MAX, help="the newest N events")] = 50,
 ) -> None:
     """The events of a run: decisions, orders, fills, risk verdicts, errors."""
     store_events, store = open_existing_stores(load({"profile": profile}, config))

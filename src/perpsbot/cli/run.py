@@ -54,7 +54,8 @@ def run(
 ) -> None:
     """Run the bot. Paper mode on the built-in simulator unless the profile says otherwise."""
     flags: dict[str, Any] = parse_sets(set_)
-    flags.update(profile=profile, symbols=symbols, interval=interval, duration=duration, seed=seed)
+    named = {"profile": profile, "symbols": symbols, "interval": interval, "duration": duration, "seed": seed}
+    flags.update({key: value for key, value in named.items() if value is not None})  # a flag not given keeps --set's
     confirm = _new_store_confirmation(new_store, yes)
     loaded = load(flags, config)
     cfg = loaded.config

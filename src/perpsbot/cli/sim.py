@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from perpsbot.cli.common import UserError, console
+from perpsbot.cli.common import ID_MAX, UserError, console
 
 if TYPE_CHECKING:
     from perpsbot.exchange.sim.server import SimServer
@@ -51,7 +51,7 @@ def serve(
     plain_port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="also serve without TLS on this port (0: any free port)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="simulator seed (markets and faults)")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=ID_MAX, help="simulator seed (markets and faults)")] = 0,
     faults: Annotated[
         str | None, typer.Option(help="e.g. 'rate_limit=0.05,slow=0.05:2.0,ws_disconnect=0.01' (see docs)")
     ] = None,

@@ -38,8 +38,13 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, Any]] = {
 }
 
 
-# Settings whose values are never shown, not even in an error about them.
-SECRET_KEYS = frozenset(k for k, f in BotConfig.model_fields.items() if "SecretStr" in str(f.annotation))
+# Settings whose values are never shown, not even in an error about them: the SecretStr
+# ones, and the API key name (a plain string, as the Coinbase client needs it, but a
+# credential all the same).
+SECRET_KEYS = frozenset(
+    {k for k, f in BotConfig.model_fields.items() if "SecretStr" in str(f.annotation)} | {"api_key_name"}
+)
+MASK = "**********"
 
 
 class ConfigError(ValueError):
@@ -76,7 +81,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config error: cannot read config file {path}: {exc.strerror}") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        # Floats as Decimal: the literal as written, so that 1e-400 or 1e309 is refused as
+        # out of range rather than read as 0 or infinity.
+        return tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
 
@@ -167,9 +174,11 @@ def explain_validation(exc: ValidationError, merged: Mapping[str, Any], sources:
 def _show_input(value: Any, key: str = "") -> str:
     """A value as the user gave it, for an error; never a secret's."""
     if isinstance(value, SecretStr) or key in SECRET_KEYS:
-        return "'**********'"
+        return f"'{MASK}'"
     if isinstance(value, enum.Enum):
         value = value.value
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list | tuple):
         return "'" + ",".join(str(v) for v in value) + "'"
     return repr(value) if isinstance(value, str) else str(value)
@@ -221,13 +230,14 @@ def config_rows(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
     rows = []
     for key in BotConfig.model_fields:
         value = getattr(loaded.config, key)
-        rows.append((key, mask(value), loaded.sources[key]))
+        shown = MASK if key in SECRET_KEYS and isinstance(value, str) and value else mask(value)
+        rows.append((key, shown, loaded.sources[key]))
     return rows
 
 
 def mask(value: Any) -> str:
     if isinstance(value, SecretStr):
-        return "**********" if value.get_secret_value() else ""
+        return MASK if value.get_secret_value() else ""
     if value is None:
         return "-"
     if isinstance(value, tuple):

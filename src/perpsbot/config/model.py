@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
+import types
 from datetime import time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)?$")
 
@@ -56,6 +58,45 @@ class HoldingsPolicy(str, enum.Enum):
 DASHBOARD_TOKEN_MIN_LENGTH = 16
 
 PositiveDecimal = Annotated[Decimal, Field(gt=0)]
+
+# Every number a setting takes must survive the float arithmetic of the code that uses it
+# (clocks, intervals, prices): a value beyond a float's range would silently become
+# infinite, and a tiny one 0. Whole numbers fit SQLite's INTEGER, where runs record them.
+FLOAT_LARGEST = Decimal(sys.float_info.max)
+FLOAT_SMALLEST = Decimal(sys.float_info.min)  # the smallest normal float
+INT_LARGEST = 2**63 - 1
+
+
+def check_number(value: Any, *, whole: bool = False) -> None:
+    """Refuse a boolean, a non-finite number, and one a float (or, ``whole``, SQLite's
+    INTEGER) cannot hold. Text that is not a number at all is left to the field's type."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return
+    elif isinstance(value, int | float | Decimal):
+        number = Decimal(value)
+    else:
+        return
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    if whole and abs(number) > INT_LARGEST:
+        raise ValueError(f"is too large: at most {INT_LARGEST}")
+    if abs(number) > FLOAT_LARGEST:
+        raise ValueError(f"is too large: at most {sys.float_info.max:g}")
+    if number and abs(number) < FLOAT_SMALLEST:
+        raise ValueError(f"is too small to tell from 0: below {sys.float_info.min:g}")
+
+
+def _number_type(annotation: Any) -> type | None:
+    """int, float or Decimal when a field takes that number (or None), else None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else None
+    return annotation if annotation in (int, float, Decimal) else None
 
 
 class BotConfig(BaseModel):
@@ -234,6 +275,16 @@ class BotConfig(BaseModel):
         None, description="Slack-compatible webhook that receives alerts, http(s)://... (a secret: never shown)"
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers(cls, value: object, info: ValidationInfo) -> object:
+        """Every numeric setting, whatever layer it came from: strict about booleans (TOML
+        ``true`` is not 1) and about range (see ``check_number``)."""
+        kind = _number_type(cls.model_fields[info.field_name].annotation) if info.field_name else None
+        if kind is not None:
+            check_number(value, whole=kind is int)
+        return value
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
@@ -265,10 +316,15 @@ class BotConfig(BaseModel):
                 if not SYMBOL_RE.match(str(symbol)):
                     raise ValueError(f"'{symbol}' is not a product id like BTC-USD or BTC-PERP-INTX")
                 try:
-                    if Decimal(str(number)) <= 0:
-                        raise ValueError
-                except (ArithmeticError, ValueError):
-                    raise ValueError(f"{symbol}: '{number}' is not a positive number") from None
+                    check_number(number)
+                except ValueError as exc:
+                    raise ValueError(f"{symbol}: '{number}' {exc}") from None
+                try:
+                    positive = Decimal(str(number)) > 0
+                except ArithmeticError:
+                    positive = False
+                if not positive:
+                    raise ValueError(f"{symbol}: '{number}' is not a positive number")
         return value
 
     @field_validator("http_port", mode="before")

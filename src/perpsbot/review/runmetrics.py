@@ -20,6 +20,7 @@ RSS).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from perpsbot.logs import RateLimitedLog
 from perpsbot.market.streaming import LagHistogram
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from perpsbot.market.data import MarketDataService
     from perpsbot.market.streaming import StreamingService
     from perpsbot.store import EventStore
+
+log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 1.0
 MIB = 1024 * 1024
@@ -95,6 +99,7 @@ class RunMetricsRecorder:
         self.began: datetime | None = None
         self._marks_at_start = 0
         self._cpu_at: tuple[float, float] | None = None  # (monotonic, process CPU seconds) at the last sample
+        self._sample_failed = RateLimitedLog(log, monotonic=monotonic)
 
     def begin(self) -> None:
         """The run starts now: counters are taken from here."""
@@ -117,8 +122,16 @@ class RunMetricsRecorder:
     def sample(self) -> None:
         """One sample of memory, CPU since the previous sample, and every mark's age.
 
+        A sample the OS refuses (out of file descriptors: psutil reads ``/proc``) is left
+        out and logged, rate-limited: the recorder, and the run, go on.
         A CPU window shorter than half the sample interval (the last sample, taken at
         shutdown) is left out: a few milliseconds of work would read as a spike."""
+        try:
+            self._sample()
+        except (OSError, psutil.Error) as exc:
+            self._sample_failed(logging.WARNING, "run metrics: sample skipped: %s", exc)
+
+    def _sample(self) -> None:
         self.rss_sum += self._process.memory_info().rss / MIB
         self.rss_samples += 1
         now, cpu = self._monotonic(), self._cpu_seconds()

@@ -7,10 +7,16 @@ compacted (``VACUUM``, so no freed page keeps an old value), then checksummed. T
 manifest records each database's sha256, size and schema version (``user_version``,
 the number of store migrations applied), the time and the perpsbot version.
 
+The checksums prove the archive is intact, not who wrote it: anyone can rewrite a
+manifest to match altered databases. So the manifest is also signed (HMAC-SHA256) with
+the store's own key, ``<store>/backup.key`` (random, 0600, made by the first backup and
+never put in one).
+
 A restore checks everything before it touches the store: the gzip stream's CRC, the
-archive's members, the manifest, each database's checksum, integrity and schema
-version, and that no bot holds the store (``StoreLock``). The databases it replaces are
-moved aside, never deleted.
+archive's members, the manifest and its signature (when the store has a key; without
+one it says it could not), each database's checksum, integrity and schema version, and
+that no bot holds the store (``StoreLock``). The databases it replaces are moved aside,
+never deleted.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
 import re
+import secrets
 import sqlite3
 import tarfile
 import time
@@ -56,6 +64,8 @@ RESTORING = ".restore-"  # a restore's, in the store folder
 DATABASES: dict[str, Sequence[str]] = {"events.db": events_schema.MIGRATIONS, "orders.db": orders_schema.MIGRATIONS}
 NAME_RE = re.compile(r"^perpsbot-(?P<profile>[a-z]+)-(?P<stamp>\d{8}T\d{12}Z)\.tar\.gz$")
 CHUNK = 1 << 20
+KEY_FILE = "backup.key"
+SIGNATURE = "signature"
 
 
 class BackupError(StoreError):
@@ -75,6 +85,7 @@ class BackupResult:
 class RestoreResult:
     manifest: dict[str, Any]
     replaced_dir: Path | None  # where the databases it replaced were moved (None: there were none)
+    signature_checked: bool  # False: the store had no backup.key to check the manifest with
 
 
 def backup_name(profile: str, created: datetime) -> str:
@@ -120,6 +131,7 @@ class BackupWorkflow:
         target = self.backup_dir.absolute() / backup_name(self.profile, now)
         if target.exists():
             raise BackupError(f"{target} already exists")
+        key = backup_key(self.store_dir, create=True)
         try:
             self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             remove_abandoned(self.backup_dir, PARTIAL)  # killed backups' copies: room for this one
@@ -133,6 +145,7 @@ class BackupWorkflow:
                     "perpsbot_version": __version__,
                     "databases": databases,
                 }
+                manifest = sign_manifest(manifest, key)
                 _write_archive(staging / "archive", manifest, staging)
                 os.replace(staging / "archive", target)
             fsync_dir(self.backup_dir)
@@ -227,15 +240,17 @@ def restore_backup(archive: Path, store_dir: Path, profile: str, now: datetime) 
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
     with StoreLock(store_dir, holder="perpsbot restore"):
+        key = backup_key(store_dir, create=False)
         remove_abandoned(store_dir, RESTORING)  # a killed restore's copies
         with staging_folder(store_dir, RESTORING) as staging:
-            manifest = verify_backup(archive, staging, profile)
+            manifest = verify_backup(archive, staging, profile, key)
             replaced = _swap_in(staging, store_dir, now)
-    return RestoreResult(manifest, replaced)
+    return RestoreResult(manifest, replaced, signature_checked=key is not None)
 
 
-def verify_backup(archive: Path, staging: Path, profile: str) -> dict[str, Any]:
-    """Check ``archive`` whole and extract its databases into ``staging``; its manifest."""
+def verify_backup(archive: Path, staging: Path, profile: str, key: bytes | None = None) -> dict[str, Any]:
+    """Check ``archive`` whole and extract its databases into ``staging``; its manifest.
+    With ``key`` (the store's backup key) the manifest's signature is checked too."""
     damaged = f"{archive} is not a perpsbot backup or is damaged"
     try:
         with gzip.open(archive, "rb") as stream:  # the CRC and length are checked at the end
@@ -246,6 +261,8 @@ def verify_backup(archive: Path, staging: Path, profile: str) -> dict[str, Any]:
             if set(members) != {MANIFEST, *DATABASES} or not all(m.isfile() for m in members.values()):
                 raise BackupError(f"{damaged} (unexpected contents)")
             manifest = _manifest(tar, members[MANIFEST], damaged)
+            if key is not None:
+                check_signature(manifest, key, archive)
             if manifest["profile"] != profile:
                 raise BackupError(f"{archive} is a backup of profile '{manifest['profile']}', not '{profile}'")
             for name in DATABASES:
@@ -279,6 +296,78 @@ def _manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, damaged: str) -> di
     if not valid:
         raise BackupError(f"{damaged} (incomplete manifest)")
     return manifest
+
+
+# ----- signing the manifest -------------------------------------------------------------
+
+
+def backup_key(store_dir: Path, *, create: bool) -> bytes | None:
+    """The store's backup signing key (``<store>/backup.key``: 32 random bytes as hex, mode
+    0600), made now when ``create`` and there is none; None when there is none. It stays
+    with the store, never in a backup, so that a backup cannot vouch for itself."""
+    path = store_dir / KEY_FILE
+    if create and not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another backup made it meanwhile
+        except OSError as exc:
+            raise BackupError(f"cannot create the backup key {path}: {exc.strerror or exc}") from None
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(secrets.token_hex(32) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(f"cannot read the backup key {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise BackupError(f"{path} is not a perpsbot backup key (64 hex digits)")
+    return key
+
+
+def _key_id(key: bytes) -> str:
+    """Names the key in a signature (not the key: a hash of it), to tell 'another key' from 'changed'."""
+    return hashlib.sha256(b"perpsbot backup key id:" + key).hexdigest()[:16]
+
+
+def _mac(body: dict[str, Any], key: bytes) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def sign_manifest(manifest: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """The manifest with its ``signature``: HMAC-SHA256 of everything else in it (which
+    holds each database's sha256), canonical JSON."""
+    body = {k: v for k, v in manifest.items() if k != SIGNATURE}
+    return {**body, SIGNATURE: {"algorithm": "hmac-sha256", "key_id": _key_id(key), "value": _mac(body, key)}}
+
+
+def check_signature(manifest: dict[str, Any], key: bytes, archive: Path) -> None:
+    """Refuse a manifest not signed with ``key``: unsigned, signed with another key, or
+    changed after it was signed."""
+    signature = manifest.get(SIGNATURE)
+    fields = ("algorithm", "key_id", "value")
+    if not isinstance(signature, dict) or not all(isinstance(signature.get(f), str) for f in fields):
+        raise BackupError(
+            f"{archive}: the manifest is not signed, and this store has a {KEY_FILE}: refused (a backup made before "
+            f"perpsbot signed them, or one whose signature was removed; to restore it anyway, move {KEY_FILE} away)"
+        )
+    if signature["algorithm"] != "hmac-sha256" or signature["key_id"] != _key_id(key):
+        raise BackupError(
+            f"{archive} was signed with another {KEY_FILE} than this store's: refused "
+            f"(put back the {KEY_FILE} of the store that made it)"
+        )
+    body = {k: v for k, v in manifest.items() if k != SIGNATURE}
+    if not hmac.compare_digest(signature["value"], _mac(body, key)):
+        raise BackupError(f"{archive}: the manifest was changed after the backup was made (its signature does not match): refused")
 
 
 def _extract_checked(

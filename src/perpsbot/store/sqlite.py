@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import os
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -73,6 +75,7 @@ def open_db(path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL
         if is_disk_full(exc):
             raise  # the disk's fault, not the database's
         raise StoreError(f"{path}: not a usable SQLite database ({exc})") from None
+    keep_private(path)
     if version > len(migrations):
         conn.close()
         raise StoreError(
@@ -85,6 +88,16 @@ def open_db(path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={target}")
     return conn
+
+
+def keep_private(path: Path) -> None:
+    """Owner-only (0600) permissions on a database and its ``-wal`` / ``-shm``, like the
+    backups: the records hold every order and fill. SQLite gives a ``-wal`` / ``-shm`` it
+    creates later the database's own mode, so once is enough; an older, wider file is
+    tightened here too."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
 
 
 def where_equal(**filters: Any) -> tuple[str, list[Any]]:

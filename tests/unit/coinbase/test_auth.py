@@ -215,5 +215,5 @@ def test_secrets_never_appear_in_reprs_strs_logs_or_config(caplog: pytest.LogCap
                                   "PERPSBOT_API_PRIVATE_KEY": pem})
     rows = {key: (value, source) for key, value, source in config_rows(loaded)}
     assert rows["api_private_key"] == ("**********", "env PERPSBOT_API_PRIVATE_KEY")
-    assert rows["api_key_name"][0] == KEY_NAME
+    assert rows["api_key_name"] == ("**********", "env PERPSBOT_API_KEY_NAME")  # a credential too: masked
     assert all(marker not in value for value, _ in rows.values())

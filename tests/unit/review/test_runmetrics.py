@@ -141,3 +141,34 @@ async def test_the_loop_samples_on_the_clock(events):
         await asyncio.sleep(0)
     task.cancel()
     assert recorder.rss_samples == 3
+
+
+async def test_the_sampling_task_survives_the_os_refusing_a_sample_and_logs_it_rate_limited(events, clock, caplog):
+    import errno
+    import logging
+
+    events.start_run(clock.now(), "paper", {})
+    recorder, process, now, *_ = make(events, clock)
+    real = process.memory_info
+
+    def out_of_descriptors():
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    process.memory_info = out_of_descriptors
+    recorder.begin()
+    task = asyncio.create_task(recorder.loop())
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            clock.advance(1)
+            now[0] += 1
+            await asyncio.sleep(0)
+        assert not task.done(), task.exception() if task.done() else None
+        process.memory_info = real  # descriptors again: sampling goes on
+        for _ in range(3):
+            clock.advance(1)
+            now[0] += 1
+            await asyncio.sleep(0)
+    task.cancel()
+    assert recorder.rss_samples == 3
+    lines = [r.getMessage() for r in caplog.records if "Too many open files" in r.getMessage()]
+    assert lines == ["run metrics: sample skipped: [Errno 24] Too many open files"]
