@@ -259,3 +259,27 @@ async def test_a_run_inherits_the_position_the_last_one_left_in_its_pnl_and_posi
     assert len(rows) == 2, shown.stdout
     assert "LONG" in rows[0] and "closed" in rows[0] and str(size) in rows[0]  # inherited, then closed
     assert "SHORT" in rows[1] and "open" in rows[1]
+
+
+async def test_a_failing_lookup_past_the_bound_is_retried_later_not_every_cycle(start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    bot = await start_bot(exchange, late_acceptance_seconds=30, **SMALL)
+    ex = bot.registry.execution
+    await bot.registry.market_data.update_marks()
+    exchange.late = True
+    (lost,) = await ex.execute_decision(long(bot))
+    exchange.held.clear()
+    sim_clock.advance(31)
+    assert ex.reconciler.due(sim_clock.now())
+
+    async def down(client_order_id):
+        raise ConnectionError("exchange unreachable")
+
+    exchange.get_order = down  # type: ignore[method-assign]
+    await ex.resolve_intents(this_run_pending=True)
+    assert kinds(bot, "intent_resolved")[-1].data["outcome"] == "unresolved"
+    ex.reconciler.last_at = sim_clock.now()  # as a reconciliation that just ran
+    assert not ex.reconciler.due(sim_clock.now())  # not again at once (every cycle would hammer the exchange)
+    sim_clock.advance(10)
+    assert ex.reconciler.due(sim_clock.now())
+    assert bot.registry.orders.get(lost.client_order_id).status is OrderStatus.PENDING

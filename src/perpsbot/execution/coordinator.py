@@ -45,6 +45,7 @@ from perpsbot.strategy.base import Decision, Target
 log = logging.getLogger(__name__)
 
 PLACE_TIMEOUT_SECONDS = 10.0
+UNRESOLVED_RETRY = timedelta(seconds=10)  # an unknown fate whose lookup failed is asked about again after this
 CALL_TIMEOUT_SECONDS = 10.0  # any other call (account, fills, an order's status): nothing waits forever
 BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
@@ -543,6 +544,8 @@ class ExecutionCoordinator:
                     was=order.status, error=f"{type(exc).__name__}: {exc}",
                 )
                 outcome = "unresolved"
+                if cid in self.awaiting:  # settled by a later reconciliation, not by one every cycle
+                    self.awaiting[cid] = max(self.awaiting[cid], self.clock.now() + UNRESOLVED_RETRY)
             outcomes.append((cid, outcome))
         return outcomes
 
