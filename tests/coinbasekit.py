@@ -53,7 +53,7 @@ def now_rfc3339(ts: datetime | None = None) -> str:
     return (ts or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
 
 
-def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal
+def D(value: str | int) -> Decimal:  # reads like the literal
     return Decimal(value)
 
 

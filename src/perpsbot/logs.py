@@ -122,7 +122,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     failed = False
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's name
         """A record the file cannot take (a full disk) is said once on stderr, in one line,
         instead of logging's traceback for every record."""
         if not self.failed:

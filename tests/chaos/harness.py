@@ -258,7 +258,7 @@ class ChaosRun:
         proc = await spawn(self.config_file, "hold", hold_seconds)
         try:
             code = await asyncio.wait_for(proc.wait(), 40)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             code = "timeout"

@@ -16,7 +16,13 @@ from perpsbot.exchange.sim import SimCore, SimExchange
 from perpsbot.risk.manager import OrderIntent
 from perpsbot.strategy.base import Decision, Target
 from tests.characterization.test_recovery import (  # noqa: F401 - fixtures
-    PERP, config_for, core, crash, kinds, sim_clock, start_bot,
+    PERP,
+    config_for,
+    core,
+    crash,
+    kinds,
+    sim_clock,
+    start_bot,
 )
 from tests.unit.sim.simkit import request
 

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -455,7 +456,7 @@ async def test_an_adopted_order_that_disappears_is_closed_by_the_next_reconcilia
     await crash(first)
 
     class Forgetful(SimExchange):
-        forget: set[str] = set()
+        forget: ClassVar[set[str]] = set()
 
         async def get_order(self, client_order_id: str):
             if client_order_id in self.forget:

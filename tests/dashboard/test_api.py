@@ -18,8 +18,8 @@ from perpsbot.config import BotConfig
 from perpsbot.dashboard import add_dashboard
 from perpsbot.dashboard import state as state_module
 from perpsbot.dashboard.state import dashboard_state, freshness, money, price, thin
-from perpsbot.domain.clock import ManualClock
 from perpsbot.dashboard.web import cookie_name
+from perpsbot.domain.clock import ManualClock
 from tests.conftest import T0
 from tests.dashboard.conftest import BTC, ETH, TOKEN, Served
 

@@ -20,9 +20,9 @@ def test_config_show_lists_values_and_their_sources(tmp_path: Path):
     result = perpsbot("config", "show", "--profile", "dev", cwd=tmp_path, env={"PERPSBOT_SEED": "5"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any("dry_run" in l and "true" in l and "profile dev" in l for l in lines)
-    assert any("seed" in l and "5" in l and "env PERPSBOT_SEED" in l for l in lines)
-    assert any("profile" in l and "flag --profile" in l for l in lines)
+    assert any("dry_run" in line and "true" in line and "profile dev" in line for line in lines)
+    assert any("seed" in line and "5" in line and "env PERPSBOT_SEED" in line for line in lines)
+    assert any("profile" in line and "flag --profile" in line for line in lines)
 
 
 def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path):

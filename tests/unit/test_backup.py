@@ -28,6 +28,7 @@ from perpsbot.store.lock import StoreLock, StoreLocked
 from perpsbot.store.orders import MIGRATIONS as ORDER_MIGRATIONS
 from perpsbot.store.sqlite import StoreError
 from tests.unit.test_logs import ED25519, JWT, KEY_NAME, PEM, WEBHOOK
+
 DASHBOARD_TOKEN = "d4shb0ard-t0ken-6b1f0c93e2"
 
 
@@ -417,12 +418,12 @@ def test_a_manifest_rewritten_to_match_altered_data_is_refused_by_its_signature(
     del manifest["signature"]
     unsigned = _archive(tmp_path / "unsigned.tar.gz", {**members, "orders.db": body,
                                                         "manifest.json": json.dumps(manifest).encode()})
-    with pytest.raises(BackupError, match="the manifest is not signed, and this store has a backup.key: refused"):
+    with pytest.raises(BackupError, match=r"the manifest is not signed, and this store has a backup\.key: refused"):
         restore_backup(unsigned, store, "paper", NOW)
     other = tmp_path / "other"
     fill_store(other, orders=1)
     BackupWorkflow(other, tmp_path / "other-backups", "paper").backup(NOW)  # its own, different key
-    with pytest.raises(BackupError, match="was signed with another backup.key than this store's"):
+    with pytest.raises(BackupError, match=r"was signed with another backup\.key than this store's"):
         restore_backup(good, other, "paper", NOW)
     assert dump(store) == before
     # the untouched backup restores, checked; into a store without a key it restores unchecked, and says so

@@ -171,9 +171,9 @@ def test_every_numeric_setting_refuses_booleans_and_numbers_a_float_cannot_hold(
             assert why in message and "\n" not in message, message
     # the same from the environment and the command line, and whole numbers beyond SQLite's INTEGER
     for layer in ({"environ": {"PERPSBOT_DURATION": "1e309"}}, {"environ": {}, "flags": {"duration": float("inf")}}):
-        with pytest.raises(ConfigError, match="duration = .*: (is too large|must be a finite number)"):
+        with pytest.raises(ConfigError, match=r"duration = .*: (is too large|must be a finite number)"):
             load_config(**layer)
-    with pytest.raises(ConfigError, match="seed = '99999999999999999999' .*too large: at most 9223372036854775807"):
+    with pytest.raises(ConfigError, match=r"seed = '99999999999999999999' .*too large: at most 9223372036854775807"):
         load_config(environ={"PERPSBOT_SEED": "99999999999999999999"})
     with pytest.raises(ConfigError, match="BTC-USD: 'inf' must be a finite number"):
         load_config(environ={"PERPSBOT_SYMBOL_MAX_NOTIONAL": "BTC-USD=inf"})

@@ -88,7 +88,7 @@ def test_a_rate_limited_log_says_how_many_lines_it_left_out(caplog):
     now = [100.0]
     say = RateLimitedLog(logging.getLogger("perpsbot.test"), every=30, monotonic=lambda: now[0])
     with caplog.at_level(logging.INFO):
-        for step in range(70):  # one a second for 70 s
+        for _step in range(70):  # one a second for 70 s
             say(logging.ERROR, "accept failed: %s", "EMFILE")
             now[0] += 1
     assert [r.getMessage() for r in caplog.records] == [

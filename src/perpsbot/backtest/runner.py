@@ -224,7 +224,7 @@ async def run_backtest(
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         rows = zip(series.start[lo:hi], series.open[lo:hi], series.high[lo:hi], series.low[lo:hi],
-                   series.close[lo:hi])
+                   series.close[lo:hi], strict=True)
         for t, o, h, low, c in rows:
             end = t + g
             clock.epoch = end  # the loop only moves forward (SimulatedClock.set, without the check)

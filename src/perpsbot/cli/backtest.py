@@ -60,8 +60,14 @@ def backtest(
     events: Annotated[bool, typer.Option("--events", help="also write every event to events.jsonl")] = False,
 ) -> None:
     """Backtest the bot on candles: the live strategy, risk and execution code in simulated time."""
-    from perpsbot.backtest.data import DataError, DataReport, describe_timeframe, load_candles, parse_timeframe
-    from perpsbot.backtest.data import synthetic_candles
+    from perpsbot.backtest.data import (
+        DataError,
+        DataReport,
+        describe_timeframe,
+        load_candles,
+        parse_timeframe,
+        synthetic_candles,
+    )
     from perpsbot.backtest.report import FILL_CONVENTION, write_report
     from perpsbot.backtest.runner import BacktestError, BacktestSpec, typical_price
     from perpsbot.exchange.sim.replay import ReplayCosts

@@ -27,7 +27,13 @@ def download(
     """Download candles, 350 a request; re-running continues where the file ends; gaps are reported."""
     import time
 
-    from perpsbot.backtest.download import DownloadError, download_candles, parse_granularity, parse_time
+    from perpsbot.backtest.download import (
+        DownloadError,
+        DownloadResult,
+        download_candles,
+        parse_granularity,
+        parse_time,
+    )
 
     symbol = symbol.strip().upper()
     try:
@@ -43,7 +49,7 @@ def download(
     path = out or Path("data") / "candles" / f"{symbol}-{name}.csv"
     total = max(1, (last - first) // seconds)
 
-    def progress(result, done_until: int, stop: int) -> None:  # noqa: ANN001
+    def progress(result: DownloadResult, done_until: int, stop: int) -> None:
         left = max(0, (stop - done_until) // seconds)
         if console.is_terminal:
             console.print(f"  {result.written:,} candles written, about {left:,} to go", end="\r")

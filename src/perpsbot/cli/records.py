@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 
 from perpsbot.cli.common import (
-    LIMIT_MAX, ConfigOpt, ProfileOpt, RunOpt, console, load, open_existing_stores, pick_run,
+    LIMIT_MAX,
+    ConfigOpt,
+    ProfileOpt,
+    RunOpt,
+    console,
+    load,
+    open_existing_stores,
+    pick_run,
 )
 from perpsbot.execution.ledger import position_history
 from perpsbot.execution.pnl import opening_positions

@@ -21,8 +21,8 @@ from perpsbot.config import BotConfig
 from perpsbot.config.model import OrderTypeSetting
 from perpsbot.domain import (
     ZERO,
-    DomainError,
     AccountSnapshot,
+    DomainError,
     Fill,
     Order,
     OrderBook,
@@ -35,8 +35,8 @@ from perpsbot.domain import (
 )
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.port import Exchange, ExchangeError, OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot
-from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, ReconcileReport, Reconciler
 from perpsbot.execution.pnl import PnlReport, pnl_from_fills
+from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, Reconciler, ReconcileReport
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook

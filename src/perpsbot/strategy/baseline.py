@@ -8,7 +8,6 @@ from decimal import Decimal
 from perpsbot.market.windows import MarkWindow
 from perpsbot.strategy.base import Decision, MarketView, Target
 
-
 UP = 1
 DOWN = -1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import ssl
@@ -144,7 +143,7 @@ class _Feed:
         while True:
             try:
                 msg = await self.ws.receive(timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return out
             out.append(json.loads(msg.data))
 

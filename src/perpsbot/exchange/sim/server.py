@@ -379,7 +379,7 @@ class SimServer:
             conn.queue.put_nowait(None)
             try:
                 await asyncio.wait_for(conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"), 1.0)
-            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            except (TimeoutError, ConnectionError, RuntimeError):
                 conn.abort()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -396,7 +396,7 @@ class SimServer:
             await asyncio.sleep(self.tick_interval)
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - a broken tick must not stop the server
+            except Exception:  # a broken tick must not stop the server
                 log.exception("simulator tick failed")
 
     def step(self) -> None:
@@ -753,7 +753,7 @@ class SimServer:
         self._portfolio(request)
         positions = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self.venue.perp_positions()]
         total = ZERO
-        for prod, pos, mark in self.venue.perp_positions():
+        for _prod, pos, mark in self.venue.perp_positions():
             total += pos.realized_pnl + pos.unrealized_pnl(mark) + pos.funding - pos.fees
         return _json({"positions": positions,
                       "summary": {"aggregated_pnl": P.amount(total, self.core.config.cash_currency)}})
