@@ -1,10 +1,10 @@
 """Logging for ``perpsbot run``: readable lines on the terminal, JSON lines in a rotated file.
 
 The code logs with stdlib ``logging.getLogger(__name__)`` (fields through ``extra=``);
-both handlers format with structlog's ``ProcessorFormatter``, so every record becomes one JSON object with ``timestamp`` (UTC ISO 8601), ``level``,
-``logger``, ``event``, the fields and, for an error, ``exception``. Secrets are
-redacted (``perpsbot.redact``) in both outputs before anything is written, exception
-text included.
+both handlers format with structlog's ``ProcessorFormatter``, so every record becomes one JSON
+object with ``timestamp`` (UTC ISO 8601), ``level``, ``logger``, ``event``, the fields and, for
+an error, ``exception``. Secrets are redacted (``perpsbot.redact``) in both outputs before
+anything is written, exception text included.
 """
 
 from __future__ import annotations

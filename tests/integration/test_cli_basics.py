@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 
-def perpsbot(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def perpsbot(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PERPSBOT_")}
     clean.update({"COLUMNS": "200", **(env or {})})
     return subprocess.run(
@@ -60,7 +62,9 @@ def test_prod_profile_without_credentials_fails_with_one_line_naming_the_missing
     assert "exchange 'coinbase' needs credentials" in lines[0]
     assert "api_key_name (PERPSBOT_API_KEY_NAME)" in lines[0] and "api_private_key" in lines[0]
     # With a name but no key, only the key is named.
-    result = perpsbot("run", "--profile", "prod", cwd=tmp_path, env={"PERPSBOT_API_KEY_NAME": "organizations/o/apiKeys/k"})
+    result = perpsbot(
+        "run", "--profile", "prod", cwd=tmp_path, env={"PERPSBOT_API_KEY_NAME": "organizations/o/apiKeys/k"}
+    )
     assert result.returncode == 2
     assert "set api_private_key (PERPSBOT_API_PRIVATE_KEY), or api_key_file" in result.stderr
     assert "api_key_name (" not in result.stderr

@@ -30,10 +30,14 @@ def test_run_prints_the_urls_and_serves_metrics_and_health(tmp_path: Path):
         urls = None
         while time.monotonic() < deadline and urls is None:
             line = proc.stdout.readline()
-            urls = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)  health (http://127\.0\.0\.1:\d+/health)", line)
+            urls = re.search(
+                r"metrics (http://127\.0\.0\.1:\d+/metrics)  health (http://127\.0\.0\.1:\d+/health)", line
+            )
         assert urls, "no metrics URL printed"
         metrics_url, health_url = urls.groups()
-        board = re.search(r"dashboard (http://127\.0\.0\.1:\d+)/dashboard\?token=TOKEN, TOKEN in (\S+)", proc.stdout.readline())
+        board = re.search(
+            r"dashboard (http://127\.0\.0\.1:\d+)/dashboard\?token=TOKEN, TOKEN in (\S+)", proc.stdout.readline()
+        )
         assert board, "no dashboard URL printed"
         base, token_file = board.groups()
         deadline = time.monotonic() + 20

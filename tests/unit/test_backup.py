@@ -67,7 +67,9 @@ def dump(store_dir: Path) -> dict[str, list[tuple]]:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         for table in tables:
             out[f"{name}:{table}"] = conn.execute(f'SELECT rowid, * FROM "{table}" ORDER BY rowid').fetchall()
-        out[f"{name}:schema"] = [tuple(r) for r in conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")]
+        out[f"{name}:schema"] = [
+            tuple(r) for r in conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        ]
         out[f"{name}:version"] = [conn.execute("PRAGMA user_version").fetchone()]
         conn.close()
     return out
@@ -201,10 +203,14 @@ def test_foreign_files_other_profiles_and_newer_schemas_are_refused(tmp_path: Pa
     body = newer.read_bytes()
     import hashlib
 
-    manifest["databases"]["events.db"].update(sha256=hashlib.sha256(body).hexdigest(), bytes=len(body), schema_version=99)
-    cases[_archive(tmp_path / "newer.tar.gz", {**members, "events.db": body, "manifest.json": json.dumps(manifest).encode()})] = (
-        "schema version 99, newer than this perpsbot understands"
+    manifest["databases"]["events.db"].update(
+        sha256=hashlib.sha256(body).hexdigest(), bytes=len(body), schema_version=99
     )
+    cases[
+        _archive(
+            tmp_path / "newer.tar.gz", {**members, "events.db": body, "manifest.json": json.dumps(manifest).encode()}
+        )
+    ] = "schema version 99, newer than this perpsbot understands"
     lying = json.loads(members["manifest.json"])
     lying["databases"]["orders.db"]["schema_version"] = 0  # checksum fine, schema version wrong
     cases[_archive(tmp_path / "lying.tar.gz", {**members, "manifest.json": json.dumps(lying).encode()})] = (
@@ -279,7 +285,9 @@ def test_secrets_in_an_old_store_never_reach_a_backup(tmp_path: Path):
     events.append(NOW, "error", None, stage="account", error=f"401 for {JWT} signed with {ED25519}")
     events.end_run(NOW, {"cycles": 1})
     gone = events.post_command(NOW, "notify", url=WEBHOOK, note=f"key {KEY_NAME}")
-    events._conn.execute("DELETE FROM commands WHERE id = ?", (gone,))  # without secure_delete its bytes stay in the page
+    events._conn.execute(
+        "DELETE FROM commands WHERE id = ?", (gone,)
+    )  # without secure_delete its bytes stay in the page
     events.close()
     OrdersStore(store / "orders.db").close()
     assert KEY_NAME.encode() in (store / "events.db").read_bytes()

@@ -46,9 +46,12 @@ def test_config_file_from_environment(tmp_path: Path):
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"PERPSBOT_MAX_LEVERAGE": "abc"}, "config error: max_leverage = 'abc' (env PERPSBOT_MAX_LEVERAGE): Input should be a valid decimal"),
-        ({"PERPSBOT_INTERVAL": "0"}, "config error: interval = '0' (env PERPSBOT_INTERVAL): Input should be greater than 0"),
-        ({"PERPSBOT_PROFILE": "live"}, "config error: profile = 'live' (env PERPSBOT_PROFILE): must be one of paper, dev, canary, prod"),
+        ({"PERPSBOT_MAX_LEVERAGE": "abc"},
+         "config error: max_leverage = 'abc' (env PERPSBOT_MAX_LEVERAGE): Input should be a valid decimal"),
+        ({"PERPSBOT_INTERVAL": "0"},
+         "config error: interval = '0' (env PERPSBOT_INTERVAL): Input should be greater than 0"),
+        ({"PERPSBOT_PROFILE": "live"},
+         "config error: profile = 'live' (env PERPSBOT_PROFILE): must be one of paper, dev, canary, prod"),
         ({"PERPSBOT_SYMBOLS": "BTC/USD"}, "'BTC/USD' is not a product id"),
         ({"PERPSBOT_LONG_WINDOW": "3"}, "short_window (5) must be smaller than long_window (3)"),
         ({"PERPSBOT_LEVERAGE": "5"}, "leverage (5) must not exceed max_leverage (3)"),

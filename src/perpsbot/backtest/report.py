@@ -408,7 +408,9 @@ def report_html(report: dict[str, Any], result: BacktestResult, trades: Sequence
     m = report["metrics"]
 
     def rows(items: dict[str, Any]) -> str:
-        return "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_show(v))}</td></tr>" for k, v in items.items())
+        return "".join(
+            f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_show(v))}</td></tr>" for k, v in items.items()
+        )
 
     shown = trades[:_HTML_TRADES]
     trade_rows = "".join(

@@ -18,9 +18,15 @@ app = typer.Typer(help="Market data for backtests.", no_args_is_help=True)
 def download(
     symbol: Annotated[str, typer.Argument(help="product id, e.g. BTC-USD or BTC-PERP-INTX")],
     start: Annotated[str, typer.Option(help="first candle: ISO date/time (UTC) or unix seconds")],
-    end: Annotated[str | None, typer.Option(help="end, exclusive: ISO date/time or unix seconds (default: now)")] = None,
-    granularity: Annotated[str, typer.Option(help="ONE_MINUTE .. ONE_DAY, or 1m 5m 15m 30m 1h 2h 6h 1d")] = "ONE_MINUTE",
-    out: Annotated[Path | None, typer.Option(help="CSV to write or extend (default: data/candles/SYMBOL-GRANULARITY.csv)")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="end, exclusive: ISO date/time or unix seconds (default: now)")
+    ] = None,
+    granularity: Annotated[
+        str, typer.Option(help="ONE_MINUTE .. ONE_DAY, or 1m 5m 15m 30m 1h 2h 6h 1d")
+    ] = "ONE_MINUTE",
+    out: Annotated[
+        Path | None, typer.Option(help="CSV to write or extend (default: data/candles/SYMBOL-GRANULARITY.csv)")
+    ] = None,
     base_url: Annotated[str, typer.Option("--base-url", help="Coinbase REST base URL")] = "https://api.coinbase.com",
     rate: Annotated[float, typer.Option(help="requests per second at most")] = 8.0,
 ) -> None:

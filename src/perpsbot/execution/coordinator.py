@@ -355,8 +355,13 @@ class ExecutionCoordinator:
         self.risk.record_order_result(ok=False)
         self.awaiting[order.client_order_id] = self._absence_provable_at(order)
         self.events.append(
-            self.clock.now(), "order_unknown", order.symbol, client_order_id=order.client_order_id,
-            error=f"{type(exc).__name__}: {exc}", lookup=lookup, absent_if_unlisted_after=self.awaiting[order.client_order_id],
+            self.clock.now(),
+            "order_unknown",
+            order.symbol,
+            client_order_id=order.client_order_id,
+            error=f"{type(exc).__name__}: {exc}",
+            lookup=lookup,
+            absent_if_unlisted_after=self.awaiting[order.client_order_id],
         )
         return ExecutionResult(order.client_order_id, "failed", f"fate unknown ({lookup}); left PENDING", order)
 
@@ -739,7 +744,9 @@ class ExecutionCoordinator:
             except Exception as exc:  # noqa: BLE001 - a bad command never stops the cycle
                 result = f"failed: {type(exc).__name__}: {exc}"
             self.events.complete_command(command_id, self.clock.now(), result)
-            self.events.append(self.clock.now(), "command", None, id=command_id, command=command, args=args, result=result)
+            self.events.append(
+                self.clock.now(), "command", None, id=command_id, command=command, args=args, result=result
+            )
             done.append((command_id, result))
         return done
 

@@ -95,7 +95,9 @@ class MarkWindow:
     @property
     def bars(self) -> list[Bar]:
         """The closed bars, oldest first."""
-        return [Bar(_EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows]
+        return [
+            Bar(_EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows
+        ]
 
     def closes(self) -> list[float]:
         return [row[4] for row in self._rows]
@@ -168,7 +170,9 @@ class MarkWindow:
         """Pre-fill closed bars (from exchange candles) so the strategy need not wait."""
         for bar in bars:
             self.last_close = float(bar.close)
-            self._rows.append((bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close))
+            self._rows.append(
+                (bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close)
+            )
             self.appended += 1
         if bars:
             last_bucket = int(bars[-1].start.timestamp()) // self.bar_seconds

@@ -367,7 +367,9 @@ def check_signature(manifest: dict[str, Any], key: bytes, archive: Path) -> None
         )
     body = {k: v for k, v in manifest.items() if k != SIGNATURE}
     if not hmac.compare_digest(signature["value"], _mac(body, key)):
-        raise BackupError(f"{archive}: the manifest was changed after the backup was made (its signature does not match): refused")
+        raise BackupError(
+            f"{archive}: the manifest was changed after the backup was made (its signature does not match): refused"
+        )
 
 
 def _extract_checked(

@@ -79,7 +79,9 @@ class MemoryEventStore:
         return [_event(row) for row in rows]
 
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
-        return sum(1 for row in self._events if (kind is None or row[3] == kind) and (run_id is None or row[1] == run_id))
+        return sum(
+            1 for row in self._events if (kind is None or row[3] == kind) and (run_id is None or row[1] == run_id)
+        )
 
     def runs(self) -> list[Run]:
         return [
