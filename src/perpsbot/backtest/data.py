@@ -171,7 +171,7 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
 
 def _read_parquet(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+        import pyarrow.parquet as pq  # type: ignore[import-not-found]  # the parquet extra is optional
     except ImportError:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, an optional extra: pip install 'perpsbot[parquet]' "

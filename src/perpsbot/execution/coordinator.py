@@ -316,11 +316,12 @@ class ExecutionCoordinator:
             return self._rejected(order, exc.reason, str(exc))
         except (ExchangeError, TimeoutError, OSError) as exc:
             # The request may or may not have reached the exchange: find out by id, never resend.
-            snapshot = await self._lookup_after_failure(order, exc)
-            if snapshot is None:
+            found = await self._lookup_after_failure(order, exc)
+            if found is None:
                 # An exchange can take a moment to list an order it accepted: the order stays
                 # PENDING (blocking new orders for its symbol) until reconciliation settles it.
                 return self._unknown(order, exc, "not listed by the exchange yet")
+            snapshot = found
         latency_ms = (time.perf_counter() - started) * 1000
         self.latencies_ms.append(latency_ms)
         self.apply_snapshot(order, snapshot)

@@ -76,9 +76,9 @@ class MarkWindow:
     def last(self) -> Mark | None:
         if self._stale_last:
             assert self.price is not None
-            mark = Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
-            self._marks.append((self.price_ts, mark.price))
-            self._last_mark = mark
+            fresh = Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
+            self._marks.append((self.price_ts, fresh.price))
+            self._last_mark = fresh
             self._stale_last = False
         mark = self._last_mark
         if mark is None and self._marks:

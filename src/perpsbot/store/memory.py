@@ -117,7 +117,8 @@ class MemoryEventStore:
     def command_result(self, command_id: int) -> str | None:
         if not 0 < command_id <= len(self._commands):
             return None
-        return self._commands[command_id - 1]["result"]
+        result: str | None = self._commands[command_id - 1]["result"]
+        return result
 
     def write_jsonl(self, path: Path) -> int:
         """Write every event, one JSON object a line, oldest first; returns how many."""

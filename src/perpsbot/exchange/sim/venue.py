@@ -1001,10 +1001,10 @@ class SimVenue:
             notional += pos.notional(mark)
             maintenance += pos.notional(mark) * product.maintenance_margin_rate
         for product in self.core.products():
-            pos = account.positions.get(product.symbol)
-            if product.is_perpetual and pos is not None:
-                realized += pos.realized_pnl
-                funding += pos.funding
+            held = account.positions.get(product.symbol)
+            if product.is_perpetual and held is not None:
+                realized += held.realized_pnl
+                funding += held.funding
         total = available + hold + margin + unrealized
         return {
             "available": available,
