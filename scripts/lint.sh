@@ -8,7 +8,7 @@ BIN=${BIN:-.venv/bin}
 status=0
 
 echo "ruff: pyflakes, pycodestyle, bugbear, isort, pyupgrade (pyproject.toml [tool.ruff])"
-"$BIN/ruff" check --quiet src tests scripts benchmarks || status=1
+"$BIN/ruff" check --output-format concise src tests scripts benchmarks || status=1
 
 echo "mypy: strict on domain, exchange.port, execution, risk, store (pyproject.toml [tool.mypy])"
 "$BIN/mypy" || status=1
