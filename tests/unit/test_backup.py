@@ -376,6 +376,21 @@ def test_an_old_backup_that_cannot_be_deleted_does_not_fail_the_new_one(tmp_path
     events.close()
 
 
+def test_a_backup_key_deleted_as_it_is_made_is_one_clear_error_and_no_backup(tmp_path: Path, monkeypatch):
+    fill_store(tmp_path / "store", orders=1)
+    read_text = Path.read_text
+
+    def gone(self: Path, *args, **kwargs) -> str:
+        if self.name == "backup.key":
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", gone)
+    with pytest.raises(BackupError, match=r"cannot read the backup key .*backup\.key: it was deleted"):
+        workflow(tmp_path).backup(NOW)
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+
+
 def test_a_store_folder_that_cannot_exist_is_a_store_error_in_one_line(tmp_path: Path):
     (tmp_path / "data").write_text("a file, not a folder")
     with pytest.raises(StoreError, match=r"^cannot use the store folder .*data/paper: Not a directory$"):
