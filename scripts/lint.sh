@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.." || exit 2
 BIN=${BIN:-.venv/bin}
 status=0
 
-echo "ruff: pyflakes, pycodestyle, bugbear, isort, pyupgrade (pyproject.toml [tool.ruff])"
+echo "ruff: pycodestyle, pyflakes, bugbear, isort, pyupgrade and bug rules (pyproject.toml [tool.ruff])"
 "$BIN/ruff" check --output-format concise src tests scripts benchmarks || status=1
 
 echo "mypy: strict on domain, exchange.port, execution, risk, store (pyproject.toml [tool.mypy])"
