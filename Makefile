@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test install install-test browser clean
+.PHONY: run test lint install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ browser:
 		echo "the dashboard browser test needs Debian's chromium at $(CHROMIUM): run 'apt-get install chromium' as root"; \
 	fi
 
-test: install-test browser
+# ruff, mypy and the import-layer contract; any finding fails `make test` before pytest runs
+lint: install-test
+	BIN=$(BIN) sh scripts/lint.sh
+
+test: install-test lint browser
 	$(BIN)/python -m pytest -q -n 4
 
 clean:

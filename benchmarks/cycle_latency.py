@@ -73,7 +73,9 @@ def main() -> None:
         if len(counts) > 1:
             lo, hi = counts[0], counts[-1]
             ratio = results[hi]["cycle_p50_ms"] / results[lo]["cycle_p50_ms"]
-            print(f"cycle_latency scaling: {hi} symbols cost {ratio:.2f}x the p50 cycle of {lo} (ideal <= {hi / lo:.0f}x)")
+            print(
+                f"cycle_latency scaling: {hi} symbols cost {ratio:.2f}x the p50 cycle of {lo} (ideal <= {hi / lo:.0f}x)"
+            )
 
 
 if __name__ == "__main__":

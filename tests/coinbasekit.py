@@ -53,7 +53,7 @@ def now_rfc3339(ts: datetime | None = None) -> str:
     return (ts or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
 
 
-def D(value: str | int) -> Decimal:  # noqa: N802 - reads like the literal
+def D(value: str | int) -> Decimal:  # reads like the literal
     return Decimal(value)
 
 
@@ -407,14 +407,17 @@ class FakeCoinbase:
         cost = size * price
         if side == "BUY" and cost > self.usd:
             return web.json_response({"success": False, "failure_reason": "UNKNOWN_FAILURE_REASON",
-                                      "error_response": {"error": "INSUFFICIENT_FUND", "message": "Insufficient balance in source account",
-                                                         "error_details": "", "preview_failure_reason": "PREVIEW_INSUFFICIENT_FUND"}})
+                                      "error_response": {"error": "INSUFFICIENT_FUND",
+                                                         "message": "Insufficient balance in source account",
+                                                         "error_details": "",
+                                                         "preview_failure_reason": "PREVIEW_INSUFFICIENT_FUND"}})
         order_id = str(uuid.uuid4())
         created = datetime.now(UTC)
         crosses = key == "market_market_ioc" or (
             D(config["limit_price"]) >= ask if side == "BUY" else D(config["limit_price"]) <= bid)
         order = {
-            "order_id": order_id, "product_id": product_id, "user_id": "u", "order_configuration": body["order_configuration"],
+            "order_id": order_id, "product_id": product_id, "user_id": "u",
+            "order_configuration": body["order_configuration"],
             "side": side, "client_order_id": cid, "status": "OPEN", "time_in_force": "GOOD_UNTIL_CANCELLED",
             "created_time": now_rfc3339(created), "completion_percentage": "0", "filled_size": "0",
             "average_filled_price": "0", "fee": "", "number_of_fills": "0", "filled_value": "0",

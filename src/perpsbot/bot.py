@@ -489,7 +489,7 @@ class PerpsBot:
                 results = await self.execute_decision(decision)
                 if results:
                     report.executions[symbol] = results
-            except Exception as exc:  # noqa: BLE001 - one symbol's failure never stops the others
+            except Exception as exc:  # one symbol's failure never stops the others
                 if is_disk_full(exc):
                     raise  # but a full disk stops everything
                 report.errors[symbol] = _error_text(exc)
@@ -501,7 +501,7 @@ class PerpsBot:
         self.metrics.observe_cycle(elapsed)
         try:
             self.alert_rules.evaluate()
-        except Exception as exc:  # noqa: BLE001 - a broken alert rule must not stop trading
+        except Exception as exc:  # a broken alert rule must not stop trading
             if is_disk_full(exc):
                 raise
             log.exception("alert rules failed")
@@ -516,7 +516,7 @@ class PerpsBot:
         try:
             while waiting:
                 result = await waiting.pop(0)
-        except Exception as exc:  # noqa: BLE001 - keep cycling; the error is recorded
+        except Exception as exc:  # keep cycling; the error is recorded
             if is_disk_full(exc):
                 raise  # not an error to record and cycle on: nothing can be recorded
             report.errors[stage] = _error_text(exc)
@@ -548,7 +548,7 @@ class PerpsBot:
                 continue
             try:
                 self.evaluate_controls()
-            except Exception:  # noqa: BLE001 - the cycle evaluates them too, and reports the failure
+            except Exception:  # the cycle evaluates them too, and reports the failure
                 log.exception("running controls failed")
 
     def process_symbol(self, symbol: str) -> Decision:

@@ -1,10 +1,10 @@
 """Logging for ``perpsbot run``: readable lines on the terminal, JSON lines in a rotated file.
 
 The code logs with stdlib ``logging.getLogger(__name__)`` (fields through ``extra=``);
-both handlers format with structlog's ``ProcessorFormatter``, so every record becomes one JSON object with ``timestamp`` (UTC ISO 8601), ``level``,
-``logger``, ``event``, the fields and, for an error, ``exception``. Secrets are
-redacted (``perpsbot.redact``) in both outputs before anything is written, exception
-text included.
+both handlers format with structlog's ``ProcessorFormatter``, so every record becomes one JSON
+object with ``timestamp`` (UTC ISO 8601), ``level``, ``logger``, ``event``, the fields and, for
+an error, ``exception``. Secrets are redacted (``perpsbot.redact``) in both outputs before
+anything is written, exception text included.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import logging.handlers
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from io import TextIOWrapper
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ _FIXED = ("timestamp", "level", "logger", "event")
 _KEEP = {"timestamp", "level", "logger"}
 
 
-def redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: the event with every secret replaced (after exceptions are
     rendered into ``exception``, so their text is covered too)."""
     out: dict[str, Any] = {}
@@ -91,11 +92,12 @@ class RateLimitedLog:
 
     def __call__(self, level: int, message: str, *args: object) -> None:
         now = self._monotonic()
-        if self._last is not None and now - self._last < self.every:
+        last = self._last
+        if last is not None and now - last < self.every:
             self.suppressed += 1
             return
-        if self.suppressed:
-            message += f" ({self.suppressed} more like it in the last {now - self._last:.0f} s not logged)"
+        if self.suppressed and last is not None:  # lines are left out only after one went out
+            message += f" ({self.suppressed} more like it in the last {now - last:.0f} s not logged)"
         self.logger.log(level, message, *args)
         self._last, self.suppressed = now, 0
 
@@ -112,17 +114,17 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
                 os.chmod(f"{path}.{n}", 0o600)
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
 
-    def _open(self):  # type: ignore[no-untyped-def] - logging's own hook, called for every new file
+    def _open(self) -> TextIOWrapper:  # logging's own hook, called for every new file
         stream = open(  # noqa: SIM115 - the handler owns and closes it
             self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
             opener=lambda name, flags: os.open(name, flags, 0o600),
         )
         os.fchmod(stream.fileno(), 0o600)  # a file that existed keeps its mode through open()
-        return stream
+        return stream  # type: ignore[return-value]  # a text mode ("a"): open() gave a TextIOWrapper
 
     failed = False
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's name
         """A record the file cannot take (a full disk) is said once on stderr, in one line,
         instead of logging's traceback for every record."""
         if not self.failed:

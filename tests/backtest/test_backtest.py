@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal as D
+from decimal import ROUND_CEILING, ROUND_FLOOR
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest

@@ -79,10 +79,15 @@ def test_a_clean_file_loads_as_is_with_nothing_repaired(tmp_path):
         (HEADER, "0 candles; a backtest needs at least 2"),
         ("", "the file is empty"),
         (rows(minute(0) + ",1,1,1,1,1", minute(0) + ",2,2,2,2,1"), "lines 2 and 3: two different candles for"),
-        (rows(minute(0) + ",1,1,1,1,1", minute(1) + ",1,1,1,1,1", "2026-01-01T00:03:30Z,1,1,1,1,1"),
-         "line 4: 2026-01-01T00:03:30Z is off the 1m grid the data starts on"),
+        (
+            rows(minute(0) + ",1,1,1,1,1", minute(1) + ",1,1,1,1,1", "2026-01-01T00:03:30Z,1,1,1,1,1"),
+            "line 4: 2026-01-01T00:03:30Z is off the 1m grid the data starts on",
+        ),
         (rows(minute(0) + ",1,1,1,1,1", "2026-01-01T00:01:30Z,1,1,1,1,1"), "90 s apart; supported are whole minutes"),
-        (rows("2026-01-01T00:00:00Z,1,1,1,1,1", "2026-01-01T00:00:30Z,1,1,1,1,1"), "30 s apart; supported are whole minutes from 1m to 1d"),
+        (
+            rows("2026-01-01T00:00:00Z,1,1,1,1,1", "2026-01-01T00:00:30Z,1,1,1,1,1"),
+            "30 s apart; supported are whole minutes from 1m to 1d",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_one_clear_line(tmp_path, text, expected):

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from perpsbot.backtest.data import load_candles
 from perpsbot.backtest.download import (
     MAX_CANDLES_PER_REQUEST,
@@ -21,8 +22,7 @@ from perpsbot.backtest.download import (
     parse_granularity,
     parse_time,
 )
-
-from tests.backtest.candle_server import G, T0, CandleServer, serving
+from tests.backtest.candle_server import T0, CandleServer, G, serving
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ async def test_rate_limits_are_waited_out_and_other_errors_stop_with_the_servers
 
 
 async def test_nothing_listening_is_a_clear_error(tmp_path):
-    with pytest.raises(DownloadError, match="cannot reach http://127.0.0.1:9/"):
+    with pytest.raises(DownloadError, match=r"cannot reach http://127\.0\.0\.1:9/"):
         await download_candles("BTC-USD", T0, T0 + 100 * G, "ONE_MINUTE", tmp_path / "a.csv",
                                base_url="http://127.0.0.1:9", now=now_after(1000), max_retries=0)
 

@@ -169,7 +169,7 @@ class CliChaosRun:
     async def _finish(self, proc: asyncio.subprocess.Process, seconds: float, what: str) -> int | None:
         try:
             return await asyncio.wait_for(proc.wait(), seconds + 30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             self.stats.violations.append(f"{what}: did not stop (run {self.stats.runs})")
@@ -263,7 +263,7 @@ class CliChaosRun:
     def venue_fills(self) -> tuple[list[VenueFill], list[VenueFill]]:
         venue = self.server.venue
         fills = []
-        for fill, order_id in venue.fills():
+        for _fill, order_id in venue.fills():
             order = venue.order(order_id)
             if order.client_order_id.startswith("pb-"):
                 fills.append(VenueFill(order.symbol, order.side.value, order.client_order_id, order.spec.reduce_only))

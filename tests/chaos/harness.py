@@ -48,7 +48,8 @@ def bot_config(server: SimServer, data_dir: Path, key_file: Path, symbols: tuple
         profile="paper", exchange="coinbase", symbols=list(symbols), data_dir=str(data_dir), interval=0.15,
         bar_seconds=60, short_window=2, long_window=3, position_fraction="0.01", leverage="2",
         mark_staleness_seconds=30, max_orders_per_minute=1000, error_cooldown_seconds=0,
-        reconcile_every_seconds=1.0, late_acceptance_seconds=1.5, coinbase_rest_url=server.rest_url, coinbase_ws_url=server.ws_url,
+        reconcile_every_seconds=1.0, late_acceptance_seconds=1.5, coinbase_rest_url=server.rest_url,
+        coinbase_ws_url=server.ws_url,
         coinbase_ws_user_url=server.ws_url, ca_bundle=str(server.cert_path), api_key_file=str(key_file),
     )
 
@@ -258,7 +259,7 @@ class ChaosRun:
         proc = await spawn(self.config_file, "hold", hold_seconds)
         try:
             code = await asyncio.wait_for(proc.wait(), 40)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             code = "timeout"

@@ -16,7 +16,13 @@ from perpsbot.exchange.sim import SimCore, SimExchange
 from perpsbot.risk.manager import OrderIntent
 from perpsbot.strategy.base import Decision, Target
 from tests.characterization.test_recovery import (  # noqa: F401 - fixtures
-    PERP, config_for, core, crash, kinds, sim_clock, start_bot,
+    PERP,
+    config_for,
+    core,
+    crash,
+    kinds,
+    sim_clock,
+    start_bot,
 )
 from tests.unit.sim.simkit import request
 
@@ -108,7 +114,9 @@ async def test_an_order_never_taken_is_closed_once_the_bound_has_passed(start_bo
     assert ex.reconciler.due(sim_clock.now())  # due early: the bound has passed
     await ex.housekeeping()
     stored = bot.registry.orders.get(first.client_order_id)
-    assert stored.status is OrderStatus.REJECTED and stored.reject_reason == "not at the exchange 60 s after it was sent"
+    assert (
+        stored.status is OrderStatus.REJECTED and stored.reject_reason == "not at the exchange 60 s after it was sent"
+    )
     await bot.registry.market_data.update_marks()
     (second,) = await ex.execute_decision(long(bot))  # the symbol is free again
     assert second.outcome == "placed" and held(core) == second.order.size, second

@@ -25,7 +25,12 @@ async def test_pnl_matches_the_exchange_after_a_flip_and_a_funding_settlement(tm
     ex = bot.registry.execution
     product = bot.registry.products[PERP]
     try:
-        for side, size, wait in ((Side.BUY, "0.5", 5), (Side.SELL, "1.2", 70), (Side.BUY, "0.3", 65), (Side.SELL, "0.1", 3)):
+        for side, size, wait in (
+            (Side.BUY, "0.5", 5),
+            (Side.SELL, "1.2", 70),
+            (Side.BUY, "0.3", 65),
+            (Side.SELL, "0.1", 3),
+        ):
             order = ex.new_order(product, side, D(size), D(100), closing=False)
             result = await ex._place(order, "test", 0.0)
             assert result.outcome == "placed" and result.order.filled_size == D(size)

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -317,7 +318,9 @@ async def test_an_unexplained_position_goes_reduce_only_with_an_alert_until_it_m
 async def test_the_reconciliation_reduce_only_outlives_a_restart_until_a_match(start_bot, core, sim_clock):
     exchange = LossyExchange(core, sim_clock)
     bot = await start_bot(exchange)
-    core.place_order(request(bot.registry.orders.id_prefix + "ghost", PERP, Side.BUY, "0.3", leverage="2"), sim_clock.now())
+    core.place_order(
+        request(bot.registry.orders.id_prefix + "ghost", PERP, Side.BUY, "0.3", leverage="2"), sim_clock.now()
+    )
     exchange.hidden = {f.trade_id for f in core.fills}
     await bot.registry.execution.reconciler.reconcile()
     assert bot.registry.risk.symbol_reduce_only == {PERP: ["reconciliation"]}
@@ -455,7 +458,7 @@ async def test_an_adopted_order_that_disappears_is_closed_by_the_next_reconcilia
     await crash(first)
 
     class Forgetful(SimExchange):
-        forget: set[str] = set()
+        forget: ClassVar[set[str]] = set()
 
         async def get_order(self, client_order_id: str):
             if client_order_id in self.forget:
@@ -481,7 +484,9 @@ async def test_an_unexplained_spot_balance_goes_reduce_only_until_it_matches(sta
     exchange = LossyExchange(core, sim_clock)
     bot = await start_bot(exchange, symbols=("TST-USD",))
     risk = bot.registry.risk
-    snapshot = core.place_order(request(bot.registry.orders.id_prefix + "ghost-spot", "TST-USD", Side.BUY, "0.5"), sim_clock.now())
+    snapshot = core.place_order(
+        request(bot.registry.orders.id_prefix + "ghost-spot", "TST-USD", Side.BUY, "0.5"), sim_clock.now()
+    )
     exchange.hidden = {f.trade_id for f in snapshot.fills}  # bought BTC, but the fill never reaches us
 
     sim_clock.advance(31)

@@ -17,10 +17,10 @@ from decimal import Decimal as D
 import pytest
 
 from perpsbot.bot import PerpsBot, PerpsBotBuilder
-from perpsbot.execution import coordinator
-from perpsbot.market import data
 from perpsbot.domain.clock import WallClock
 from perpsbot.exchange.port import OrderRequest, OrderSnapshot
+from perpsbot.execution import coordinator
+from perpsbot.market import data
 from perpsbot.risk.manager import kill_file_path
 from perpsbot.strategy.base import Decision, MarketView, Target
 from tests.fakes import FakeExchange, perp

@@ -18,8 +18,8 @@ from perpsbot.config import BotConfig
 from perpsbot.dashboard import add_dashboard
 from perpsbot.dashboard import state as state_module
 from perpsbot.dashboard.state import dashboard_state, freshness, money, price, thin
-from perpsbot.domain.clock import ManualClock
 from perpsbot.dashboard.web import cookie_name
+from perpsbot.domain.clock import ManualClock
 from tests.conftest import T0
 from tests.dashboard.conftest import BTC, ETH, TOKEN, Served
 
@@ -237,7 +237,11 @@ async def test_a_long_history_is_thinned_keeping_both_ends(served: Served, monke
     assert len(snapshots) > 3
     monkeypatch.setattr(state_module, "EQUITY_POINTS", 3)
     history = (await state(served))["equity_history"]
-    assert [p[0] for p in history["points"]] == [snapshots[0][1], snapshots[round((len(snapshots) - 1) / 2)][1], snapshots[-1][1]]
+    assert [p[0] for p in history["points"]] == [
+        snapshots[0][1],
+        snapshots[round((len(snapshots) - 1) / 2)][1],
+        snapshots[-1][1],
+    ]
     assert history["last_id"] == snapshots[-1][0]
 
 

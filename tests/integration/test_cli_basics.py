@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 
-def perpsbot(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def perpsbot(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PERPSBOT_")}
     clean.update({"COLUMNS": "200", **(env or {})})
     return subprocess.run(
@@ -20,9 +22,9 @@ def test_config_show_lists_values_and_their_sources(tmp_path: Path):
     result = perpsbot("config", "show", "--profile", "dev", cwd=tmp_path, env={"PERPSBOT_SEED": "5"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any("dry_run" in l and "true" in l and "profile dev" in l for l in lines)
-    assert any("seed" in l and "5" in l and "env PERPSBOT_SEED" in l for l in lines)
-    assert any("profile" in l and "flag --profile" in l for l in lines)
+    assert any("dry_run" in line and "true" in line and "profile dev" in line for line in lines)
+    assert any("seed" in line and "5" in line and "env PERPSBOT_SEED" in line for line in lines)
+    assert any("profile" in line and "flag --profile" in line for line in lines)
 
 
 def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path):
@@ -60,7 +62,9 @@ def test_prod_profile_without_credentials_fails_with_one_line_naming_the_missing
     assert "exchange 'coinbase' needs credentials" in lines[0]
     assert "api_key_name (PERPSBOT_API_KEY_NAME)" in lines[0] and "api_private_key" in lines[0]
     # With a name but no key, only the key is named.
-    result = perpsbot("run", "--profile", "prod", cwd=tmp_path, env={"PERPSBOT_API_KEY_NAME": "organizations/o/apiKeys/k"})
+    result = perpsbot(
+        "run", "--profile", "prod", cwd=tmp_path, env={"PERPSBOT_API_KEY_NAME": "organizations/o/apiKeys/k"}
+    )
     assert result.returncode == 2
     assert "set api_private_key (PERPSBOT_API_PRIVATE_KEY), or api_key_file" in result.stderr
     assert "api_key_name (" not in result.stderr

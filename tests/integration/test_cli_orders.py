@@ -16,7 +16,9 @@ from tests.integration.test_cli_risk import FAST
 def _commands(tmp_path: Path) -> list[tuple]:
     db = sqlite3.connect(tmp_path / "data" / "paper" / "events.db")
     try:
-        return db.execute("SELECT id, command, args, handled_at IS NOT NULL, result FROM commands ORDER BY id").fetchall()
+        return db.execute(
+            "SELECT id, command, args, handled_at IS NOT NULL, result FROM commands ORDER BY id"
+        ).fetchall()
     finally:
         db.close()
 

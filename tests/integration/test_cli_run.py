@@ -49,7 +49,9 @@ def test_canary_run_opens_no_position(tmp_path: Path):
     assert db.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
     db.close()
     events = sqlite3.connect(tmp_path / "data" / "canary" / "events.db")
-    targets = {row[0] for row in events.execute("SELECT json_extract(data, '$.target') FROM events WHERE kind = 'decision'")}
+    targets = {
+        row[0] for row in events.execute("SELECT json_extract(data, '$.target') FROM events WHERE kind = 'decision'")
+    }
     config = events.execute("SELECT json_extract(config, '$.reduce_only') FROM runs").fetchone()[0]
     events.close()
     assert targets and targets <= {"HOLD", "FLAT"}

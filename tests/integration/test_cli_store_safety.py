@@ -128,7 +128,8 @@ def test_an_events_db_with_a_damaged_page_is_refused(work: Path):
     events_db = _store(work) / "events.db"
     conn = sqlite3.connect(events_db)
     conn.executemany(
-        "INSERT INTO events(run_id, ts, kind, symbol, data) VALUES (1, '2026-03-02T12:00:00', 'decision', 'BTC-USD', ?)",
+        "INSERT INTO events(run_id, ts, kind, symbol, data) "
+        "VALUES (1, '2026-03-02T12:00:00', 'decision', 'BTC-USD', ?)",
         [(json.dumps({"reason": f"filler {i}" * 8}),) for i in range(3000)],
     )
     conn.commit()
@@ -152,7 +153,10 @@ def test_new_stores_need_confirmation_and_keep_the_old_files(work: Path):
     (store / "orders.db").write_bytes(b"")
     unasked = perpsbot(*RUN, "--new-store", cwd=work)  # no terminal to ask on (CI)
     assert unasked.returncode == 2
-    assert unasked.stderr.strip() == "error: --new-store needs a confirmation: run it on a terminal to answer, or add --yes"
+    assert (
+        unasked.stderr.strip()
+        == "error: --new-store needs a confirmation: run it on a terminal to answer, or add --yes"
+    )
     assert (store / "orders.db").stat().st_size == 0
     assert "--yes goes with --new-store" in perpsbot(*RUN, "--yes", cwd=work).stderr
 

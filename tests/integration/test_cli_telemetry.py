@@ -30,16 +30,20 @@ def test_run_prints_the_urls_and_serves_metrics_and_health(tmp_path: Path):
         urls = None
         while time.monotonic() < deadline and urls is None:
             line = proc.stdout.readline()
-            urls = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)  health (http://127\.0\.0\.1:\d+/health)", line)
+            urls = re.search(
+                r"metrics (http://127\.0\.0\.1:\d+/metrics)  health (http://127\.0\.0\.1:\d+/health)", line
+            )
         assert urls, "no metrics URL printed"
         metrics_url, health_url = urls.groups()
-        board = re.search(r"dashboard (http://127\.0\.0\.1:\d+)/dashboard\?token=TOKEN, TOKEN in (\S+)", proc.stdout.readline())
+        board = re.search(
+            r"dashboard (http://127\.0\.0\.1:\d+)/dashboard\?token=TOKEN, TOKEN in (\S+)", proc.stdout.readline()
+        )
         assert board, "no dashboard URL printed"
         base, token_file = board.groups()
         deadline = time.monotonic() + 20
         while True:  # a few cycles in, the marks are fresh
             try:
-                with urllib.request.urlopen(health_url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1 only
+                with urllib.request.urlopen(health_url, timeout=5) as resp:  # 127.0.0.1 only
                     health = json.loads(resp.read())
             except urllib.error.HTTPError as exc:  # 503 while failing (no fresh mark yet on a busy machine)
                 health = json.loads(exc.read())
@@ -47,17 +51,17 @@ def test_run_prints_the_urls_and_serves_metrics_and_health(tmp_path: Path):
                 break
             time.sleep(0.2)
         assert health == {"status": "ok", "reasons": []}
-        with urllib.request.urlopen(metrics_url, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
             text = resp.read().decode()
         assert 'perpsbot_mark_updates_total{symbol="BTC-PERP-INTX"}' in text
         assert "perpsbot_cycle_seconds_count" in text
         token = (tmp_path / token_file).read_text().strip()
         request = urllib.request.Request(f"{base}/api/state", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as resp:
             assert "BTC-PERP-INTX" in resp.read().decode()
         request = urllib.request.Request(f"{base}/api/state", headers={"Authorization": "Bearer " + "x" * 43})
         try:
-            urllib.request.urlopen(request, timeout=5)  # noqa: S310
+            urllib.request.urlopen(request, timeout=5)
             raise AssertionError("a wrong dashboard token was accepted")
         except urllib.error.HTTPError as exc:
             assert exc.code == 401

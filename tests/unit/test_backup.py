@@ -28,6 +28,7 @@ from perpsbot.store.lock import StoreLock, StoreLocked
 from perpsbot.store.orders import MIGRATIONS as ORDER_MIGRATIONS
 from perpsbot.store.sqlite import StoreError
 from tests.unit.test_logs import ED25519, JWT, KEY_NAME, PEM, WEBHOOK
+
 DASHBOARD_TOKEN = "d4shb0ard-t0ken-6b1f0c93e2"
 
 
@@ -66,7 +67,9 @@ def dump(store_dir: Path) -> dict[str, list[tuple]]:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         for table in tables:
             out[f"{name}:{table}"] = conn.execute(f'SELECT rowid, * FROM "{table}" ORDER BY rowid').fetchall()
-        out[f"{name}:schema"] = [tuple(r) for r in conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")]
+        out[f"{name}:schema"] = [
+            tuple(r) for r in conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        ]
         out[f"{name}:version"] = [conn.execute("PRAGMA user_version").fetchone()]
         conn.close()
     return out
@@ -200,10 +203,14 @@ def test_foreign_files_other_profiles_and_newer_schemas_are_refused(tmp_path: Pa
     body = newer.read_bytes()
     import hashlib
 
-    manifest["databases"]["events.db"].update(sha256=hashlib.sha256(body).hexdigest(), bytes=len(body), schema_version=99)
-    cases[_archive(tmp_path / "newer.tar.gz", {**members, "events.db": body, "manifest.json": json.dumps(manifest).encode()})] = (
-        "schema version 99, newer than this perpsbot understands"
+    manifest["databases"]["events.db"].update(
+        sha256=hashlib.sha256(body).hexdigest(), bytes=len(body), schema_version=99
     )
+    cases[
+        _archive(
+            tmp_path / "newer.tar.gz", {**members, "events.db": body, "manifest.json": json.dumps(manifest).encode()}
+        )
+    ] = "schema version 99, newer than this perpsbot understands"
     lying = json.loads(members["manifest.json"])
     lying["databases"]["orders.db"]["schema_version"] = 0  # checksum fine, schema version wrong
     cases[_archive(tmp_path / "lying.tar.gz", {**members, "manifest.json": json.dumps(lying).encode()})] = (
@@ -278,7 +285,9 @@ def test_secrets_in_an_old_store_never_reach_a_backup(tmp_path: Path):
     events.append(NOW, "error", None, stage="account", error=f"401 for {JWT} signed with {ED25519}")
     events.end_run(NOW, {"cycles": 1})
     gone = events.post_command(NOW, "notify", url=WEBHOOK, note=f"key {KEY_NAME}")
-    events._conn.execute("DELETE FROM commands WHERE id = ?", (gone,))  # without secure_delete its bytes stay in the page
+    events._conn.execute(
+        "DELETE FROM commands WHERE id = ?", (gone,)
+    )  # without secure_delete its bytes stay in the page
     events.close()
     OrdersStore(store / "orders.db").close()
     assert KEY_NAME.encode() in (store / "events.db").read_bytes()
@@ -367,6 +376,21 @@ def test_an_old_backup_that_cannot_be_deleted_does_not_fail_the_new_one(tmp_path
     events.close()
 
 
+def test_a_backup_key_deleted_as_it_is_made_is_one_clear_error_and_no_backup(tmp_path: Path, monkeypatch):
+    fill_store(tmp_path / "store", orders=1)
+    read_text = Path.read_text
+
+    def gone(self: Path, *args, **kwargs) -> str:
+        if self.name == "backup.key":
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", gone)
+    with pytest.raises(BackupError, match=r"cannot read the backup key .*backup\.key: it was deleted"):
+        workflow(tmp_path).backup(NOW)
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+
+
 def test_a_store_folder_that_cannot_exist_is_a_store_error_in_one_line(tmp_path: Path):
     (tmp_path / "data").write_text("a file, not a folder")
     with pytest.raises(StoreError, match=r"^cannot use the store folder .*data/paper: Not a directory$"):
@@ -417,12 +441,12 @@ def test_a_manifest_rewritten_to_match_altered_data_is_refused_by_its_signature(
     del manifest["signature"]
     unsigned = _archive(tmp_path / "unsigned.tar.gz", {**members, "orders.db": body,
                                                         "manifest.json": json.dumps(manifest).encode()})
-    with pytest.raises(BackupError, match="the manifest is not signed, and this store has a backup.key: refused"):
+    with pytest.raises(BackupError, match=r"the manifest is not signed, and this store has a backup\.key: refused"):
         restore_backup(unsigned, store, "paper", NOW)
     other = tmp_path / "other"
     fill_store(other, orders=1)
     BackupWorkflow(other, tmp_path / "other-backups", "paper").backup(NOW)  # its own, different key
-    with pytest.raises(BackupError, match="was signed with another backup.key than this store's"):
+    with pytest.raises(BackupError, match=r"was signed with another backup\.key than this store's"):
         restore_backup(good, other, "paper", NOW)
     assert dump(store) == before
     # the untouched backup restores, checked; into a store without a key it restores unchecked, and says so

@@ -46,9 +46,12 @@ def test_config_file_from_environment(tmp_path: Path):
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"PERPSBOT_MAX_LEVERAGE": "abc"}, "config error: max_leverage = 'abc' (env PERPSBOT_MAX_LEVERAGE): Input should be a valid decimal"),
-        ({"PERPSBOT_INTERVAL": "0"}, "config error: interval = '0' (env PERPSBOT_INTERVAL): Input should be greater than 0"),
-        ({"PERPSBOT_PROFILE": "live"}, "config error: profile = 'live' (env PERPSBOT_PROFILE): must be one of paper, dev, canary, prod"),
+        ({"PERPSBOT_MAX_LEVERAGE": "abc"},
+         "config error: max_leverage = 'abc' (env PERPSBOT_MAX_LEVERAGE): Input should be a valid decimal"),
+        ({"PERPSBOT_INTERVAL": "0"},
+         "config error: interval = '0' (env PERPSBOT_INTERVAL): Input should be greater than 0"),
+        ({"PERPSBOT_PROFILE": "live"},
+         "config error: profile = 'live' (env PERPSBOT_PROFILE): must be one of paper, dev, canary, prod"),
         ({"PERPSBOT_SYMBOLS": "BTC/USD"}, "'BTC/USD' is not a product id"),
         ({"PERPSBOT_LONG_WINDOW": "3"}, "short_window (5) must be smaller than long_window (3)"),
         ({"PERPSBOT_LEVERAGE": "5"}, "leverage (5) must not exceed max_leverage (3)"),
@@ -171,9 +174,9 @@ def test_every_numeric_setting_refuses_booleans_and_numbers_a_float_cannot_hold(
             assert why in message and "\n" not in message, message
     # the same from the environment and the command line, and whole numbers beyond SQLite's INTEGER
     for layer in ({"environ": {"PERPSBOT_DURATION": "1e309"}}, {"environ": {}, "flags": {"duration": float("inf")}}):
-        with pytest.raises(ConfigError, match="duration = .*: (is too large|must be a finite number)"):
+        with pytest.raises(ConfigError, match=r"duration = .*: (is too large|must be a finite number)"):
             load_config(**layer)
-    with pytest.raises(ConfigError, match="seed = '99999999999999999999' .*too large: at most 9223372036854775807"):
+    with pytest.raises(ConfigError, match=r"seed = '99999999999999999999' .*too large: at most 9223372036854775807"):
         load_config(environ={"PERPSBOT_SEED": "99999999999999999999"})
     with pytest.raises(ConfigError, match="BTC-USD: 'inf' must be a finite number"):
         load_config(environ={"PERPSBOT_SYMBOL_MAX_NOTIONAL": "BTC-USD=inf"})

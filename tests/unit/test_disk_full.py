@@ -196,7 +196,9 @@ def test_the_cli_run_stops_on_a_full_disk_with_one_line_and_a_non_zero_exit(
             disk.fill()
 
     monkeypatch.setattr(PerpsBot, "start", start_then_fill_up)
-    code, err = _perpsbot(monkeypatch, capsys, "run", "--duration", "30", "--interval", "0.05", "--set", "http_port=off")
+    code, err = _perpsbot(
+        monkeypatch, capsys, "run", "--duration", "30", "--interval", "0.05", "--set", "http_port=off"
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err

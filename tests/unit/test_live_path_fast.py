@@ -195,7 +195,10 @@ def test_the_watch_only_does_the_full_check_when_a_level_is_crossed(tmp_path, mo
 
 
 def test_memory_stores_read_back_what_the_sqlite_stores_do(tmp_path):
-    stores = [(EventStore(tmp_path / "e.db"), OrdersStore(tmp_path / "o.db")), (MemoryEventStore(), MemoryOrdersStore())]
+    stores = [
+        (EventStore(tmp_path / "e.db"), OrdersStore(tmp_path / "o.db")),
+        (MemoryEventStore(), MemoryOrdersStore()),
+    ]
     seen = []
     for events, orders in stores:
         run = events.start_run(T0, "paper", {"a": D("1.5")})

@@ -202,7 +202,9 @@ def test_daily_loss_switches_to_reduce_only_until_the_next_utc_day(clock, events
 
 
 def test_drawdown_goes_reduce_only_then_kill(clock, events, tmp_path):
-    risk = make(clock, events, tmp_path, daily_loss_limit=D(1_000_000), max_drawdown_pct=D("0.1"), kill_drawdown_pct=D("0.2"))
+    risk = make(
+        clock, events, tmp_path, daily_loss_limit=D(1_000_000), max_drawdown_pct=D("0.1"), kill_drawdown_pct=D("0.2")
+    )
     risk.evaluate(D(10_000), {})
     risk.evaluate(D(12_000), {})  # a new peak
     risk.evaluate(D(10_900), {})  # 9.2 % off the peak
@@ -281,7 +283,9 @@ def test_kill_switch_from_the_sentinel_file_with_flatten(clock, events, tmp_path
 
 
 def test_resume_refuses_while_the_cause_persists(clock, events, tmp_path):
-    risk = make(clock, events, tmp_path, daily_loss_limit=D(1_000_000), max_drawdown_pct=D("0.1"), kill_drawdown_pct=D("0.2"))
+    risk = make(
+        clock, events, tmp_path, daily_loss_limit=D(1_000_000), max_drawdown_pct=D("0.1"), kill_drawdown_pct=D("0.2")
+    )
     risk.evaluate(D(10_000), {})
     risk.evaluate(D(7_000), {})
     assert risk.killed
@@ -300,7 +304,9 @@ def test_mode_and_reasons_survive_a_restart(clock, events, tmp_path):
     risk.evaluate(D(10_000), {})
     risk.evaluate(D(7_500), {})
     assert risk.kill_reasons == ["drawdown"] and set(risk.reduce_only_reasons) == {"daily_loss", "drawdown"}
-    again = make(clock, events, tmp_path, daily_loss_limit=D(100), max_drawdown_pct=D("0.1"), kill_drawdown_pct=D("0.2"))
+    again = make(
+        clock, events, tmp_path, daily_loss_limit=D(100), max_drawdown_pct=D("0.1"), kill_drawdown_pct=D("0.2")
+    )
     again.restore()
     assert again.kill_reasons == ["drawdown"]
     assert set(again.reduce_only_reasons) == {"daily_loss", "drawdown"}

@@ -74,7 +74,9 @@ async def test_accept_failing_for_want_of_file_descriptors_is_one_log_line_not_o
     try:
         with caplog.at_level(logging.DEBUG):
             for _ in range(2000):  # what asyncio reports: each accept attempt, up to 100 per wake-up
-                loop.call_exception_handler({"message": "socket.accept() out of system resource", "exception": exhausted})
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": exhausted}
+                )
             loop.call_exception_handler({"message": "something else", "exception": ValueError("kept")})
         lines = [r for r in caplog.records if "Too many open files" in r.getMessage()]
         assert len(lines) == 1 and lines[0].name == "perpsbot.telemetry.server", [r.getMessage() for r in lines[:3]]
@@ -88,7 +90,7 @@ def test_a_rate_limited_log_says_how_many_lines_it_left_out(caplog):
     now = [100.0]
     say = RateLimitedLog(logging.getLogger("perpsbot.test"), every=30, monotonic=lambda: now[0])
     with caplog.at_level(logging.INFO):
-        for step in range(70):  # one a second for 70 s
+        for _step in range(70):  # one a second for 70 s
             say(logging.ERROR, "accept failed: %s", "EMFILE")
             now[0] += 1
     assert [r.getMessage() for r in caplog.records] == [

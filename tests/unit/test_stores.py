@@ -132,7 +132,7 @@ def test_a_field_series_of_one_kind_in_one_run(tmp_path: Path) -> None:
     events.append(NOW, "fill", None, equity="not a snapshot")
     events.append(NOW, "snapshot", None)  # no equity in it
     series = events.field_series("snapshot", "equity", run_id=run)
-    assert [(i, v) for i, _, v in series] == [*zip(ids, ["0", "1", "2", "3"]), (ids[-1] + 2, None)]
+    assert [(i, v) for i, _, v in series] == [*zip(ids, ["0", "1", "2", "3"], strict=True), (ids[-1] + 2, None)]
     assert series[0][1] == NOW.isoformat()
     assert [v for _, _, v in events.field_series("snapshot", "equity", run_id=run, after_id=ids[2])] == ["3", None]
     with pytest.raises(ValueError, match="not a data key"):

@@ -24,7 +24,9 @@ DOWN = [10.0, 10, 10, 10, 11, 12, 8]
 def view(closes, *, size="0", entry="0", reduce_only=False, shorts=True, closed=True, mark=None) -> MarketView:
     series = bars(closes)
     position = Position("P", size=D(size), entry_price=D(entry)) if D(size) else None
-    return MarketView("P", series, D(str(mark if mark is not None else closes[-1])), closed, position, reduce_only, shorts)
+    return MarketView(
+        "P", series, D(str(mark if mark is not None else closes[-1])), closed, position, reduce_only, shorts
+    )
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
 
 def _read_parquet(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+        import pyarrow.parquet as pq  # type: ignore[import-not-found]  # the parquet extra is optional
     except ImportError:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, an optional extra: pip install 'perpsbot[parquet]' "
@@ -343,7 +343,9 @@ def _assemble(
             first = next(b for a, b in zip(rows, rows[1:], strict=False) if b[0] < a[0])
             raise DataError(f"{path} line {first[6]}: time goes backwards (strict: rows must be sorted)")
         rows = sorted(rows, key=lambda r: (r[0], r[6]))
-        report.repairs.append(f"sorted by time: {out_of_order} row{'s were' if out_of_order > 1 else ' was'} out of order")
+        report.repairs.append(
+            f"sorted by time: {out_of_order} row{'s were' if out_of_order > 1 else ' was'} out of order"
+        )
     # Repeats.
     unique = [rows[0]]
     repeated = 0
@@ -405,7 +407,8 @@ def _assemble(
         widest = max(gaps, key=lambda g: g[1])
         report.filled = filled
         report.repairs.append(
-            f"filled {len(gaps)} gap{'s' if len(gaps) > 1 else ''} ({filled} missing candle{'s' if filled > 1 else ''}) "
+            f"filled {len(gaps)} gap{'s' if len(gaps) > 1 else ''} "
+            f"({filled} missing candle{'s' if filled > 1 else ''}) "
             f"with flat candles at the previous close and no volume; widest: {widest[1] // step - 1} after "
             f"{iso(widest[0][0])}"
         )

@@ -346,9 +346,9 @@ def equity_png(result: BacktestResult, width: int = 1000, height: int = 600) -> 
     label = f"-{worst * 100:.1f}%"
     c.text(left - 8 - c.text_width(label), dd_bottom - 3, label, text)
     c.text(left, dd_top - 22, "DRAWDOWN", text, 2)
-    first, last = _iso(result.series.first)[:10], _iso(result.series.end)[:10]
-    c.text(left, height - 20, first, text)
-    c.text(right - c.text_width(last), height - 20, last, text)
+    first_day, last_day = _iso(result.series.first)[:10], _iso(result.series.end)[:10]
+    c.text(left, height - 20, first_day, text)
+    c.text(right - c.text_width(last_day), height - 20, last_day, text)
     c.rect(left, top, left, eq_bottom, axis)
     c.rect(left, eq_bottom, right, eq_bottom, axis)
     return c.png()
@@ -408,7 +408,9 @@ def report_html(report: dict[str, Any], result: BacktestResult, trades: Sequence
     m = report["metrics"]
 
     def rows(items: dict[str, Any]) -> str:
-        return "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_show(v))}</td></tr>" for k, v in items.items())
+        return "".join(
+            f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_show(v))}</td></tr>" for k, v in items.items()
+        )
 
     shown = trades[:_HTML_TRADES]
     trade_rows = "".join(

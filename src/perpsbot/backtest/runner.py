@@ -182,7 +182,9 @@ async def run_backtest(
         cash_currency=product.quote,
     )
     events, orders = MemoryEventStore(), MemoryOrdersStore()
-    bot = await PerpsBotBuilder(config).with_clock(clock).with_exchange(replay).with_stores(events, orders).build()
+    builder = PerpsBotBuilder(config).with_clock(clock).with_exchange(replay)
+    # the memory stores duck-type the SQLite ones until issue 20 adds store protocols (narrow seams)
+    bot = await builder.with_stores(events, orders).build()  # type: ignore[arg-type]  # no store protocol yet
     reg = bot.registry
     reg.strategy.record_holds = False
     reg.execution.new_client_order_id = _Ids()
@@ -224,7 +226,7 @@ async def run_backtest(
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         rows = zip(series.start[lo:hi], series.open[lo:hi], series.high[lo:hi], series.low[lo:hi],
-                   series.close[lo:hi])
+                   series.close[lo:hi], strict=True)
         for t, o, h, low, c in rows:
             end = t + g
             clock.epoch = end  # the loop only moves forward (SimulatedClock.set, without the check)

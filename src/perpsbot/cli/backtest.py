@@ -45,23 +45,49 @@ def _params(pairs: list[str] | None) -> dict[str, str]:
 
 
 def backtest(
-    data: Annotated[Path | None, typer.Option("--data", help="candles: CSV or Parquet (date/timestamp, open, high, low, close, volume)")] = None,
-    synthetic: Annotated[str | None, typer.Option("--synthetic", metavar="N", help=f"N made-up candles (seeded; at most {MAX_CANDLES:,}) instead of a file")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="candles: CSV or Parquet (date/timestamp, open, high, low, close, volume)"),
+    ] = None,
+    synthetic: Annotated[
+        str | None,
+        typer.Option(
+            "--synthetic", metavar="N", help=f"N made-up candles (seeded; at most {MAX_CANDLES:,}) instead of a file"
+        ),
+    ] = None,
     symbol: Annotated[str, typer.Option(help="product the candles are for")] = "BTC-USD",
-    timeframe: Annotated[str | None, typer.Option(help="candle length: 1m 5m 15m 1h 6h 1d (default: the data's; 1m synthetic)")] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(help="candle length: 1m 5m 15m 1h 6h 1d (default: the data's; 1m synthetic)")
+    ] = None,
     fee_bps: Annotated[str, typer.Option("--fee-bps", help="taker fee, basis points")] = "5",
     slippage_bps: Annotated[str, typer.Option("--slippage-bps", help="paid on every market fill, basis points")] = "1",
-    funding: Annotated[str | None, typer.Option("--funding", metavar="RATE", help="perpetuals: funding rate per 8 h, settled hourly (e.g. 0.0001)")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", metavar="KEY=VALUE", help="any bot setting, e.g. short_window=20 (repeatable)")] = None,
+    funding: Annotated[
+        str | None,
+        typer.Option(
+            "--funding", metavar="RATE", help="perpetuals: funding rate per 8 h, settled hourly (e.g. 0.0001)"
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", metavar="KEY=VALUE", help="any bot setting, e.g. short_window=20 (repeatable)"),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for the report")] = DEFAULT_OUT,
     seed: Annotated[str, typer.Option(help="seed of the synthetic candles")] = "7",
-    cash: Annotated[str | None, typer.Option("--cash", help="starting cash (default: the sim_starting_cash setting)")] = None,
+    cash: Annotated[
+        str | None, typer.Option("--cash", help="starting cash (default: the sim_starting_cash setting)")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="refuse data that needs any repair")] = False,
     events: Annotated[bool, typer.Option("--events", help="also write every event to events.jsonl")] = False,
 ) -> None:
     """Backtest the bot on candles: the live strategy, risk and execution code in simulated time."""
-    from perpsbot.backtest.data import DataError, DataReport, describe_timeframe, load_candles, parse_timeframe
-    from perpsbot.backtest.data import synthetic_candles
+    from perpsbot.backtest.data import (
+        DataError,
+        DataReport,
+        describe_timeframe,
+        load_candles,
+        parse_timeframe,
+        synthetic_candles,
+    )
     from perpsbot.backtest.report import FILL_CONVENTION, write_report
     from perpsbot.backtest.runner import BacktestError, BacktestSpec, typical_price
     from perpsbot.exchange.sim.replay import ReplayCosts

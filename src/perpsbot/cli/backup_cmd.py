@@ -38,7 +38,9 @@ def backup(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
 
 
 def restore(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="a backup written by `perpsbot backup`", show_default=False)],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="a backup written by `perpsbot backup`", show_default=False)
+    ],
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
 ) -> None:

@@ -15,6 +15,7 @@ from perpsbot.store import EventStore, OrdersStore, StoreError
 from perpsbot.store.backup import BackupWorkflow
 from perpsbot.store.folder import StoreDamaged, inspect_store
 
+
 def _console(stderr: bool = False) -> Console:
     probe = Console(stderr=stderr)
     # Piped output (logs, CI) gets a wide page instead of rich's 80-column default.

@@ -18,16 +18,28 @@ app = typer.Typer(help="Market data for backtests.", no_args_is_help=True)
 def download(
     symbol: Annotated[str, typer.Argument(help="product id, e.g. BTC-USD or BTC-PERP-INTX")],
     start: Annotated[str, typer.Option(help="first candle: ISO date/time (UTC) or unix seconds")],
-    end: Annotated[str | None, typer.Option(help="end, exclusive: ISO date/time or unix seconds (default: now)")] = None,
-    granularity: Annotated[str, typer.Option(help="ONE_MINUTE .. ONE_DAY, or 1m 5m 15m 30m 1h 2h 6h 1d")] = "ONE_MINUTE",
-    out: Annotated[Path | None, typer.Option(help="CSV to write or extend (default: data/candles/SYMBOL-GRANULARITY.csv)")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="end, exclusive: ISO date/time or unix seconds (default: now)")
+    ] = None,
+    granularity: Annotated[
+        str, typer.Option(help="ONE_MINUTE .. ONE_DAY, or 1m 5m 15m 30m 1h 2h 6h 1d")
+    ] = "ONE_MINUTE",
+    out: Annotated[
+        Path | None, typer.Option(help="CSV to write or extend (default: data/candles/SYMBOL-GRANULARITY.csv)")
+    ] = None,
     base_url: Annotated[str, typer.Option("--base-url", help="Coinbase REST base URL")] = "https://api.coinbase.com",
     rate: Annotated[float, typer.Option(help="requests per second at most")] = 8.0,
 ) -> None:
     """Download candles, 350 a request; re-running continues where the file ends; gaps are reported."""
     import time
 
-    from perpsbot.backtest.download import DownloadError, download_candles, parse_granularity, parse_time
+    from perpsbot.backtest.download import (
+        DownloadError,
+        DownloadResult,
+        download_candles,
+        parse_granularity,
+        parse_time,
+    )
 
     symbol = symbol.strip().upper()
     try:
@@ -43,7 +55,7 @@ def download(
     path = out or Path("data") / "candles" / f"{symbol}-{name}.csv"
     total = max(1, (last - first) // seconds)
 
-    def progress(result, done_until: int, stop: int) -> None:  # noqa: ANN001
+    def progress(result: DownloadResult, done_until: int, stop: int) -> None:
         left = max(0, (stop - done_until) // seconds)
         if console.is_terminal:
             console.print(f"  {result.written:,} candles written, about {left:,} to go", end="\r")

@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 
 from perpsbot.cli.common import (
-    LIMIT_MAX, ConfigOpt, ProfileOpt, RunOpt, console, load, open_existing_stores, pick_run,
+    LIMIT_MAX,
+    ConfigOpt,
+    ProfileOpt,
+    RunOpt,
+    console,
+    load,
+    open_existing_stores,
+    pick_run,
 )
 from perpsbot.execution.ledger import position_history
 from perpsbot.execution.pnl import opening_positions
@@ -34,7 +41,8 @@ def orders(
         run_id = pick_run(events, run)
         rows = store.orders(run_id=run_id, limit=limit)
         table = Table(title=f"orders, run {run_id} ({len(rows)} shown)")
-        for column in ("created", "client_order_id", "symbol", "side", "type", "size", "filled", "avg price", "fees", "status", "reason"):
+        for column in ("created", "client_order_id", "symbol", "side", "type", "size", "filled", "avg price", "fees",
+                       "status", "reason"):
             table.add_column(column)
         for order in rows:
             table.add_row(
@@ -70,7 +78,8 @@ def positions(profile: ProfileOpt = None, config: ConfigOpt = None, run: RunOpt 
         snapshots = events.query(kind="snapshot", run_id=run_id, limit=1)
         marks = snapshots[0].data.get("marks", {}) if snapshots else {}
         table = Table(title=f"positions, run {run_id}")
-        for column in ("symbol", "side", "opened", "closed", "size", "entry", "exit", "realized", "fees", "unrealized", "status"):
+        for column in ("symbol", "side", "opened", "closed", "size", "entry", "exit", "realized", "fees", "unrealized",
+                       "status"):
             table.add_column(column)
         for ep in episodes:
             unrealized = "-"

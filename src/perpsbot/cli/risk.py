@@ -127,7 +127,10 @@ def status(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
         day_pnl = Decimal(state["equity"]) - Decimal(state["day_start_equity"])
         usage.add_row("today (UTC)", f"{day_pnl:.2f} of -{cfg.daily_loss_limit} allowed")
     usage.add_row("peak equity", _money(state["peak_equity"]))
-    usage.add_row("drawdown", f"{float(state['drawdown']):.2%} (reduce-only {cfg.max_drawdown_pct:.0%}, kill {cfg.kill_drawdown_pct:.0%})")
+    usage.add_row(
+        "drawdown",
+        f"{float(state['drawdown']):.2%} (reduce-only {cfg.max_drawdown_pct:.0%}, kill {cfg.kill_drawdown_pct:.0%})",
+    )
     for symbol, vol in state["volatility"].items():
         usage.add_row(f"volatility {symbol}", f"{vol:.0%} annualized")
     usage.add_row("orders in the last minute", f"{state['orders_last_minute']} of {cfg.max_orders_per_minute}")

@@ -48,7 +48,9 @@ def run(
     ] = None,
     new_store: Annotated[
         bool,
-        typer.Option("--new-store", help="start new stores in place of missing or damaged ones (kept aside); asks first"),
+        typer.Option(
+            "--new-store", help="start new stores in place of missing or damaged ones (kept aside); asks first"
+        ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="with --new-store: confirmed, without asking")] = False,
 ) -> None:
@@ -114,7 +116,9 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
         if bot.web is not None:
             console.print(f"metrics {bot.web.url}/metrics  health {bot.web.url}/health", soft_wrap=True)
             where = "the dashboard_token setting" if cfg.dashboard_token is not None else str(token_path(cfg))
-            console.print(f"dashboard {bot.web.url}/dashboard?token=TOKEN, TOKEN in {where}", highlight=False, soft_wrap=True)
+            console.print(
+                f"dashboard {bot.web.url}/dashboard?token=TOKEN, TOKEN in {where}", highlight=False, soft_wrap=True
+            )
         if console.is_terminal:
             with Live(status_view(bot), console=console, refresh_per_second=4, transient=False) as live:
                 await bot.run(cfg.duration, on_cycle=lambda b: live.update(status_view(b)))

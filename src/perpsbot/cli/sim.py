@@ -47,7 +47,9 @@ def keys(
 
 @app.command("serve")
 def serve(
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TLS port for REST and WebSocket (0: any free port)")] = 8443,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TLS port for REST and WebSocket (0: any free port)")
+    ] = 8443,
     plain_port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="also serve without TLS on this port (0: any free port)")
     ] = None,
@@ -56,7 +58,8 @@ def serve(
         str | None, typer.Option(help="e.g. 'rate_limit=0.05,slow=0.05:2.0,ws_disconnect=0.01' (see docs)")
     ] = None,
     trust: Annotated[
-        list[Path] | None, typer.Option("--trust", metavar="KEYFILE", help="key file whose public key may sign requests (repeatable)")
+        list[Path] | None,
+        typer.Option("--trust", metavar="KEYFILE", help="key file whose public key may sign requests (repeatable)"),
     ] = None,
     cert_dir: Annotated[Path, typer.Option(help="where the self-signed TLS certificate is kept")] = DEFAULT_CERT_DIR,
 ) -> None:

@@ -146,8 +146,10 @@ def _check_locks(profile: Profile, merged: dict[str, Any], sources: dict[str, st
     for key, locked in CANARY_LOCKS.items():
         if sources.get(key, "").startswith("profile"):
             continue
+        field_type = BotConfig.model_fields[key].annotation
+        assert field_type is not None  # every BotConfig field is annotated
         try:
-            value = TypeAdapter(BotConfig.model_fields[key].annotation).validate_python(merged[key])
+            value = TypeAdapter(field_type).validate_python(merged[key])
         except ValidationError:
             value = merged[key]
         if value != locked:

@@ -187,9 +187,15 @@ class BotConfig(BaseModel):
         description="a position or balance our fills do not explain: reduce_only (the symbol, with a P1 alert, until "
         "explained) | adopt (taken as ours from then on, recorded)",
     )
-    daily_loss_limit: PositiveDecimal = Field(Decimal(5_000), description="USD lost since UTC midnight before reduce-only")
-    max_drawdown_pct: Decimal = Field(Decimal("0.10"), gt=0, lt=1, description="drawdown from the equity peak before reduce-only")
-    kill_drawdown_pct: Decimal = Field(Decimal("0.20"), gt=0, lt=1, description="drawdown from the equity peak before kill")
+    daily_loss_limit: PositiveDecimal = Field(
+        Decimal(5_000), description="USD lost since UTC midnight before reduce-only"
+    )
+    max_drawdown_pct: Decimal = Field(
+        Decimal("0.10"), gt=0, lt=1, description="drawdown from the equity peak before reduce-only"
+    )
+    kill_drawdown_pct: Decimal = Field(
+        Decimal("0.20"), gt=0, lt=1, description="drawdown from the equity peak before kill"
+    )
     vol_window: int = Field(30, ge=5, le=10_000, description="bars in the realized-volatility window")
     vol_warn: Decimal = Field(Decimal("2.5"), gt=0, description="annualized realized volatility that warns")
     vol_reduce_only: Decimal = Field(Decimal(5), gt=0, description="annualized realized volatility for reduce-only")
@@ -232,7 +238,9 @@ class BotConfig(BaseModel):
         "written to <store>/dashboard_token; never shown)",
     )
 
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR")
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR"
+    )
     log_file: Path | None = Field(
         None, description="JSON lines log of `perpsbot run` (none: <data_dir>/<profile>/logs/perpsbot.jsonl)"
     )

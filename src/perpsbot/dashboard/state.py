@@ -41,7 +41,7 @@ def price(value: Decimal | None, product: Product | None) -> str | None:
     if value is None:
         return None
     if product is not None:
-        places = max(0, -product.price_increment.normalize().as_tuple().exponent)  # type: ignore[operator]
+        places = max(0, -product.price_increment.normalize().as_tuple().exponent)  # type: ignore[operator]  # a finite increment: an int exponent
         try:
             value = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
         except InvalidOperation:  # more digits than the context holds: show it as it is

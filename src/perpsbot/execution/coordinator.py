@@ -21,8 +21,8 @@ from perpsbot.config import BotConfig
 from perpsbot.config.model import OrderTypeSetting
 from perpsbot.domain import (
     ZERO,
-    DomainError,
     AccountSnapshot,
+    DomainError,
     Fill,
     Order,
     OrderBook,
@@ -35,8 +35,8 @@ from perpsbot.domain import (
 )
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.port import Exchange, ExchangeError, OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot
-from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, ReconcileReport, Reconciler
 from perpsbot.execution.pnl import PnlReport, pnl_from_fills
+from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, Reconciler, ReconcileReport
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
@@ -317,11 +317,12 @@ class ExecutionCoordinator:
             return self._rejected(order, exc.reason, str(exc))
         except (ExchangeError, TimeoutError, OSError) as exc:
             # The request may or may not have reached the exchange: find out by id, never resend.
-            snapshot = await self._lookup_after_failure(order, exc)
-            if snapshot is None:
+            found = await self._lookup_after_failure(order, exc)
+            if found is None:
                 # An exchange can take a moment to list an order it accepted: the order stays
                 # PENDING (blocking new orders for its symbol) until reconciliation settles it.
                 return self._unknown(order, exc, "not listed by the exchange yet")
+            snapshot = found
         latency_ms = (time.perf_counter() - started) * 1000
         self.latencies_ms.append(latency_ms)
         self.apply_snapshot(order, snapshot)
@@ -356,8 +357,13 @@ class ExecutionCoordinator:
         self.risk.record_order_result(ok=False)
         self.awaiting[order.client_order_id] = self._absence_provable_at(order)
         self.events.append(
-            self.clock.now(), "order_unknown", order.symbol, client_order_id=order.client_order_id,
-            error=f"{type(exc).__name__}: {exc}", lookup=lookup, absent_if_unlisted_after=self.awaiting[order.client_order_id],
+            self.clock.now(),
+            "order_unknown",
+            order.symbol,
+            client_order_id=order.client_order_id,
+            error=f"{type(exc).__name__}: {exc}",
+            lookup=lookup,
+            absent_if_unlisted_after=self.awaiting[order.client_order_id],
         )
         return ExecutionResult(order.client_order_id, "failed", f"fate unknown ({lookup}); left PENDING", order)
 
@@ -742,7 +748,9 @@ class ExecutionCoordinator:
             except Exception as exc:  # noqa: BLE001 - a bad command never stops the cycle
                 result = f"failed: {type(exc).__name__}: {exc}"
             self.events.complete_command(command_id, self.clock.now(), result)
-            self.events.append(self.clock.now(), "command", None, id=command_id, command=command, args=args, result=result)
+            self.events.append(
+                self.clock.now(), "command", None, id=command_id, command=command, args=args, result=result
+            )
             done.append((command_id, result))
         return done
 

@@ -54,7 +54,7 @@ def position_history(
             episodes.append(episode)
             live[symbol] = (Position(symbol, size=size, entry_price=price), episode)
     for fill in fills:
-        position, episode = live.get(fill.symbol, (Position(fill.symbol), None))  # type: ignore[assignment]
+        position, episode = live.get(fill.symbol, (Position(fill.symbol), None))  # type: ignore[assignment]  # no episode until it opens
         remaining = fill.size
         while remaining > 0:
             if episode is None or position.is_flat:

@@ -118,7 +118,7 @@ def opening_positions(recorded: Mapping[str, object] | None) -> dict[str, tuple[
     out: dict[str, tuple[Decimal, Decimal]] = {}
     for symbol, held in (recorded or {}).items():
         try:
-            out[symbol] = (Decimal(str(held["size"])), Decimal(str(held["price"])))  # type: ignore[index]
+            out[symbol] = (Decimal(str(held["size"])), Decimal(str(held["price"])))  # type: ignore[index]  # any shape: the except below
         except (KeyError, TypeError, ArithmeticError, ValueError):
             continue
     return out
@@ -143,7 +143,7 @@ def collateral_equity(
         if currency in collateral:
             total += balance.total
         elif balance.total and currency in spot_for and marks.get(spot_for[currency]) is not None:
-            total += balance.total * marks[spot_for[currency]]  # type: ignore[operator]
+            total += balance.total * marks[spot_for[currency]]  # type: ignore[operator]  # not None: checked above
     for symbol, position in account.positions.items():
         product = products.get(symbol)
         if product is None or not product.is_perpetual or position.is_flat:

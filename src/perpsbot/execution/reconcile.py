@@ -64,7 +64,9 @@ class Reconciler:
         # Holdings taken as ours that no fill of ours explains: adopted ones (kept in the
         # order store); on a venue made new for this process, what it held at the first
         # reconciliation (None until then).
-        self.baseline: dict[str, Decimal] | None = None if execution.fresh_venue else execution.orders.adopted_holdings()
+        self.baseline: dict[str, Decimal] | None = (
+            None if execution.fresh_venue else execution.orders.adopted_holdings()
+        )
         self.last_at: datetime | None = None
         self._foreign_reported: set[str] = set()
         self.lost_checked = False  # adopt_lost_orders has run in this process
@@ -97,7 +99,9 @@ class Reconciler:
         account = await ex.refresh_account()
         theirs_now = self._exchange_holdings(account)
         if self.baseline is None:
-            self.baseline = {k: theirs_now.get(k, ZERO) - self._ledger(k) for k in set(theirs_now) | self._ledger_keys()}
+            self.baseline = {
+                k: theirs_now.get(k, ZERO) - self._ledger(k) for k in set(theirs_now) | self._ledger_keys()
+            }
         if self._holding_mismatches(theirs_now):
             # Before calling it unexplained: read every fill the exchange has and take in the ones we missed.
             report.recovered_fills = await self._recover_fills()
@@ -225,7 +229,9 @@ class Reconciler:
             return
         if order.status.is_terminal:
             if order.filled_size or order.status is OrderStatus.FILLED:
-                report.mismatches.append(f"order {cid}: {order.status.value} here, {snapshot.status.value} at the exchange")
+                report.mismatches.append(
+                    f"order {cid}: {order.status.value} here, {snapshot.status.value} at the exchange"
+                )
                 report.unexplained.add(order.symbol)
                 return
             ex.reopen(order, f"the exchange lists it {snapshot.status.value}")
@@ -289,7 +295,9 @@ class Reconciler:
         if not ex.fresh_venue:
             ex.orders.adopt_holding(key, delta)
         what = "balance" if key.startswith(BALANCE) else "position"
-        detail = f"{key.removeprefix(BALANCE)} {what}: exchange {theirs}, our fills explain {ours}; {delta} adopted as ours"
+        detail = (
+            f"{key.removeprefix(BALANCE)} {what}: exchange {theirs}, our fills explain {ours}; {delta} adopted as ours"
+        )
         ex.events.append(ex.clock.now(), "holding_adopted", symbols[0] if symbols else None, key=key, size=delta,
                          exchange=theirs, explained=ours)
         ex.alerts.notify("holding_adopted", "P2", detail, symbols[0] if symbols else None, key=key, size=delta)
@@ -312,9 +320,13 @@ class Reconciler:
             risk.leave_reduce_only(REASON)
         if not report.matched:
             ex.alerts.fire(
-                ALERT_RULE, "P1", f"reconciliation mismatch, reduce-only for {', '.join(sorted(report.unexplained)) or 'none'}: "
+                ALERT_RULE,
+                "P1",
+                f"reconciliation mismatch, reduce-only for {', '.join(sorted(report.unexplained)) or 'none'}: "
                 f"{'; '.join(report.mismatches)}",
-                action="reduce-only", symbols=sorted(report.unexplained), mismatches=report.mismatches,
+                action="reduce-only",
+                symbols=sorted(report.unexplained),
+                mismatches=report.mismatches,
             )
         elif ex.alerts.is_active(ALERT_RULE):
             ex.alerts.clear(ALERT_RULE, "our records match the exchange's")

@@ -37,9 +37,12 @@ SHALLOW_LEVELS = 128  # both sides together
 
 
 class LevelLike(Protocol):
-    side: str  # "bid" | "offer"
-    price: float
-    size: float
+    @property
+    def side(self) -> str: ...  # "bid" | "offer"
+    @property
+    def price(self) -> float: ...
+    @property
+    def size(self) -> float: ...
 
 
 class L2Book:
@@ -118,7 +121,7 @@ class L2Book:
                         missing += 1
                 else:
                     return self._invalid(level)
-        self.updates += len(levels)  # type: ignore[arg-type]
+        self.updates += len(levels)
         self.missing_removals += missing
         best_bid = self.best_bid = max(bids) if bids else None
         best_ask = self.best_ask = min(asks) if asks else None

@@ -271,7 +271,7 @@ class StreamingService:
             return
         self.symbols.remove(symbol)
         for table in (self.books, self.tickers, self.trades, self._top, self._symbol_last):
-            table.pop(symbol, None)  # type: ignore[attr-defined]
+            table.pop(symbol, None)
         self._marked.discard(symbol)
         if self.stream is not None:
             for channel in self.channels:

@@ -76,9 +76,9 @@ class MarkWindow:
     def last(self) -> Mark | None:
         if self._stale_last:
             assert self.price is not None
-            mark = Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
-            self._marks.append((self.price_ts, mark.price))
-            self._last_mark = mark
+            fresh = Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
+            self._marks.append((self.price_ts, fresh.price))
+            self._last_mark = fresh
             self._stale_last = False
         mark = self._last_mark
         if mark is None and self._marks:
@@ -95,7 +95,9 @@ class MarkWindow:
     @property
     def bars(self) -> list[Bar]:
         """The closed bars, oldest first."""
-        return [Bar(_EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows]
+        return [
+            Bar(_EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows
+        ]
 
     def closes(self) -> list[float]:
         return [row[4] for row in self._rows]
@@ -168,7 +170,9 @@ class MarkWindow:
         """Pre-fill closed bars (from exchange candles) so the strategy need not wait."""
         for bar in bars:
             self.last_close = float(bar.close)
-            self._rows.append((bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close))
+            self._rows.append(
+                (bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close)
+            )
             self.appended += 1
         if bars:
             last_bucket = int(bars[-1].start.timestamp()) // self.bar_seconds

@@ -307,10 +307,14 @@ class RiskManager:
             )
         if self.cooldown_until is not None and now < self.cooldown_until:
             left = (self.cooldown_until - now).total_seconds()
-            return RiskVerdict(False, "error_cooldown", f"{self.error_streak} failures in a row; {left:.0f} s of cooldown left")
+            return RiskVerdict(
+                False, "error_cooldown", f"{self.error_streak} failures in a row; {left:.0f} s of cooldown left"
+            )
         recent = self._orders_in_last_minute(now)
         if recent >= cfg.max_orders_per_minute:
-            return RiskVerdict(False, "order_rate", f"{recent} orders in the last minute, limit {cfg.max_orders_per_minute}")
+            return RiskVerdict(
+                False, "order_rate", f"{recent} orders in the last minute, limit {cfg.max_orders_per_minute}"
+            )
         age = self._mark_age(intent.symbol)
         if age is None:
             return RiskVerdict(False, "stale_mark", f"no mark for {intent.symbol}")
@@ -340,11 +344,15 @@ class RiskManager:
         share = position_notional / equity
         if share > cfg.max_position_equity_share:
             return RiskVerdict(
-                False, "max_position_share", f"position would be {share:.2f}x equity, cap {cfg.max_position_equity_share}x"
+                False,
+                "max_position_share",
+                f"position would be {share:.2f}x equity, cap {cfg.max_position_equity_share}x",
             )
         total = position_notional + self._other_notional(intent.symbol, positions)
         if total > cfg.max_total_notional:
-            return RiskVerdict(False, "max_total_notional", f"all positions would be {total:.2f} USD, cap {cfg.max_total_notional}")
+            return RiskVerdict(
+                False, "max_total_notional", f"all positions would be {total:.2f} USD, cap {cfg.max_total_notional}"
+            )
         if total / equity > cap:
             return RiskVerdict(False, "max_leverage", f"account would be at {total / equity:.2f}x, cap {cap}x")
         product = self.products.get(intent.symbol)
@@ -355,8 +363,10 @@ class RiskManager:
             )
             if distance is not None and distance < cfg.min_liquidation_distance_pct:
                 return RiskVerdict(
-                    False, "liquidation_buffer",
-                    f"liquidation would be {distance:.2%} from the mark, minimum {cfg.min_liquidation_distance_pct:.2%}",
+                    False,
+                    "liquidation_buffer",
+                    f"liquidation would be {distance:.2%} from the mark, "
+                    f"minimum {cfg.min_liquidation_distance_pct:.2%}",
                 )
         if book is None:
             return RiskVerdict(False, "slippage", "no order book to estimate the fill")
@@ -366,7 +376,9 @@ class RiskManager:
         slippage = abs(expected - intent.mark) / intent.mark * BPS
         if slippage > cfg.max_slippage_bps:
             return RiskVerdict(
-                False, "slippage", f"expected fill {expected:.2f} is {slippage:.1f} bps from the mark, cap {cfg.max_slippage_bps}"
+                False,
+                "slippage",
+                f"expected fill {expected:.2f} is {slippage:.1f} bps from the mark, cap {cfg.max_slippage_bps}",
             )
         return RiskVerdict(True, APPROVED, "within limits")
 

@@ -132,6 +132,8 @@ class BackupWorkflow:
         if target.exists():
             raise BackupError(f"{target} already exists")
         key = backup_key(self.store_dir, create=True)
+        if key is None:  # made a moment ago, gone now
+            raise BackupError(f"cannot read the backup key {self.store_dir / KEY_FILE}: it was deleted")
         try:
             self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             remove_abandoned(self.backup_dir, PARTIAL)  # killed backups' copies: room for this one
@@ -284,7 +286,7 @@ def _manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, damaged: str) -> di
         raise BackupError(f"{damaged} (no perpsbot manifest)")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BackupError(f"{tar.name}: backup format {version} is newer than this perpsbot understands")
+        raise BackupError(f"{tar.name!s}: backup format {version} is newer than this perpsbot understands")
     entries = manifest.get("databases")
     valid = isinstance(manifest.get("profile"), str) and isinstance(entries, dict) and all(
         isinstance(entries.get(name), dict)
@@ -367,7 +369,9 @@ def check_signature(manifest: dict[str, Any], key: bytes, archive: Path) -> None
         )
     body = {k: v for k, v in manifest.items() if k != SIGNATURE}
     if not hmac.compare_digest(signature["value"], _mac(body, key)):
-        raise BackupError(f"{archive}: the manifest was changed after the backup was made (its signature does not match): refused")
+        raise BackupError(
+            f"{archive}: the manifest was changed after the backup was made (its signature does not match): refused"
+        )
 
 
 def _extract_checked(

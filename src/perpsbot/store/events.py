@@ -276,7 +276,7 @@ def notify(listeners: list[EventListener], kind: str, symbol: str | None, data: 
     for listener in listeners:
         try:
             listener(kind, symbol, data)
-        except Exception:  # noqa: BLE001 - telemetry must never stop the bot
+        except Exception:  # telemetry must never stop the bot
             log.exception("event listener failed on %s", kind)
 
 

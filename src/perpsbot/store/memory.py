@@ -79,7 +79,9 @@ class MemoryEventStore:
         return [_event(row) for row in rows]
 
     def count(self, kind: str | None = None, run_id: int | None = None) -> int:
-        return sum(1 for row in self._events if (kind is None or row[3] == kind) and (run_id is None or row[1] == run_id))
+        return sum(
+            1 for row in self._events if (kind is None or row[3] == kind) and (run_id is None or row[1] == run_id)
+        )
 
     def runs(self) -> list[Run]:
         return [
@@ -115,7 +117,8 @@ class MemoryEventStore:
     def command_result(self, command_id: int) -> str | None:
         if not 0 < command_id <= len(self._commands):
             return None
-        return self._commands[command_id - 1]["result"]
+        result: str | None = self._commands[command_id - 1]["result"]
+        return result
 
     def write_jsonl(self, path: Path) -> int:
         """Write every event, one JSON object a line, oldest first; returns how many."""

@@ -125,7 +125,8 @@ class OrdersStore:
         """An fsync'd commit recording ``at``: everything written before it is on the
         disk, so an order a power cut takes from here was created after ``at``."""
         self._conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('synced_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta(key, value) VALUES ('synced_at', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (at.isoformat(),),
         )
         self._marked = True

@@ -46,7 +46,7 @@ def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
 
 def remove_abandoned(parent: Path, prefix: str) -> list[Path]:
     """Delete the staging folders in ``parent`` whose process is gone; the ones deleted."""
-    removed = []
+    removed: list[Path] = []
     for lock in sorted(parent.glob(f"{prefix}*{LOCK_SUFFIX}")):
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)

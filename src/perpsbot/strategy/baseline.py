@@ -8,7 +8,6 @@ from decimal import Decimal
 from perpsbot.market.windows import MarkWindow
 from perpsbot.strategy.base import Decision, MarketView, Target
 
-
 UP = 1
 DOWN = -1
 
@@ -135,10 +134,10 @@ class MACrossover:
     def _state(self, view: MarketView) -> CrossState:
         window = view.window
         if window is None:  # no history to follow: work it out from the bars given
-            state = CrossState(self.short_window, self.long_window, view.symbol)
+            built = CrossState(self.short_window, self.long_window, view.symbol)
             for bar in list(view.bars)[-self.required_bars :]:
-                state.push(float(bar.close))
-            return state
+                built.push(float(bar.close))
+            return built
         state = self._states.get(view.symbol)
         if state is None:
             state = self._states[view.symbol] = CrossState(self.short_window, self.long_window, view.symbol)
@@ -150,8 +149,8 @@ class MACrossover:
         # backtest asks this once per candle.
         window = view.window
         state = self._states.get(view.symbol) if window is not None else None
-        if state is not None and state.window is window and window.appended == state.seen + 1:  # type: ignore[union-attr]
-            state.push(window.last_close)  # type: ignore[union-attr]
+        if state is not None and state.window is window and window.appended == state.seen + 1:  # type: ignore[union-attr]  # a state follows a window
+            state.push(window.last_close)  # type: ignore[union-attr]  # a state follows a window
             state.seen += 1
         else:
             state = self._state(view)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -68,7 +68,8 @@ class HeaderDeadline(asyncio.Protocol):
         self._tail = b""  # the last bytes seen, for a blank line split across reads
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._seconds, transport.abort)
+        socket_transport = cast(asyncio.Transport, transport)  # a server's connection: a full Transport
+        self._timer = asyncio.get_running_loop().call_later(self._seconds, socket_transport.abort)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:

@@ -9,6 +9,7 @@ import random
 from decimal import Decimal
 
 import pytest
+from pydantic import SecretStr
 
 from perpsbot.domain import OrderStatus, OrderType, ProductType, Side, TimeInForce
 from perpsbot.domain.clock import WallClock
@@ -19,7 +20,6 @@ from perpsbot.exchange.coinbase.ws import CoinbaseWebSocket, StreamNotice
 from perpsbot.exchange.port import AuthenticationError, OrderRequest
 from perpsbot.exchange.sim.keys import generate_key
 from perpsbot.exchange.sim.server import SimServer
-from pydantic import SecretStr
 
 D = Decimal
 FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_retry_after=1.0)

@@ -75,6 +75,6 @@ async def test_the_bot_refuses_to_start_when_the_server_refuses_the_key(tmp_path
     async with SimServer(seed=5, trust=[trusted]) as server:
         config = coinbase_config(server, tmp_path, api_key_name=stranger.name,
                                  api_private_key=stranger.private_key_text)
-        with pytest.raises(BotError, match="cannot list products on coinbase: AuthenticationError: .*HTTP 401"):
+        with pytest.raises(BotError, match=r"cannot list products on coinbase: AuthenticationError: .*HTTP 401"):
             await PerpsBotBuilder(config).build()
     assert not (tmp_path / "data").exists()

@@ -68,8 +68,12 @@ def _unnonced(key: ApiKey, uri: str) -> str:
 def _foreign_signature(key: ApiKey, uri: str) -> str:
     impostor = generate_key("ecdsa")
     now = int(time.time())
-    return jwt.encode({"sub": key.name, "iss": "cdp", "nbf": now, "exp": now + 120, "uri": uri},
-                      impostor.private_key(), algorithm="ES256", headers={"kid": key.name, "nonce": secrets.token_hex()})
+    return jwt.encode(
+        {"sub": key.name, "iss": "cdp", "nbf": now, "exp": now + 120, "uri": uri},
+        impostor.private_key(),
+        algorithm="ES256",
+        headers={"kid": key.name, "nonce": secrets.token_hex()},
+    )
 
 
 REFUSED = {

@@ -137,7 +137,7 @@ async def _messages(ws: aiohttp.ClientWebSocketResponse, wait: float = 0.1) -> l
     while True:
         try:
             msg = await ws.receive(timeout=wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return out
         if msg.type is not aiohttp.WSMsgType.TEXT:
             return out
@@ -156,7 +156,7 @@ async def test_skipped_sequence_numbers_show_as_a_gap(stepped: tuple[SimServer, 
                 clock.advance(0.2)
                 server.step()
                 seqs += [m["sequence_num"] for m in await _messages(ws)]
-    gaps = [b - a for a, b in zip(seqs, seqs[1:])]
+    gaps = [b - a for a, b in zip(seqs, seqs[1:], strict=False)]
     assert seqs[0] == 0 and gaps.count(2) == 1 and set(gaps) == {1, 2}
 
 

@@ -65,7 +65,12 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
     assert 5 <= len(starts) <= 11 and starts == sorted(starts, reverse=True)  # newest first
     assert all(s % 60 == 0 and now - 600 <= s <= now for s in starts)
     for c in candles.candles:
-        assert Decimal(c.low) <= min(Decimal(c.open), Decimal(c.close)) <= max(Decimal(c.open), Decimal(c.close)) <= Decimal(c.high)
+        assert (
+            Decimal(c.low)
+            <= min(Decimal(c.open), Decimal(c.close))
+            <= max(Decimal(c.open), Decimal(c.close))
+            <= Decimal(c.high)
+        )
 
     trades = await call(client.get_market_trades, "BTC-USD", 10)
     assert Decimal(trades.best_bid) < Decimal(trades.best_ask)
@@ -263,7 +268,11 @@ async def test_previews_gtd_stop_limit_and_edits_through_the_sdk(server: SimServ
     stop = await call(client.stop_limit_order_gtc_buy, "stop", "ETH-USD", base_size="0.3", limit_price=high,
                       stop_price=high, stop_direction="STOP_DIRECTION_STOP_UP")
     stop_order = (await call(client.get_order, stop.success_response["order_id"])).order
-    assert (stop_order.status, stop_order.order_type, stop_order.trigger_status) == ("OPEN", "STOP_LIMIT", "STOP_PENDING")
+    assert (stop_order.status, stop_order.order_type, stop_order.trigger_status) == (
+        "OPEN",
+        "STOP_LIMIT",
+        "STOP_PENDING",
+    )
 
     new_price = str((bid * Decimal("0.75")).quantize(Decimal("0.01")))
     check = await call(client.preview_edit_order, gtd.success_response["order_id"], size="0.4", price=new_price)

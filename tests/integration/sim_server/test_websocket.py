@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import ssl
@@ -74,7 +73,9 @@ async def test_the_sdk_ws_client_gets_real_shaped_market_and_user_messages(serve
 
     ticker = next(t for m in messages if m["channel"] == "ticker" for e in m["events"] for t in e["tickers"])
     assert ticker["type"] == "ticker" and Decimal(ticker["best_bid"]) < Decimal(ticker["best_ask"])
-    assert {"price", "volume_24_h", "low_24_h", "high_24_h", "price_percent_chg_24_h", "best_bid_quantity"} <= set(ticker)
+    assert {"price", "volume_24_h", "low_24_h", "high_24_h", "price_percent_chg_24_h", "best_bid_quantity"} <= set(
+        ticker
+    )
 
     beat = next(m for m in messages if m["channel"] == "heartbeats")["events"][0]
     assert int(beat["heartbeat_counter"]) >= 1 and " +0000 UTC" in beat["current_time"]
@@ -86,7 +87,9 @@ async def test_the_sdk_ws_client_gets_real_shaped_market_and_user_messages(serve
     assert (mine["status"], mine["order_side"], mine["order_type"], mine["product_type"]) == \
         ("FILLED", "SELL", "Market", "FUTURE")
     assert mine["cumulative_quantity"] == "1" and mine["leaves_quantity"] == "0"
-    positions = next(e["positions"] for e in user if e.get("positions") and e["positions"]["perpetual_futures_positions"])
+    positions = next(
+        e["positions"] for e in user if e.get("positions") and e["positions"]["perpetual_futures_positions"]
+    )
     assert positions["perpetual_futures_positions"][0]["net_size"] == "-1"
 
 
@@ -144,7 +147,7 @@ class _Feed:
         while True:
             try:
                 msg = await self.ws.receive(timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return out
             out.append(json.loads(msg.data))
 

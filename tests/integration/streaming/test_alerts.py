@@ -16,9 +16,9 @@ from aiohttp import web
 from perpsbot.bot import PerpsBot
 from perpsbot.config import BotConfig
 from perpsbot.exchange.coinbase.rest import RetryPolicy
+from perpsbot.exchange.port import ExchangeError
 from perpsbot.exchange.sim.keys import ApiKey
 from perpsbot.exchange.sim.server import SimServer
-from perpsbot.exchange.port import ExchangeError
 from perpsbot.strategy.base import Decision, Target
 from tests.characterization.test_telemetry import get, sample
 from tests.integration.streaming.conftest import start_bot, wait_for

@@ -160,7 +160,7 @@ def test_coinbase_statuses_map_onto_the_state_machine(raw, filled, expected):
 
 
 def test_unknown_status_and_a_failed_order_reason():
-    with pytest.raises(BadResponse, match="order.status: unknown order status 'UNKNOWN_ORDER_STATUS'"):
+    with pytest.raises(BadResponse, match=r"order\.status: unknown order status 'UNKNOWN_ORDER_STATUS'"):
         order_status("UNKNOWN_ORDER_STATUS", D(0))
     failed = dict(ORDER, status="FAILED", filled_size="0", reject_reason="INSUFFICIENT_FUND",
                   reject_message="Insufficient balance")

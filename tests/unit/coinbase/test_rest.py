@@ -199,7 +199,9 @@ async def test_an_order_is_created_once(env):
     ack = await client.submit_order(market_buy(), now=now)
     assert not ack.adopted and ack.sends == 1
     assert len(server.order_by_client_id("pb-1")) == 1
-    assert server.calls("POST", "/orders")[0].body["order_configuration"] == {"market_market_ioc": {"base_size": "0.01"}}
+    assert server.calls("POST", "/orders")[0].body["order_configuration"] == {
+        "market_market_ioc": {"base_size": "0.01"}
+    }
 
 
 async def test_orders_go_out_on_one_kept_alive_connection_each_with_a_token_signed_ahead(env):

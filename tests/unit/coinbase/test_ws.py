@@ -98,7 +98,7 @@ def test_a_malformed_message_names_the_field():
     broken["events"][0]["updates"][0]["side"] = "ask"
     with pytest.raises(BadResponse, match=r"message\.events\[0\]\.updates\[0\]\.side: expected bid or offer"):
         parse_envelope(broken)
-    with pytest.raises(BadResponse, match="message.sequence_num: missing"):
+    with pytest.raises(BadResponse, match=r"message\.sequence_num: missing"):
         parse_envelope({"channel": "ticker", "timestamp": TS, "events": []})
 
 

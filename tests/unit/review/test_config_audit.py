@@ -54,7 +54,10 @@ def test_profile_defaults_are_not_reported_as_set():
 
 def test_changes_between_runs():
     changes = audit_changes(recorded(), recorded(sim_order_latency_ms=100, interval=0.5))
-    assert [(c.key, c.detail) for c in changes] == [("interval", "1.0 -> 0.5"), ("sim_order_latency_ms", "0.0 -> 100.0")]
+    assert [(c.key, c.detail) for c in changes] == [
+        ("interval", "1.0 -> 0.5"),
+        ("sim_order_latency_ms", "0.0 -> 100.0"),
+    ]
     assert audit_changes(recorded(), recorded()) == []
 
 

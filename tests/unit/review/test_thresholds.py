@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from perpsbot.review.thresholds import CODE, PRODUCTION, MetricSpec, evaluate, rule_text
 from perpsbot.review.runmetrics import METRIC_FIELDS
+from perpsbot.review.thresholds import CODE, PRODUCTION, MetricSpec, evaluate, rule_text
 
 LATENCY = next(s for s in PRODUCTION if s.field == "order_latency_p99_ms")
 FREQUENCY = next(s for s in PRODUCTION if s.field == "mark_update_frequency_hz")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perpsbot.exchange.sim.faults import FaultSetting, Faults, FaultSpecError, parse_fault_spec
+from perpsbot.exchange.sim.faults import Faults, FaultSetting, FaultSpecError, parse_fault_spec
 
 
 def test_the_spec_syntax():

@@ -21,6 +21,7 @@ FAILED                                 REJECTED
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class Obj:
             raise BadResponse(f"{self._where(key)}: expected a non-empty string, got {_show(value)}")
         return value
 
-    def opt_str(self, key: str, default: str | None = None) -> str | None:
+    def opt_str(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str | None:
         value = self.data.get(key)
         if value is None or value == "":
             return default
@@ -113,7 +114,7 @@ class Obj:
             raise BadResponse(f"{self._where(key)}: expected a string, got {_show(value)}")
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: builtins.str, default: bool = False) -> bool:
         value = self.data.get(key)
         if value is None:
             return default
@@ -123,7 +124,7 @@ class Obj:
             return value == "true"
         raise BadResponse(f"{self._where(key)}: expected true or false, got {_show(value)}")
 
-    def int(self, key: str) -> int:
+    def int(self, key: builtins.str) -> int:
         value = self.raw(key)
         if isinstance(value, bool):
             raise BadResponse(f"{self._where(key)}: expected an integer, got {_show(value)}")
@@ -132,30 +133,30 @@ class Obj:
         except (TypeError, ValueError):
             raise BadResponse(f"{self._where(key)}: expected an integer, got {_show(value)}") from None
 
-    def decimal(self, key: str) -> Decimal:
+    def decimal(self, key: builtins.str) -> Decimal:
         return to_decimal(self.raw(key), self._where(key))
 
-    def opt_decimal(self, key: str) -> Decimal | None:
+    def opt_decimal(self, key: builtins.str) -> Decimal | None:
         value = self.data.get(key)
         if value is None or value == "":
             return None
         return to_decimal(value, self._where(key))
 
-    def amount(self, key: str) -> Decimal:
+    def amount(self, key: builtins.str) -> Decimal:
         """A money value: a plain string, ``{"value", "currency"}``, or INTX's
         ``{"userNativeCurrency": {...}, "rawCurrency": {...}}`` (raw preferred)."""
         return _amount(self.raw(key), self._where(key))
 
-    def opt_amount(self, key: str) -> Decimal | None:
+    def opt_amount(self, key: builtins.str) -> Decimal | None:
         value = self.data.get(key)
         if value is None or value == "":
             return None
         return _amount(value, self._where(key))
 
-    def time(self, key: str) -> datetime:
+    def time(self, key: builtins.str) -> datetime:
         return parse_time(self.raw(key), self._where(key))
 
-    def opt_time(self, key: str) -> datetime | None:
+    def opt_time(self, key: builtins.str) -> datetime | None:
         value = self.data.get(key)
         if value is None or value == "":
             return None
@@ -923,7 +924,8 @@ def parse_error_body(raw: Any) -> ErrorBody:
     and gives the real reason only in ``preview_failure_reason`` (or ``failure_reason``):
     the first reason that is not such a placeholder is the error."""
     if isinstance(raw, Mapping):
-        inner = raw.get("error_response") if isinstance(raw.get("error_response"), Mapping) else raw
+        nested = raw.get("error_response")
+        inner = nested if isinstance(nested, Mapping) else raw
         reasons = [str(r) for r in (inner.get("error"), inner.get("preview_failure_reason"),
                                     inner.get("new_order_failure_reason"), inner.get("failure_reason"),
                                     raw.get("failure_reason")) if r]

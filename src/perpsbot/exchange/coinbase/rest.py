@@ -33,7 +33,6 @@ import aiohttp
 from yarl import URL
 
 from perpsbot.exchange.coinbase.auth import JwtSigner
-from perpsbot.exchange.coinbase.orderline import OrderLine, OrderLineError
 from perpsbot.exchange.coinbase.mapping import (
     MAX_CANDLES_PER_REQUEST,
     NewOrder,
@@ -43,6 +42,7 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_error_body,
     rejection,
 )
+from perpsbot.exchange.coinbase.orderline import OrderLine, OrderLineError
 from perpsbot.exchange.port import (
     AuthenticationError,
     BadResponse,
@@ -310,7 +310,7 @@ class CoinbaseRestClient:
     ) -> AsyncIterator[Obj]:
         """Every item of a cursor-paginated listing (``has_next`` / ``cursor``)."""
         query = dict(params or {})
-        for page in range(MAX_PAGES):
+        for _page in range(MAX_PAGES):
             body = await self.request("GET", path, params=query, private=private)
             root = Obj(body, path)
             for item in root.objs(key, optional=True):

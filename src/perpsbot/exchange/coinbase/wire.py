@@ -122,13 +122,13 @@ class MarketMessage(msgspec.Struct):
 
 
 class _LaxEvent(Event):
-    updates: list[_LaxBid | _LaxOffer] = []
+    updates: list[_LaxBid | _LaxOffer] = []  # type: ignore[assignment]  # msgspec decodes by the declared type
 
 
 class _LaxMessage(MarketMessage):
     """A message whose book levels were not all in bounds: the book checks each one."""
 
-    events: list[_LaxEvent] = []  # type: ignore[assignment]
+    events: list[_LaxEvent] = []  # type: ignore[assignment]  # msgspec decodes by the declared type
     levels_checked: ClassVar[bool] = False
 
 
@@ -147,7 +147,7 @@ def parse_epoch(stamp: str) -> float:
     Other shapes (offsets, no seconds) go through ``mapping.parse_time``."""
     last = _last_stamp
     if stamp == last[0]:
-        return last[1]  # type: ignore[no-any-return]
+        return last[1]
     epoch = _parse_epoch(stamp)
     last[0] = stamp
     last[1] = epoch

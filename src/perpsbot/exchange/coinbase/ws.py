@@ -344,7 +344,7 @@ class CoinbaseWebSocket:
         assert self.on_market is not None
         try:
             self.on_market(message)
-        except Exception:  # noqa: BLE001 - a consumer's bug must not end the connection
+        except Exception:  # a consumer's bug must not end the connection
             log.exception("websocket %s: the market-data callback failed on a %s message", self.url,
                           message.channel)
         return True

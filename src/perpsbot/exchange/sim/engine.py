@@ -597,8 +597,8 @@ class SimCore:
 
     def _refresh_thresholds(self, sym: str) -> None:
         rest = self._resting[sym]
-        self._max_buy[sym] = max((r.limit_ticks for r in rest if r.order.side is Side.BUY), default=_NO_BUY)  # type: ignore[union-attr]
-        self._min_sell[sym] = min((r.limit_ticks for r in rest if r.order.side is Side.SELL), default=_NO_SELL)  # type: ignore[union-attr]
+        self._max_buy[sym] = max((r.limit_ticks for r in rest if r.order.side is Side.BUY), default=_NO_BUY)  # type: ignore[union-attr]  # a resting record has its order
+        self._min_sell[sym] = min((r.limit_ticks for r in rest if r.order.side is Side.SELL), default=_NO_SELL)  # type: ignore[union-attr]  # a resting record has its order
 
     def _release_hold(self, rec: _Rec, size: Decimal | None) -> None:
         """Give back the hold for ``size`` of the order (all of it if None)."""
@@ -611,7 +611,7 @@ class SimCore:
         rec.hold -= amount
 
     def _unrest(self, rec: _Rec) -> None:
-        sym = rec.order.symbol  # type: ignore[union-attr]
+        sym = rec.order.symbol  # type: ignore[union-attr]  # a resting record has its order
         rest = self._resting[sym]
         if rec in rest:
             rest.remove(rec)
@@ -627,7 +627,7 @@ class SimCore:
         best = levels[0][1]
         crossing = [
             r for r in self._resting[sym]
-            if r.order.side is side and (r.limit_ticks >= best if buy else r.limit_ticks <= best)  # type: ignore[union-attr]
+            if r.order.side is side and (r.limit_ticks >= best if buy else r.limit_ticks <= best)  # type: ignore[union-attr]  # a resting record has its order
         ]
         crossing.sort(key=lambda r: (-r.limit_ticks if buy else r.limit_ticks, r.seq))
         ts = model.tick_time(n)
@@ -672,7 +672,7 @@ class SimCore:
         if pos is None or pos.size != 0 or not self._specs[sym].product.is_perpetual:
             return
         for rec in list(self._resting[sym]):
-            if rec.order.reduce_only:  # type: ignore[union-attr]
+            if rec.order.reduce_only:  # type: ignore[union-attr]  # a resting record has its order
                 self._cancel(rec, ts)
 
     def _cancel(self, rec: _Rec, ts: datetime) -> None:

@@ -68,7 +68,9 @@ def _check_param(name: str, raw: float | str | None) -> float | str | None:
         return _DEFAULT_PARAM[name]
     if name == "lost_response":
         if raw not in LOST_RESPONSE_MODES:
-            raise FaultSpecError(f"lost_response parameter must be one of {', '.join(LOST_RESPONSE_MODES)}, got {raw!r}")
+            raise FaultSpecError(
+                f"lost_response parameter must be one of {', '.join(LOST_RESPONSE_MODES)}, got {raw!r}"
+            )
         return raw
     if _DEFAULT_PARAM[name] is None:
         raise FaultSpecError(f"{name} takes no parameter, got {raw!r}")
@@ -209,6 +211,12 @@ class Faults:
             return "none"
         parts = []
         for name, setting in active.items():
-            param = "" if setting.param is None else f":{setting.param:g}" if isinstance(setting.param, float) else f":{setting.param}"
+            param = (
+                ""
+                if setting.param is None
+                else f":{setting.param:g}"
+                if isinstance(setting.param, float)
+                else f":{setting.param}"
+            )
             parts.append(f"{name}={setting.probability:g}{param}")
         return ",".join(parts)

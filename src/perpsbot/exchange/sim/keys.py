@@ -142,7 +142,9 @@ def generate_key(kind: str = "ecdsa") -> ApiKey:
         ).decode()
     else:
         ed = ed25519.Ed25519PrivateKey.generate()
-        seed = ed.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        seed = ed.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
         public = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         text = base64.b64encode(seed + public).decode()
     return ApiKey(name, text)

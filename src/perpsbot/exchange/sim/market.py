@@ -30,12 +30,12 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from itertools import chain
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain
 
 from perpsbot.domain import BookLevel, Candle, OrderBook, Product, Quote, require_aware
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from perpsbot.domain import Product, ProductType
 from perpsbot.exchange.sim.market import MarketParams, UnderlyingParams, standard_regimes
@@ -21,7 +22,7 @@ class SimProduct:
         return self.product.symbol
 
 
-def underlying(key: str, start_price: float, vol_per_sec: float, **kwargs: float) -> UnderlyingParams:
+def underlying(key: str, start_price: float, vol_per_sec: float, **kwargs: Any) -> UnderlyingParams:
     """Asset price process with the standard calm/normal/stormy regimes around
     ``vol_per_sec`` (the per-second log volatility of the normal regime)."""
     return UnderlyingParams(key=key, start_price=start_price, regimes=standard_regimes(vol_per_sec), **kwargs)

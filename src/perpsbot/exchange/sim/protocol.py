@@ -351,7 +351,9 @@ def create_failure(error: str, message: str, details: str, preview_reason: str,
 # ----- accounts, portfolios, perpetuals, futures ------------------------------------------
 
 
-def account_json(venue: SimVenue, currency: str, available: Decimal, hold: Decimal, created: datetime) -> dict[str, Any]:
+def account_json(
+    venue: SimVenue, currency: str, available: Decimal, hold: Decimal, created: datetime
+) -> dict[str, Any]:
     fiat = currency in ("USD", "USDC", "EUR", "GBP")
     return {
         "uuid": venue.account_id(currency),
@@ -447,11 +449,17 @@ def intx_summary_json(venue: SimVenue) -> dict[str, Any]:
             "borrow": "0",
             "accrued_interest": "0",
             "rolling_debt": "0",
-            "portfolio_initial_margin": num((s["margin"] / s["notional"]).quantize(Decimal("0.0001")) if s["notional"] else ZERO),
+            "portfolio_initial_margin": num(
+                (s["margin"] / s["notional"]).quantize(Decimal("0.0001")) if s["notional"] else ZERO
+            ),
             "portfolio_im_notional": amount(s["margin"], ccy),
-            "portfolio_maintenance_margin": num((s["maintenance"] / s["notional"]).quantize(Decimal("0.0001")) if s["notional"] else ZERO),
+            "portfolio_maintenance_margin": num(
+                (s["maintenance"] / s["notional"]).quantize(Decimal("0.0001")) if s["notional"] else ZERO
+            ),
             "portfolio_mm_notional": amount(s["maintenance"], ccy),
-            "liquidation_percentage": num((s["maintenance"] / s["total"] * 100).quantize(Decimal("0.01")) if s["total"] > 0 else ZERO),
+            "liquidation_percentage": num(
+                (s["maintenance"] / s["total"] * 100).quantize(Decimal("0.01")) if s["total"] > 0 else ZERO
+            ),
             "liquidation_buffer": num(buffer),
             "margin_type": "MARGIN_TYPE_ISOLATED",
             "margin_flags": "PORTFOLIO_MARGIN_FLAGS_UNSPECIFIED",

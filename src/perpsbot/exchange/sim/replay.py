@@ -460,7 +460,9 @@ class ReplayExchange:
             order.reject_reason = "insufficient_funds"
             order.transition(OrderStatus.CANCELLED, ts)
 
-    def _fill(self, rec: _Rec, price: Decimal, size: Decimal, liquidity: Liquidity, ts: datetime, rate: Decimal) -> None:
+    def _fill(
+        self, rec: _Rec, price: Decimal, size: Decimal, liquidity: Liquidity, ts: datetime, rate: Decimal
+    ) -> None:
         p = self.product
         order = rec.order
         fee = price * size * p.contract_size * rate

@@ -90,7 +90,9 @@ def _query_int(request: web.Request, name: str, default: int, low: int = 1, high
     return min(value, high)
 
 
-def _paginate(items: list[Any], request: web.Request, default_limit: int, max_limit: int) -> tuple[list[Any], bool, str]:
+def _paginate(
+    items: list[Any], request: web.Request, default_limit: int, max_limit: int
+) -> tuple[list[Any], bool, str]:
     limit = _query_int(request, "limit", default_limit, 1, max_limit)
     raw = request.query.get("cursor") or "0"
     try:
@@ -379,7 +381,7 @@ class SimServer:
             conn.queue.put_nowait(None)
             try:
                 await asyncio.wait_for(conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"), 1.0)
-            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            except (TimeoutError, ConnectionError, RuntimeError):
                 conn.abort()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -396,7 +398,7 @@ class SimServer:
             await asyncio.sleep(self.tick_interval)
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - a broken tick must not stop the server
+            except Exception:  # a broken tick must not stop the server
                 log.exception("simulator tick failed")
 
     def step(self) -> None:
@@ -628,7 +630,9 @@ class SimServer:
         out = []
         for ccy in self.venue.currencies:
             bal = balances.get(ccy)
-            out.append(P.account_json(self.venue, ccy, bal.available if bal else ZERO, bal.hold if bal else ZERO, created))
+            out.append(
+                P.account_json(self.venue, ccy, bal.available if bal else ZERO, bal.hold if bal else ZERO, created)
+            )
         return out
 
     async def h_accounts(self, request: web.Request) -> web.Response:
@@ -751,9 +755,11 @@ class SimServer:
 
     async def h_intx_positions(self, request: web.Request) -> web.Response:
         self._portfolio(request)
-        positions = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self.venue.perp_positions()]
+        positions = [
+            P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self.venue.perp_positions()
+        ]
         total = ZERO
-        for prod, pos, mark in self.venue.perp_positions():
+        for _prod, pos, mark in self.venue.perp_positions():
             total += pos.realized_pnl + pos.unrealized_pnl(mark) + pos.funding - pos.fees
         return _json({"positions": positions,
                       "summary": {"aggregated_pnl": P.amount(total, self.core.config.cash_currency)}})

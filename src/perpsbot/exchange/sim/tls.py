@@ -36,7 +36,9 @@ def _usable(cert_path: Path, key_path: Path) -> bool:
     if not (cert.not_valid_before_utc <= now and cert.not_valid_after_utc - _RENEW_BEFORE > now):
         return False
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if public != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    if public != cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
         return False
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

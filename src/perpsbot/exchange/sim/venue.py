@@ -512,7 +512,9 @@ class SimVenue:
             if limit is None:
                 raise ApiError(400, "INVALID_ARGUMENT", f"{key} needs limit_price")
             if limit <= 0:
-                raise OrderFailure("INVALID_LIMIT_PRICE", f"limit price {limit} must be > 0", "PREVIEW_INVALID_LIMIT_PRICE")
+                raise OrderFailure(
+                    "INVALID_LIMIT_PRICE", f"limit price {limit} must be > 0", "PREVIEW_INVALID_LIMIT_PRICE"
+                )
             if limit % product.price_increment != 0:
                 raise OrderFailure("INVALID_PRICE_PRECISION",
                                    f"limit price {limit} is not a multiple of {product.price_increment}",
@@ -548,8 +550,11 @@ class SimVenue:
             spec.stop_price = dec("stop_price")
             direction = cfg.get("stop_direction")
             if spec.stop_price is None or spec.stop_price <= 0 or spec.stop_price % product.price_increment != 0:
-                raise OrderFailure("INVALID_REQUEST", f"stop_price must be a positive multiple of {product.price_increment}",
-                                   "PREVIEW_INVALID_STOP_PRICE")
+                raise OrderFailure(
+                    "INVALID_REQUEST",
+                    f"stop_price must be a positive multiple of {product.price_increment}",
+                    "PREVIEW_INVALID_STOP_PRICE",
+                )
             if direction not in (STOP_UP, STOP_DOWN):
                 raise OrderFailure("INVALID_REQUEST", f"stop_direction must be {STOP_UP} or {STOP_DOWN}",
                                    "PREVIEW_INVALID_STOP_PRICE")
@@ -664,7 +669,9 @@ class SimVenue:
             if spec.kind == "MARKET":
                 snap = self._place_leg(order, order.order_id, OrderType.MARKET, TimeInForce.IOC, spec.size, None, now)
             else:
-                tif = {"IMMEDIATE_OR_CANCEL": TimeInForce.IOC, "FILL_OR_KILL": TimeInForce.FOK}.get(spec.tif, TimeInForce.GTC)
+                tif = {"IMMEDIATE_OR_CANCEL": TimeInForce.IOC, "FILL_OR_KILL": TimeInForce.FOK}.get(
+                    spec.tif, TimeInForce.GTC
+                )
                 snap = self._place_leg(order, order.order_id, OrderType.LIMIT, tif, spec.size, spec.limit_price, now)
         except OrderRejected as exc:
             raise _failure_from_core(exc) from None
@@ -795,7 +802,9 @@ class SimVenue:
         product = self._product_for_order(body.get("product_id"))
         position = self.core.account().positions.get(product.symbol)
         if not product.is_perpetual or position is None or position.size == 0:
-            raise OrderFailure("INVALID_REQUEST", f"no open position in {product.symbol}", "PREVIEW_INVALID_REDUCE_ONLY")
+            raise OrderFailure(
+                "INVALID_REQUEST", f"no open position in {product.symbol}", "PREVIEW_INVALID_REDUCE_ONLY"
+            )
         size = abs(position.size)
         if body.get("size") not in (None, ""):
             size = min(size, parse_decimal(body.get("size"), "size"))
@@ -992,10 +1001,10 @@ class SimVenue:
             notional += pos.notional(mark)
             maintenance += pos.notional(mark) * product.maintenance_margin_rate
         for product in self.core.products():
-            pos = account.positions.get(product.symbol)
-            if product.is_perpetual and pos is not None:
-                realized += pos.realized_pnl
-                funding += pos.funding
+            held = account.positions.get(product.symbol)
+            if product.is_perpetual and held is not None:
+                realized += held.realized_pnl
+                funding += held.funding
         total = available + hold + margin + unrealized
         return {
             "available": available,
