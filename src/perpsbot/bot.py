@@ -345,6 +345,7 @@ class PerpsBot:
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
             opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
+            opened_at=reg.execution.opened_at,
         )
         self.spawn(self._controls_loop(), "running-controls")  # from here on, whatever the exchange does
         try:

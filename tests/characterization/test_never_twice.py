@@ -99,7 +99,7 @@ async def test_an_order_accepted_after_the_timeout_is_waited_for_never_sent_agai
 
 async def test_an_order_never_taken_is_closed_once_the_bound_has_passed(start_bot, core, sim_clock):
     exchange = LateExchange(core, sim_clock)
-    bot = await start_bot(exchange, late_acceptance_seconds=60, **SMALL)
+    bot = await start_bot(exchange, late_acceptance_seconds=60, order_timeout_seconds=10, **SMALL)
     ex = bot.registry.execution
     await bot.registry.market_data.update_marks()
     exchange.late = True
@@ -107,7 +107,7 @@ async def test_an_order_never_taken_is_closed_once_the_bound_has_passed(start_bo
     exchange.held.clear()  # the request was lost: the exchange never processes it
     exchange.late = False
 
-    sim_clock.advance(59)
+    sim_clock.advance(69)  # the bound: 60 s after the last moment it can have been sent (10 s timeout)
     await ex.housekeeping()  # reconciles (first due) but within the bound
     assert bot.registry.orders.get(first.client_order_id).status is OrderStatus.PENDING
     sim_clock.advance(1)
@@ -115,7 +115,7 @@ async def test_an_order_never_taken_is_closed_once_the_bound_has_passed(start_bo
     await ex.housekeeping()
     stored = bot.registry.orders.get(first.client_order_id)
     assert (
-        stored.status is OrderStatus.REJECTED and stored.reject_reason == "not at the exchange 60 s after it was sent"
+        stored.status is OrderStatus.REJECTED and stored.reject_reason == "not at the exchange 70 s after it was sent"
     )
     await bot.registry.market_data.update_marks()
     (second,) = await ex.execute_decision(long(bot))  # the symbol is free again
@@ -154,7 +154,7 @@ async def test_a_fill_for_an_order_we_had_closed_reopens_it_and_makes_the_symbol
     late_requests = list(exchange.held)
     exchange.held.clear()
     exchange.late = False
-    sim_clock.advance(31)
+    sim_clock.advance(41)  # past 30 s + the 10 s order timeout
     await ex.housekeeping()
     assert bot.registry.orders.get(lost.client_order_id).status is OrderStatus.REJECTED
     await bot.registry.market_data.update_marks()
@@ -277,7 +277,7 @@ async def test_a_failing_lookup_past_the_bound_is_retried_later_not_every_cycle(
     exchange.late = True
     (lost,) = await ex.execute_decision(long(bot))
     exchange.held.clear()
-    sim_clock.advance(31)
+    sim_clock.advance(41)  # past 30 s + the 10 s order timeout
     assert ex.reconciler.due(sim_clock.now())
 
     async def down(client_order_id):
@@ -291,3 +291,141 @@ async def test_a_failing_lookup_past_the_bound_is_retried_later_not_every_cycle(
     sim_clock.advance(10)
     assert ex.reconciler.due(sim_clock.now())
     assert bot.registry.orders.get(lost.client_order_id).status is OrderStatus.PENDING
+
+
+# ----- found in review ------------------------------------------------------------------------
+
+
+async def test_an_unknown_order_settled_by_its_fill_no_longer_makes_reconciliation_run_every_cycle(
+        start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    bot = await start_bot(exchange, late_acceptance_seconds=30, **SMALL)
+    ex = bot.registry.execution
+    await bot.registry.market_data.update_marks()
+    exchange.late = True
+    (first,) = await ex.execute_decision(long(bot))
+    exchange.late = False
+    sim_clock.advance(2)
+    exchange.accept_late()
+    await ex.sync_orders()  # the cycle's sync sees the fill first
+    assert bot.registry.orders.get(first.client_order_id).status is OrderStatus.FILLED
+    await ex.reconciler.reconcile()
+    sim_clock.advance(45)  # past its bound
+    await ex.reconciler.reconcile()
+    before = len(kinds(bot, "reconciliation"))
+    for _ in range(5):
+        sim_clock.advance(1)
+        await ex.housekeeping()
+    assert len(kinds(bot, "reconciliation")) == before  # every 30 s, as configured
+    assert not ex.awaiting
+
+
+def closed_as_absent(bot, limit: str):
+    from tests.characterization.test_recovery import intent
+
+    order = intent(bot, Side.BUY, "0.3", limit=limit)
+    order.reject_reason = "not at the exchange 200 s after it was sent"
+    order.advance_to(OrderStatus.REJECTED, bot.clock.now())
+    bot.registry.orders.upsert(order)
+    return order
+
+
+async def test_an_order_closed_as_absent_that_the_exchange_lists_open_is_reopened_kept_and_blocks_its_symbol(
+        start_bot, core, sim_clock):
+    from tests.characterization.test_recovery import as_request
+
+    bot = await start_bot()
+    ex, risk = bot.registry.execution, bot.registry.risk
+    order = closed_as_absent(bot, "50")  # far below the market: it rests
+    core.place_order(as_request(order), sim_clock.now())  # the exchange had it after all
+    for _ in range(2):
+        sim_clock.advance(31)
+        await ex.reconciler.reconcile()
+    stored = bot.registry.orders.get(order.client_order_id)
+    assert stored.status is OrderStatus.OPEN  # written, not only in memory
+    assert bot.registry.orders.working(PERP) is not None  # the symbol takes no second order
+    assert len(kinds(bot, "order_reopened")) == 1
+    assert risk.symbol_reduce_only == {PERP: ["late_fill"]}  # flat, but its order still works: not lifted
+    await ex.cancel(order.client_order_id)
+    await ex.reconciler.reconcile()
+    assert not risk.symbol_reduce_only
+
+
+async def test_an_order_cancelled_on_the_exchanges_word_and_still_listed_is_not_reopened(start_bot, core, sim_clock):
+    from tests.characterization.test_recovery import as_request, intent
+
+    bot = await start_bot()
+    order = intent(bot, Side.BUY, "0.3", limit="50")
+    order.advance_to(OrderStatus.OPEN, sim_clock.now())
+    order.advance_to(OrderStatus.CANCELLED, sim_clock.now())  # as a cancel the exchange confirmed
+    bot.registry.orders.upsert(order)
+    core.place_order(as_request(order), sim_clock.now())  # a listing that lags behind
+    await bot.registry.execution.reconciler.reconcile()
+    assert bot.registry.orders.get(order.client_order_id).status is OrderStatus.CANCELLED
+    assert not kinds(bot, "order_reopened")
+
+
+async def test_closing_an_unexplained_position_frees_the_symbol(start_bot, core, sim_clock):
+    core.place_order(request("by-hand-1", PERP, Side.BUY, "0.4", leverage="2"), sim_clock.now())
+    bot = await start_bot(**SMALL)
+    ex, risk = bot.registry.execution, bot.registry.risk
+    assert risk.symbol_reduce_only == {PERP: ["reconciliation"]}
+    await bot.registry.market_data.update_marks()
+    (closed,) = await ex.execute_decision(Decision(PERP, Target.FLAT, "t", bot.registry.market_data.mark(PERP)))
+    assert closed.outcome == "placed" and held(core) == 0  # a reducing order passes
+    await ex.reconciler.reconcile()
+    assert not risk.symbol_reduce_only and kinds(bot, "reconciliation")[-1].data["matched"] is True
+    assert kinds(bot, "holding_adopted")[-1].data["reason"] == "flat at the exchange"
+    await bot.registry.market_data.update_marks()
+    (opened,) = await ex.execute_decision(long(bot))
+    assert opened.outcome == "placed", opened
+
+
+async def test_a_fill_an_earlier_run_never_heard_of_is_in_the_opening_not_counted_again(start_bot, core, sim_clock):
+    exchange = LateExchange(core, sim_clock)
+    first = await start_bot(exchange, **SMALL)
+    await first.registry.market_data.update_marks()
+    exchange.late = True
+    await first.registry.execution.execute_decision(long(first))
+    exchange.late = False
+    exchange.accept_late()  # filled at the exchange; the first run never hears of it
+    await crash(first)
+    sim_clock.advance(1)
+    second = await start_bot(exchange, **SMALL)
+    report = second.registry.execution.pnl().as_dict()
+    assert report["positions"][PERP]["size"] == held(core) != 0
+
+
+async def test_a_coin_balance_of_a_product_the_bot_does_not_trade_is_not_compared(start_bot, core, sim_clock):
+    core.place_order(request("by-hand-spot", "TST-USD", Side.BUY, "1"), sim_clock.now())
+    bot = await start_bot()  # trades TST-PERP only
+    report = kinds(bot, "reconciliation")[-1].data
+    assert report["matched"] is True and "balance:TST" not in report["positions"]
+
+
+async def test_more_fills_for_a_partly_filled_order_we_closed_reopen_it(start_bot, core, sim_clock):
+    from perpsbot.domain import Fill, Liquidity
+
+    bot = await start_bot()
+    ex, risk = bot.registry.execution, bot.registry.risk
+    order = closed_as_absent(bot, "50")
+    order.reject_reason = None
+    bot.registry.orders.upsert(order)
+    order = bot.registry.orders.get(order.client_order_id)
+
+    def fill(n: int, size: str) -> Fill:
+        return Fill(f"t{n}", order.client_order_id, PERP, Side.BUY, D(50), D(size), D(0), Liquidity.MAKER,
+                    sim_clock.now())
+
+    stored = bot.registry.orders.get(order.client_order_id)
+    stored.status = OrderStatus.OPEN
+    ex.record_fill(fill(1, "0.1"), stored)
+    stored.reject_reason = "no longer known to the exchange"
+    stored.advance_to(OrderStatus.CANCELLED, sim_clock.now())  # closed by inference, with a fill
+    bot.registry.orders.upsert(stored)
+    ex.record_fill(fill(2, "0.1"), stored)
+    bot.registry.orders.upsert(stored)
+    again = bot.registry.orders.get(order.client_order_id)
+    assert again.status is OrderStatus.PARTIALLY_FILLED and again.filled_size == D("0.2")
+    assert risk.symbol_reduce_only == {PERP: ["late_fill"]}
+    assert [e.data["rule"] for e in kinds(bot, "alert")][-1] == "late_fill"

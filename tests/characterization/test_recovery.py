@@ -139,11 +139,11 @@ async def test_restart_adopts_intents_that_reached_the_exchange_and_rejects_the_
     waiting = store.get(lost.client_order_id)
     assert waiting.status is OrderStatus.PENDING
     assert store.working(PERP) is not None  # the symbol stays blocked meanwhile
-    sim_clock.advance(second.config.late_acceptance_seconds)
+    sim_clock.advance(second.config.late_acceptance_seconds + second.config.order_timeout_seconds)
     await second.registry.execution.housekeeping()  # due early: an unknown fate can be settled
     rejected = store.get(lost.client_order_id)
     assert rejected.status is OrderStatus.REJECTED
-    assert rejected.reject_reason.startswith("not at the exchange 18")
+    assert rejected.reject_reason.startswith("not at the exchange 19")
     outcomes = [(e.data["client_order_id"], e.data["outcome"]) for e in kinds(second, "intent_resolved")]
     assert sorted(outcomes) == sorted([
         (reached.client_order_id, "adopted"), (resting.client_order_id, "adopted"),

@@ -71,10 +71,11 @@ def positions(profile: ProfileOpt = None, config: ConfigOpt = None, run: RunOpt 
         run_id = pick_run(events, run)
         started = events.query(kind="bot_started", run_id=run_id, limit=1)
         opening = opening_positions(started[0].data.get("opening_positions")) if started else {}
-        since = datetime.fromisoformat(started[0].ts) if started else None
-        episodes = position_history(
-            store.fills(run_id=run_id), {s: (size, price, since) for s, (size, price) in opening.items() if since}
-        )
+        since = datetime.fromisoformat(started[0].data.get("opened_at") or started[0].ts) if started else None
+        fills = store.fills(run_id=run_id)
+        if since is not None:  # fills from before the start (recorded late) are in the opening positions
+            fills = [f for f in fills if f.ts >= since]
+        episodes = position_history(fills, {s: (size, price, since) for s, (size, price) in opening.items() if since})
         snapshots = events.query(kind="snapshot", run_id=run_id, limit=1)
         marks = snapshots[0].data.get("marks", {}) if snapshots else {}
         table = Table(title=f"positions, run {run_id}")

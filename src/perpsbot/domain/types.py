@@ -263,15 +263,13 @@ class Order:
         )
 
     def reopen(self, at: datetime, why: str) -> None:
-        """Undo a close we concluded without the exchange's word: an order we marked
-        REJECTED (not found) or CANCELLED (vanished) that the exchange turns out to have
-        filled after all. Its status goes back to OPEN, so its fills can be recorded; the
-        reason stays on the order. Only a closed order without fills can be re-opened."""
+        """Undo a close the exchange contradicts: an order we marked REJECTED (not found) or
+        CANCELLED (vanished) that it fills or lists after all. Back to OPEN (or
+        PARTIALLY_FILLED, with fills already), so what comes next can be recorded; the reason
+        stays on the order. The one backward move of the state machine."""
         if self.status not in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
             raise IllegalTransition(f"order {self.client_order_id}: {self.status.value} cannot be re-opened")
-        if self.filled_size:
-            raise IllegalTransition(f"order {self.client_order_id}: closed with fills, cannot be re-opened")
-        self.status = OrderStatus.OPEN
+        self.status = OrderStatus.PARTIALLY_FILLED if self.filled_size else OrderStatus.OPEN
         self.reject_reason = f"re-opened ({why}); was closed: {self.reject_reason or 'no reason'}"
         self.updated_at = require_aware(at, "order update time")
 

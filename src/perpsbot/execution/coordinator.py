@@ -45,6 +45,8 @@ from perpsbot.strategy.base import Decision, Target
 log = logging.getLogger(__name__)
 
 PLACE_TIMEOUT_SECONDS = 10.0
+# What the orders we close on our own conclusion say (ExecutionCoordinator.closed_by_inference).
+INFERRED_CLOSES = ("not at the exchange", "no longer known to the exchange", "the venue started anew")
 UNRESOLVED_RETRY = timedelta(seconds=10)  # an unknown fate whose lookup failed is asked about again after this
 CALL_TIMEOUT_SECONDS = 10.0  # any other call (account, fills, an order's status): nothing waits forever
 BOOK_DEPTH = 50
@@ -101,6 +103,7 @@ class ExecutionCoordinator:
         self.awaiting: dict[str, datetime] = {}
         # What this run inherited: (signed size, price at the start) per symbol (``open_run``).
         self.opening: dict[str, tuple[Decimal, Decimal]] = {}
+        self.opened_at: datetime | None = None
         # Open orders of earlier runs adopted at start-up (or foreign ones adopted): followed like ours.
         self.tracked: set[str] = set()
         self.reconciler = Reconciler(self)
@@ -392,6 +395,8 @@ class ExecutionCoordinator:
         if snapshot.status is not order.status and not order.status.is_terminal:
             order.advance_to(snapshot.status, self.clock.now())
         self.orders.upsert(order)
+        if order.status is not OrderStatus.PENDING:
+            self.awaiting.pop(order.client_order_id, None)  # its fate is known
 
     def record_fill(self, fill: Fill, order: Order | None) -> bool:
         if not self.orders.add_fill(fill):
@@ -400,11 +405,12 @@ class ExecutionCoordinator:
             # another's fill (an order placed by hand) is recorded, but explains nothing we hold
             self.fill_ledger[fill.symbol] = self.fill_ledger.get(fill.symbol, ZERO) + fill.size * fill.side.sign
         if order is not None:
-            if order.status.is_terminal and not order.filled_size and order.status is not OrderStatus.FILLED:
-                self.reopen(order, f"fill {fill.trade_id} arrived")
+            if order.status.is_terminal and order.status is not OrderStatus.FILLED:
+                self.reopen(order, f"fill {fill.trade_id} arrived")  # a fill is the exchange's last word
             try:
                 order.record_fill(fill)
-            except DomainError as exc:  # e.g. a fill for an order we had marked final
+                self.awaiting.pop(order.client_order_id, None)  # its fate is known
+            except DomainError as exc:  # e.g. a fill that would overfill its order
                 self.alerts.notify(
                     "fill_out_of_state", "P2", f"fill {fill.trade_id} for order {fill.client_order_id}: {exc}",
                     fill.symbol, client_order_id=fill.client_order_id, trade_id=fill.trade_id,
@@ -415,6 +421,11 @@ class ExecutionCoordinator:
         )
         return True
 
+    @staticmethod
+    def closed_by_inference(order: Order) -> bool:
+        """Closed on our own conclusion (not listed, no longer known), not on the exchange's word."""
+        return order.status.is_terminal and (order.reject_reason or "").startswith(INFERRED_CLOSES)
+
     def reopen(self, order: Order, why: str) -> None:
         """An order we had closed without the exchange's word (not found, vanished) that the
         exchange turns out to have: re-opened and followed again. What it adds was not meant
@@ -422,6 +433,7 @@ class ExecutionCoordinator:
         now = self.clock.now()
         was = order.status
         order.reopen(now, why)
+        self.orders.upsert(order)
         self.tracked.add(order.client_order_id)
         detail = f"order {order.client_order_id}, closed here as {was.value}, is at the exchange: {why}"
         self.events.append(now, "order_reopened", order.symbol, client_order_id=order.client_order_id, was=was, why=why)
@@ -493,6 +505,8 @@ class ExecutionCoordinator:
         on each open position; marks from the risk manager's mark source unless given."""
         this_run = run_id is None or run_id == self.orders.run_id
         fills = self.orders.fills(run_id=run_id if run_id is not None else self.orders.run_id)
+        if this_run and self.opened_at is not None:  # earlier fills recorded late are in the opening
+            fills = [f for f in fills if f.ts >= self.opened_at]
         symbols = {f.symbol for f in fills} | set(self.account.positions) | set(self.opening)
         if marks is None:
             marks = {s: self.risk.mark_of(s) for s in symbols}
@@ -501,12 +515,33 @@ class ExecutionCoordinator:
         return pnl_from_fills(fills, marks, funding, sizes, self.opening if this_run else None)
 
     def open_run(self) -> dict[str, tuple[Decimal, Decimal]]:
-        """At a run's start: what it inherits (every position the exchange holds, at its
-        mark now, else its entry price) — the run's PnL and position history start from it."""
-        self.opening = {
-            s: (p.size, self.risk.mark_of(s) or p.entry_price) for s, p in self.positions().items() if not p.is_flat
-        }
-        return self.opening
+        """At a run's start: what it inherits — each traded symbol's position at the
+        exchange (a spot asset's whole balance, once per asset), at its mark now (a perpetual
+        without one at its entry price) — the run's PnL and position history start from it;
+        fills from before now are in it already."""
+        self.opened_at = self.clock.now()
+        account = self._account
+        opening: dict[str, tuple[Decimal, Decimal]] = {}
+        assets: set[str] = set()
+        for symbol in self.config.symbols:
+            product = self.products.get(symbol)
+            if product is None:
+                continue
+            fallback: Decimal | None = None
+            if product.is_perpetual:
+                position = account.positions.get(symbol)
+                size, fallback = (position.size, position.entry_price) if position else (ZERO, None)
+            elif product.base in assets:
+                continue
+            else:
+                assets.add(product.base)
+                balance = account.balances.get(product.base)
+                size = balance.total if balance else ZERO
+            price = self.risk.mark_of(symbol) or fallback
+            if size and price:
+                opening[symbol] = (size, price)
+        self.opening = opening
+        return opening
 
     # ----- start-up and housekeeping ----------------------------------------------------
 
@@ -609,8 +644,11 @@ class ExecutionCoordinator:
 
     def _absence_provable_at(self, order: Order) -> datetime:
         """When the exchange not listing ``order`` proves it never took it: an exchange may
-        process a request well after our timeout, but not after ``late_acceptance_seconds``."""
-        return order.created_at + timedelta(seconds=self.config.late_acceptance_seconds)
+        process a request well after our timeout, but not ``late_acceptance_seconds`` after the
+        last moment it can have been sent (the client may resend it with the same id within
+        ``order_timeout_seconds`` of the write-ahead)."""
+        cfg = self.config
+        return order.created_at + timedelta(seconds=cfg.order_timeout_seconds + cfg.late_acceptance_seconds)
 
     def absence_due(self, now: datetime) -> bool:
         """Some order of unknown fate can be settled now (reconciliation runs early for it)."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from perpsbot.config.model import HoldingsPolicy
 from perpsbot.domain import ZERO, Order, OrderStatus, OrderType, TimeInForce
 from perpsbot.exchange.port import OrderSnapshot
+from perpsbot.execution.pnl import COLLATERAL
 
 if TYPE_CHECKING:
     from perpsbot.execution.coordinator import ExecutionCoordinator
@@ -110,7 +111,7 @@ class Reconciler:
                 theirs_now = self._exchange_holdings(account)
         for key in sorted(set(theirs_now) | self._ledger_keys()):
             ours, theirs = self.expected_position(key), theirs_now.get(key, ZERO)
-            if ours != theirs and self._adopt(key, ours, theirs):
+            if ours != theirs and (self._rebase_flat(key, ours, theirs) or self._adopt(key, ours, theirs)):
                 ours = theirs
             report.positions[key] = (ours, theirs)
             if ours != theirs:
@@ -168,13 +169,25 @@ class Reconciler:
                 bases.setdefault(product.base, []).append(symbol)
         return bases
 
+    def _watched(self) -> set[str]:
+        """The holdings compared: those of the symbols the bot trades, and any our fills or
+        adoptions touch — not every coin of the account (cash never: fees and PnL move it)."""
+        keys = self._ledger_keys() | set(self.baseline or {})
+        for symbol in self.execution.config.symbols:
+            product = self.execution.products.get(symbol)
+            if product is not None:
+                keys.add(symbol if product.is_perpetual else BALANCE + product.base)
+        return {k for k in keys if k.removeprefix(BALANCE) not in COLLATERAL}
+
     def _exchange_holdings(self, account: Any) -> dict[str, Decimal]:
-        """Perpetual positions by symbol, and spot asset balances as ``balance:CCY``."""
-        held = {s: p.size for s, p in account.positions.items() if self._is_perp(s) and p.size != 0}
-        for currency in self._spot_bases():
-            balance = account.balances.get(currency)
+        """Perpetual positions by symbol, and spot asset balances as ``balance:CCY``, of the
+        watched holdings."""
+        watched = self._watched()
+        held = {s: p.size for s, p in account.positions.items() if s in watched and self._is_perp(s) and p.size != 0}
+        for key in watched:
+            balance = account.balances.get(key.removeprefix(BALANCE)) if key.startswith(BALANCE) else None
             if balance is not None and balance.total != 0:
-                held[BALANCE + currency] = balance.total
+                held[key] = balance.total
         return held
 
     def _ledger(self, key: str) -> Decimal:
@@ -228,7 +241,8 @@ class Reconciler:
                 )
             return
         if order.status.is_terminal:
-            if order.filled_size or order.status is OrderStatus.FILLED:
+            if not ex.closed_by_inference(order):
+                # closed on the exchange's own word (filled, cancelled): a listing that lags behind
                 report.mismatches.append(
                     f"order {cid}: {order.status.value} here, {snapshot.status.value} at the exchange"
                 )
@@ -280,6 +294,30 @@ class Reconciler:
             return self._spot_bases().get(key.removeprefix(BALANCE), [])
         return [key]
 
+    def _rebase_flat(self, key: str, ours: Decimal, theirs: Decimal) -> bool:
+        """Flat at the exchange, nothing of ours working there, and our records say otherwise
+        (an unexplained holding closed, a liquidation we did not see): nothing is held, so
+        nothing is at risk — our expectation starts again from flat (``holding_adopted``,
+        reason "flat at the exchange") instead of holding the symbol reduce-only for good."""
+        if theirs != 0 or self.baseline is None or self._working(self._symbols_of(key)):
+            return False
+        self._take_as_ours(key, ours, theirs, "flat at the exchange")
+        return True
+
+    def _take_as_ours(self, key: str, ours: Decimal, theirs: Decimal, reason: str) -> Decimal:
+        ex = self.execution
+        assert self.baseline is not None
+        delta = theirs - ours
+        self.baseline[key] = self.baseline.get(key, ZERO) + delta
+        if not ex.fresh_venue:
+            ex.orders.adopt_holding(key, delta)
+        symbols = self._symbols_of(key)
+        ex.events.append(
+            ex.clock.now(), "holding_adopted", symbols[0] if symbols else None, key=key, size=delta,
+            exchange=theirs, explained=ours, reason=reason,
+        )
+        return delta
+
     def _adopt(self, key: str, ours: Decimal, theirs: Decimal) -> bool:
         """With ``unexplained_holdings = adopt``, take the difference as ours from now on
         (kept in the order store). Never while an order of the symbol has an unknown fate:
@@ -290,16 +328,11 @@ class Reconciler:
         symbols = self._symbols_of(key)
         if any(o.status is OrderStatus.PENDING for o in self._working(symbols)):
             return False
-        delta = theirs - ours
-        self.baseline[key] = self.baseline.get(key, ZERO) + delta
-        if not ex.fresh_venue:
-            ex.orders.adopt_holding(key, delta)
+        delta = self._take_as_ours(key, ours, theirs, "unexplained_holdings = adopt")
         what = "balance" if key.startswith(BALANCE) else "position"
         detail = (
             f"{key.removeprefix(BALANCE)} {what}: exchange {theirs}, our fills explain {ours}; {delta} adopted as ours"
         )
-        ex.events.append(ex.clock.now(), "holding_adopted", symbols[0] if symbols else None, key=key, size=delta,
-                         exchange=theirs, explained=ours)
         ex.alerts.notify("holding_adopted", "P2", detail, symbols[0] if symbols else None, key=key, size=delta)
         return True
 
@@ -314,7 +347,7 @@ class Reconciler:
         for symbol, reasons in list(risk.symbol_reduce_only.items()):
             if REASON in reasons and symbol not in report.unexplained:
                 risk.leave_symbol_reduce_only(symbol, REASON)
-            if LATE_FILL in reasons and self._flat(symbol, report):
+            if LATE_FILL in reasons and self._flat(symbol, report) and not self._working([symbol]):
                 risk.leave_symbol_reduce_only(symbol, LATE_FILL)
         if REASON in risk.reduce_only_reasons:  # a global one from an earlier version's run
             risk.leave_reduce_only(REASON)

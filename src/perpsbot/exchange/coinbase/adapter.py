@@ -315,19 +315,21 @@ class CoinbaseExchange:
         one seen, and drops trade ids it already has."""
         since = self._fill_watermark - FILL_OVERLAP
         fresh: list[Fill] = []
+        seen: set[str] = set()  # taken as known only once the whole listing is read (a timeout loses nothing)
         newest = self._fill_watermark
         async for item in self.rest.fills(start_sequence_timestamp=since):
             trade_id = str(item.raw("trade_id"))
-            if trade_id in self._fill_ids:
+            if trade_id in self._fill_ids or trade_id in seen:
                 continue
             fill = parse_fill(item, await self._client_id_of(item.str("order_id")),
                               self._contract_size(item.str("product_id")))
             if fill.ts < since:
                 continue
-            self._fill_ids.add(trade_id)
+            seen.add(trade_id)
             fresh.append(fill)
             newest = max(newest, item.opt_time("sequence_timestamp") or fill.ts)
         fresh.sort(key=lambda f: (f.ts, f.trade_id))
+        self._fill_ids.update(seen)
         self._fills.extend(fresh)
         self._fill_watermark = newest
         cursor = max(0, min(cursor, len(self._fills)))
