@@ -106,8 +106,8 @@ class FakeExchange:
     async def open_orders(self) -> list[OrderSnapshot]:
         return []
 
-    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
-        return [o for o in self._orders.values() if o.created_at >= since]
+    async def orders_since(self, since: datetime, symbol: str | None = None) -> list[OrderSnapshot]:
+        return [o for o in self._orders.values() if o.created_at >= since and symbol in (None, o.symbol)]
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         return self._fills[cursor:], len(self._fills)

@@ -543,10 +543,10 @@ class DownThenFlaky(SimExchange):
     down = True
     lose_next = False
 
-    async def orders_since(self, since):
+    async def orders_since(self, since, symbol=None):
         if self.down:
             raise OSError("exchange unreachable")
-        return await super().orders_since(since)
+        return await super().orders_since(since, symbol)
 
     async def open_orders(self):
         if self.down:

@@ -153,9 +153,10 @@ class Exchange(Protocol):
 
     async def open_orders(self) -> list[OrderSnapshot]: ...
 
-    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
-        """Every order created at or after ``since``, whatever its status (recovery looks
-        for orders of ours the order store lost)."""
+    async def orders_since(self, since: datetime, symbol: str | None = None) -> list[OrderSnapshot]:
+        """Every order created at or after ``since`` (of ``symbol`` only, when given),
+        whatever its status: recovery looks for orders of ours the order store lost, and
+        for an order of unknown fate in the exchange's history."""
         ...
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:

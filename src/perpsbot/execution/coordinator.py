@@ -656,7 +656,7 @@ class ExecutionCoordinator:
 
     async def _in_history(self, order: Order) -> OrderSnapshot | None:
         async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):
-            listed = await self.exchange.orders_since(order.created_at - LOST_ORDER_MARGIN)
+            listed = await self.exchange.orders_since(order.created_at - LOST_ORDER_MARGIN, order.symbol)
         for snapshot in listed:
             if snapshot.client_order_id == order.client_order_id:
                 async with asyncio.timeout(PLACE_TIMEOUT_SECONDS):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -84,6 +85,12 @@ async def test_place_get_cancel_fills_and_account(sim):
     assert [f.client_order_id for f in fills] == ["pb-m1"] * len(fills) and cursor == len(fills)
     again, cursor2 = await exchange.fills_since(cursor)
     assert again == [] and cursor2 == cursor
+    # The order history, all of it or one product's (a late order's last check asks for its own only).
+    start = filled.created_at - timedelta(minutes=1)
+    spot = await exchange.place_order(order("pb-s1", symbol="BTC-USD", size="0.001"))
+    assert {o.client_order_id for o in await exchange.orders_since(start)} >= {"pb-m1", "pb-l1", "pb-s1"}
+    perp_only = await exchange.orders_since(start, "BTC-PERP-INTX")
+    assert {o.client_order_id for o in perp_only} == {"pb-m1", "pb-l1"} and spot.symbol == "BTC-USD"
     # A fresh adapter (a restart) finds an order by client_order_id alone.
     fresh = CoinbaseExchange(exchange.rest, WallClock())
     assert (await fresh.get_order("pb-m1")).exchange_order_id == filled.exchange_order_id

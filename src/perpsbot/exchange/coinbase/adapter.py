@@ -288,8 +288,8 @@ class CoinbaseExchange:
     async def open_orders(self) -> list[OrderSnapshot]:
         return await self._listed(order_status=["OPEN"])
 
-    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
-        return await self._listed(start_date=since)
+    async def orders_since(self, since: datetime, symbol: str | None = None) -> list[OrderSnapshot]:
+        return await self._listed(start_date=since, product_ids=[symbol] if symbol else None)
 
     async def _listed(self, **filters: Any) -> list[OrderSnapshot]:
         """Every listed order matching ``filters``, its ids remembered."""

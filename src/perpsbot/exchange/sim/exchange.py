@@ -67,9 +67,9 @@ class SimExchange:
         self._sync()
         return self.core.open_orders()
 
-    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+    async def orders_since(self, since: datetime, symbol: str | None = None) -> list[OrderSnapshot]:
         self._sync()
-        return self.core.orders_since(since)
+        return [s for s in self.core.orders_since(since) if symbol in (None, s.symbol)]
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         self._sync()

@@ -325,9 +325,9 @@ class ReplayExchange:
     async def open_orders(self) -> list[OrderSnapshot]:
         return [self._snapshot(r) for r in self._pending]
 
-    async def orders_since(self, since: datetime) -> list[OrderSnapshot]:
+    async def orders_since(self, since: datetime, symbol: str | None = None) -> list[OrderSnapshot]:
         snapshots = (self._snapshot(r) for r in self._orders.values())
-        return [s for s in snapshots if s.created_at >= since]
+        return [s for s in snapshots if s.created_at >= since and symbol in (None, s.symbol)]
 
     async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
         if cursor < 0:
