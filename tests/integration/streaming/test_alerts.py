@@ -126,7 +126,8 @@ async def test_reconnect_storm_fires_p2_and_resolves_once_the_window_is_calm(ser
 async def test_failing_orders_fire_p2_and_successful_ones_resolve_it(server: SimServer, tmp_path: Path,
                                                                      key: ApiKey):
     bot = await start_bot(server, tmp_path, key, alert_order_failure_rate=0.5, alert_order_min_orders=2,
-                          alert_window_seconds=120, position_fraction="0.001", late_acceptance_seconds=0.5)
+                          alert_window_seconds=120, position_fraction="0.001", late_acceptance_seconds=0.5,
+                          order_timeout_seconds=1)
     reg = bot.registry
     reg.exchange.rest.retry = RetryPolicy(attempts=1)
     ex = reg.execution
@@ -142,7 +143,7 @@ async def test_failing_orders_fire_p2_and_successful_ones_resolve_it(server: Sim
         (fired,) = alerts(bot, "alert", "order_failures")
         assert fired.data == {**fired.data, "severity": "P2", "failed": 2, "orders": 2}
         server.faults.clear()
-        await asyncio.sleep(0.5)  # past the late-acceptance bound: unlisted now means never taken
+        await asyncio.sleep(1.5)  # past the bound (timeout + late acceptance): unlisted now means never taken
         await ex.reconciler.reconcile()  # the unknown intents settle: never reached the exchange
         for symbol in SYMBOLS:
             result = await ex.execute_decision(Decision(symbol, Target.LONG, "test", reg.market_data.mark(symbol)))
