@@ -399,7 +399,7 @@ class CoinbaseExchange:
             self._venue_off("CFM", exc)
             return None
         for item in listed.objs("positions", optional=True):
-            position = parse_cfm_position(item)
+            position = parse_cfm_position(item, self._contract_size(item.str("product_id")))
             if position.size != 0:
                 positions.setdefault(position.symbol, position)
         return summary
