@@ -214,6 +214,7 @@ def test_a_cfm_perpetual_style_future_is_a_perpetual_sized_in_contracts():
     perp, dated = listed
     assert perp.is_cfm and perp.is_perpetual and perp.contract_expiry_type == "EXPIRING"
     assert perp.funding_rate == D("0.000012") and perp.funding_interval == "3600s"
+    assert perp.funding_time == datetime(2026, 12, 4, 3, tzinfo=UTC)
     assert perp.contract_expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)
     domain = perp.to_domain()
     assert domain.type is ProductType.PERPETUAL and domain.base == "BTC" and domain.quote == "USD"

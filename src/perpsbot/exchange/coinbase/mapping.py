@@ -310,6 +310,7 @@ class CoinbaseProduct:
     max_leverage: Decimal | None = None
     funding_rate: Decimal | None = None
     funding_interval: str | None = None  # e.g. "3600s"; CFM perpetual-style futures only
+    funding_time: datetime | None = None
     trading_disabled: bool = False
     price: Decimal | None = None
 
@@ -364,7 +365,7 @@ def parse_product(item: Obj) -> CoinbaseProduct:
     details = item.opt_obj("future_product_details")
     base = item.opt_str("base_currency_id") or item.opt_str("base_display_symbol")
     quote = item.opt_str("quote_currency_id") or item.opt_str("quote_display_symbol")
-    expiry_type = contract_size = expiry = max_leverage = funding = interval = None
+    expiry_type = contract_size = expiry = max_leverage = funding = interval = funding_time = None
     if details is not None:
         expiry_type = details.opt_str("contract_expiry_type")
         contract_size = details.opt_decimal("contract_size")
@@ -374,7 +375,9 @@ def parse_product(item: Obj) -> CoinbaseProduct:
         if perp is not None:
             max_leverage = perp.opt_decimal("max_leverage")
             funding = perp.opt_decimal("funding_rate")
+            funding_time = perp.opt_time("funding_time")
         funding = funding if funding is not None else details.opt_decimal("funding_rate")
+        funding_time = funding_time or details.opt_time("funding_time")
         interval = details.opt_str("funding_interval")
     elif product_type == "FUTURE":
         raise BadResponse(f"{item.path}.future_product_details: missing for FUTURE product {product_id}")
@@ -397,6 +400,7 @@ def parse_product(item: Obj) -> CoinbaseProduct:
         max_leverage=max_leverage,
         funding_rate=funding,
         funding_interval=interval,
+        funding_time=funding_time,
         trading_disabled=item.bool("trading_disabled") or item.bool("is_disabled"),
         price=item.opt_decimal("price"),
     )
