@@ -604,7 +604,7 @@ def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
         "futures_buying_power": v(s["available"]),
         "total_usd_balance": v(s["total"]),
         "cbi_usd_balance": v(s["available"] + s["hold"]),
-        "cfm_usd_balance": v(s["margin"] + s["unrealized_pnl"]),
+        "cfm_usd_balance": v(s["margin"] + s["unrealized_pnl"] + s["accrued_funding"]),
         "total_open_orders_hold_amount": v(s["hold"]),
         "unrealized_pnl": v(s["unrealized_pnl"]),
         "daily_realized_pnl": v(s["realized_pnl"]),

@@ -996,7 +996,8 @@ class SimVenue:
             if product.is_perpetual and pos is not None:
                 realized += pos.realized_pnl
                 funding += pos.funding
-        total = available + hold + margin + unrealized
+        accrued = sum((self.core.accrued_funding(p.symbol) for p in self.core.products()), ZERO)
+        total = available + hold + margin + unrealized + accrued
         return {
             "available": available,
             "hold": hold,
@@ -1004,6 +1005,7 @@ class SimVenue:
             "unrealized_pnl": unrealized,
             "realized_pnl": realized,
             "funding": funding,
+            "accrued_funding": accrued,
             "maintenance": maintenance,
             "notional": notional,
             "total": total,
