@@ -113,6 +113,27 @@ def cfm_future(product_id: str, price: str) -> dict[str, Any]:
     return out
 
 
+def cfm_perp(product_id: str, price: str) -> dict[str, Any]:
+    """A US perpetual-style future as Advanced Trade lists it: a FUTURE on the FCM venue,
+    EXPIRING far out, with a contract size, an hourly funding interval and rate, and a
+    PERP display name (``future_product_details`` fields as Get Product documents them)."""
+    root = {"BIP": "BTC", "ETP": "ETH"}[product_id.split("-")[0]]
+    out = cfm_future(product_id, price)
+    out.update(display_name=f"{root} PERP", base_display_symbol=root)
+    out["future_product_details"] = {
+        "venue": "cde", "contract_code": product_id.split("-")[0], "contract_expiry": "2030-12-20T16:00:00Z",
+        "contract_size": "0.01" if root == "BTC" else "0.1", "contract_root_unit": root,
+        "group_description": f"{root} Perpetual-Style Futures", "contract_expiry_timezone": "America/New_York",
+        "group_short_description": f"{root} PERP", "risk_managed_by": "MANAGED_BY_FCM",
+        "contract_expiry_type": "EXPIRING", "contract_display_name": f"{root} PERP",
+        "time_to_expiry_ms": "128000000000", "non_crypto": False, "contract_expiry_name": "20 DEC 2030",
+        "twenty_four_by_seven": True, "open_interest": "1000", "funding_rate": "0.000012",
+        "funding_time": "2026-12-04T03:00:00Z", "funding_interval": "3600s", "index_price": price,
+        "display_name": f"{root} PERP", "futures_asset_type": "FUTURES_ASSET_TYPE_CRYPTO",
+    }
+    return out
+
+
 def amount(value: str, currency: str = "USD") -> dict[str, str]:
     return {"value": value, "currency": currency}
 

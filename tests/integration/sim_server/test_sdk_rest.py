@@ -213,8 +213,7 @@ async def test_perpetual_positions_through_intx_and_cfm_views(server: SimServer,
     assert balances.portfolio_balances[0]["balances"][0]["asset"]["asset_name"] == "USD"
     fcm = (await call(client.get_futures_balance_summary)).balance_summary
     assert Decimal(fcm["initial_margin"]["value"]) == Decimal(pos["im_notional"]["value"])
-    cfm_positions = (await call(client.list_futures_positions)).positions
-    assert cfm_positions[0]["side"] == "LONG" and cfm_positions[0]["number_of_contracts"] == "2"
+    assert (await call(client.list_futures_positions)).positions == []  # an INTX perpetual is no CFM future
 
     closed = await call(client.close_position, "perp-close", "ETH-PERP-INTX")
     assert closed.success
@@ -223,6 +222,55 @@ async def test_perpetual_positions_through_intx_and_cfm_views(server: SimServer,
     with pytest.raises(HTTPError) as info:
         await call(client.get_perps_portfolio_summary, "not-a-portfolio")
     assert info.value.response.status_code == 404
+
+
+async def test_a_cfm_perpetual_style_future_through_the_sdk(server: SimServer, ed25519_key: ApiKey):
+    client = sdk(server, ed25519_key)
+    listed = await call(client.get_product, "BIP-20DEC30-CDE")
+    assert listed.product_type == "FUTURE" and listed.product_venue == "FCM" and listed.display_name == "BTC PERP"
+    assert listed.base_increment == "1" and listed.base_min_size == "1"
+    details = listed.future_product_details
+    assert details["contract_expiry_type"] == "EXPIRING" and details["contract_size"] == "0.01"
+    assert details["contract_expiry"].startswith("2030-12-20") and details["funding_interval"] == "3600s"
+    assert details["contract_root_unit"] == "BTC" and NUMBER.match(details["funding_rate"])
+    expiring = await call(client.get_products, product_type="FUTURE", contract_expiry_type="EXPIRING")
+    assert {p.product_id for p in expiring.products} == {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}
+
+    opened = await call(client.market_order_buy, "cfm-1", "BIP-20DEC30-CDE", base_size="3")
+    assert opened.success
+    positions = (await call(client.list_futures_positions)).positions
+    assert [p["product_id"] for p in positions] == ["BIP-20DEC30-CDE"]
+    pos = positions[0]
+    assert pos["side"] == "LONG" and pos["number_of_contracts"] == "3"
+    assert pos["expiration_time"].startswith("2030-12-20")
+    move = Decimal(pos["current_price"]) - Decimal(pos["avg_entry_price"])
+    assert Decimal(pos["unrealized_pnl"]) == move * 3 * Decimal("0.01")  # contracts x 0.01 BTC
+    one = (await call(client.get_futures_position, "BIP-20DEC30-CDE")).position
+    assert one["number_of_contracts"] == "3"
+    intx = next(p["uuid"] for p in (await call(client.get_portfolios)).portfolios if p["type"] == "INTX")
+    assert (await call(client.list_perps_positions, intx)).positions == []
+
+    summary = (await call(client.get_futures_balance_summary)).balance_summary
+    margin = Decimal(summary["initial_margin"]["value"])
+    assert margin == pytest.approx(3 * Decimal("0.01") * Decimal(pos["avg_entry_price"]), rel=Decimal("0.001"))
+    buffer = Decimal(summary["liquidation_buffer_amount"]["value"])
+    threshold = Decimal(summary["liquidation_threshold"]["value"])
+    assert buffer + threshold == Decimal(summary["total_usd_balance"]["value"])
+    intraday = summary["intraday_margin_window_measure"]
+    assert intraday["margin_window_type"] == "FCM_MARGIN_WINDOW_TYPE_INTRADAY"
+    assert Decimal(intraday["initial_margin"]) == margin and NUMBER.match(intraday["liquidation_buffer"])
+
+    window = await call(client.get_current_margin_window, "MARGIN_PROFILE_TYPE_RETAIL_REGULAR")
+    assert window.margin_window["margin_window_type"] in ("FCM_MARGIN_WINDOW_TYPE_INTRADAY",
+                                                          "FCM_MARGIN_WINDOW_TYPE_OVERNIGHT")
+    assert window.is_intraday_margin_killswitch_enabled is False
+    assert (await call(client.get_intraday_margin_setting)).setting == "INTRADAY_MARGIN_SETTING_STANDARD"
+    await call(client.set_intraday_margin_setting, "INTRADAY_MARGIN_SETTING_INTRADAY")
+    assert (await call(client.get_intraday_margin_setting)).setting == "INTRADAY_MARGIN_SETTING_INTRADAY"
+    with pytest.raises(HTTPError) as bad_setting:
+        await call(client.set_intraday_margin_setting, "MAXIMUM")
+    assert bad_setting.value.response.status_code == 400
+    assert (await call(client.list_futures_sweeps)).sweeps == []
 
 
 async def test_bad_requests_are_400_and_unknown_things_404(server: SimServer, ecdsa_key: ApiKey):

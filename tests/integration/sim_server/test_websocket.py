@@ -93,6 +93,30 @@ async def test_the_sdk_ws_client_gets_real_shaped_market_and_user_messages(serve
     assert positions["perpetual_futures_positions"][0]["net_size"] == "-1"
 
 
+async def test_a_cfm_position_is_pushed_as_an_expiring_futures_position(server: SimServer, ed25519_key: ApiKey):
+    raw: list[str] = []
+    client = WSUserClient(api_key=ed25519_key.name, api_secret=ed25519_key.private_key_text,
+                          base_url=server.plain_ws_url, on_message=raw.append, retry=False)
+    await call(client.open)
+    try:
+        await call(client.user, ["BIP-20DEC30-CDE"])
+        await wait_for(lambda: "user" in _channels(parsed(raw)))
+        await call(sdk(server, ed25519_key).market_order_buy, "ws-cfm", "BIP-20DEC30-CDE", base_size="4")
+
+        def cfm_seen() -> bool:
+            return any(e.get("positions", {}).get("expiring_futures_positions")
+                       for m in parsed(raw) if m.get("channel") == "user" for e in m["events"])
+        await wait_for(cfm_seen)
+    finally:
+        await call(client.close)
+    user = [e for m in parsed(raw) if m.get("channel") == "user" for e in m["events"]]
+    positions = next(e["positions"] for e in user if e.get("positions", {}).get("expiring_futures_positions"))
+    assert positions["perpetual_futures_positions"] == []
+    held = positions["expiring_futures_positions"][0]
+    assert (held["product_id"], held["side"], held["number_of_contracts"]) == ("BIP-20DEC30-CDE", "Long", "4")
+    assert set(held) == {"product_id", "side", "number_of_contracts", "realized_pnl", "unrealized_pnl", "entry_price"}
+
+
 async def test_the_sdk_user_client_gets_snapshots(server: SimServer, ecdsa_key: ApiKey):
     raw: list[str] = []
     client = WSUserClient(api_key=ecdsa_key.name, api_secret=ecdsa_key.private_key_text,

@@ -53,7 +53,7 @@ from perpsbot.exchange.port import (
     RateLimited,
     ServerError,
 )
-from tests.coinbasekit import cfm_future, perp_product, spot_product
+from tests.coinbasekit import cfm_future, cfm_perp, perp_product, spot_product
 
 D = Decimal
 END = datetime(2026, 3, 31, 16, 0, tzinfo=UTC)
@@ -208,6 +208,21 @@ def test_products_map_spot_and_perpetuals_and_leave_expiring_futures_out_of_the_
     assert future.to_domain() is None
 
 
+def test_a_cfm_perpetual_style_future_is_a_perpetual_sized_in_contracts():
+    listed = parse_products({"products": [cfm_perp("BIP-20DEC30-CDE", "90000"),
+                                          cfm_future("BIT-24APR26-CDE", "50100")]})
+    perp, dated = listed
+    assert perp.is_cfm and perp.is_perpetual and perp.contract_expiry_type == "EXPIRING"
+    assert perp.funding_rate == D("0.000012") and perp.funding_interval == "3600s"
+    assert perp.funding_time == datetime(2026, 12, 4, 3, tzinfo=UTC)
+    assert perp.contract_expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)
+    domain = perp.to_domain()
+    assert domain.type is ProductType.PERPETUAL and domain.base == "BTC" and domain.quote == "USD"
+    assert domain.contract_size == D("0.01") and domain.base_increment == D(1) and domain.min_size == D(1)
+    assert domain.quantize_size(D("2.7")) == D(2)  # whole contracts
+    assert not dated.is_perpetual and dated.to_domain() is None
+
+
 def test_a_future_without_details_is_refused():
     broken = perp_product("BTC-PERP-INTX", "1")
     del broken["future_product_details"]
@@ -298,6 +313,12 @@ def test_accounts_and_positions():
                                   "contract_size": "0.01", "leverage": "5"}, "positions[0]"))
     assert cfm.size == D(2) and cfm.entry_price == D(49000) and cfm.contract_size == D("0.01")
     assert cfm.notional(D(50000)) == D(1000)
+    listed = parse_cfm_position(Obj({"product_id": "BIP-20DEC30-CDE", "expiration_time": "2030-12-20T16:00:00Z",
+                                     "side": "SHORT", "number_of_contracts": "3", "current_price": "90100",
+                                     "avg_entry_price": "90000", "unrealized_pnl": "-3",
+                                     "daily_realized_pnl": "0"}, "positions[0]"), D("0.01"))
+    assert listed.size == D(-3) and listed.contract_size == D("0.01")
+    assert listed.unrealized_pnl(D(90100)) == D(-3)  # the venue's own figure: contracts x 0.01 BTC x move
     with pytest.raises(BadResponse, match=r"positions\[0\].position_side: unknown position side 'SIDEWAYS'"):
         parse_intx_position(Obj({"symbol": "X", "net_size": "1", "position_side": "SIDEWAYS"}, "positions[0]"))
 

@@ -107,7 +107,11 @@ async def test_default_listing_through_the_port():
     ex = SimExchange(SimCore(default_products(), SimConfig(seed=7, warmup_seconds=30.0), start=T0), clock)
     products = {p.symbol: p for p in await ex.products()}
     assets = ("BTC", "ETH", "SOL", "DOGE", "XRP", "AVAX", "LINK")
-    assert set(products) == {f"{a}-USD" for a in assets} | {f"{a}-PERP-INTX" for a in assets}
+    cfm = {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}
+    assert set(products) == {f"{a}-USD" for a in assets} | {f"{a}-PERP-INTX" for a in assets} | cfm
+    bip = products["BIP-20DEC30-CDE"]
+    assert bip.is_perpetual and bip.contract_size == D("0.01") and bip.base_increment == D(1)
+    assert products["ETP-20DEC30-CDE"].contract_size == D("0.1")
     btc = products["BTC-PERP-INTX"]
     assert btc.type is ProductType.PERPETUAL and btc.max_leverage == 20
     assert btc.base_increment == D("0.0001") and btc.price_increment == D("0.1") and btc.min_size == D("0.0001")

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from perpsbot.domain import Liquidity, OrderStatus, Position, Side, TimeInForce
-from perpsbot.exchange.sim import SimCore
+from perpsbot.domain import Liquidity, OrderStatus, Position, Product, ProductType, Side, TimeInForce
+from perpsbot.exchange.sim import MarketParams, SimCore, SimProduct
 from tests.unit.sim.simkit import T0, at, build_core, flat_underlying, request, sim_perp, sim_spot
 
 D = Decimal
@@ -142,3 +142,29 @@ def test_low_leverage_long_is_never_liquidated():
     core.advance_to(at(120))
     assert core.account().positions[PERP].size == 10
     assert core.market(PERP).mid < 85  # it fell a lot, but 1x cannot be liquidated
+
+
+def test_cfm_funding_accrues_every_interval_and_settles_in_cash_at_noon_and_midnight_utc():
+    cfm = Product("TST-20DEC30-CDE", "TST", "USD", ProductType.PERPETUAL, D(1), D("0.01"), D(1),
+                  max_leverage=D(10), contract_size=D("0.1"))
+    und = flat_underlying("TSTC", 100.0)
+    listed = SimProduct(cfm, MarketParams(und, top_depth=50.0, mean_trade_size=2.0, premium_mean=0.001,
+                                          premium_std=0.0))
+    core = build_core(listed, tick_seconds=5.0, funding_interval_seconds=3 * 3600.0)
+    core.place_order(request("o", cfm.symbol, Side.BUY, "10", leverage="2"), at(1))
+    cash = core.account().balances["USD"].available
+    core.advance_to(at(9 * 3600 + 1))  # 03:00, 06:00 and 09:00: counted, not paid
+    accrued = [e.payment for e in core.funding_log]
+    assert len(accrued) == 3 and all(p < 0 for p in accrued)  # a long pays a positive rate
+    assert all(e.payment == -10 * D("0.1") * e.mark * e.rate for e in core.funding_log)  # contracts x 0.1
+    account = core.account()
+    assert account.balances["USD"].available == cash
+    assert account.positions[cfm.symbol].funding == sum(accrued) == core.accrued_funding(cfm.symbol)
+    core.place_order(request("c", cfm.symbol, Side.SELL, "10", reduce_only=True), at(10 * 3600))
+    after_close = core.account()
+    assert after_close.positions[cfm.symbol].size == 0 and core.accrued_funding(cfm.symbol) == sum(accrued)
+    freed = after_close.balances["USD"].available
+    core.advance_to(at(12 * 3600 + 1))  # noon: settled, though flat by now
+    assert len(core.funding_log) == 3 and core.accrued_funding(cfm.symbol) == 0
+    assert core.account().balances["USD"].available == freed + sum(accrued)
+    assert core.equity() == after_close.equity  # settling moves the accrued funding into cash

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from perpsbot.domain import Liquidity
 from perpsbot.exchange.sim import SimConfig, SimCore, default_products
+from perpsbot.exchange.sim.protocol import margin_window
 from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue
 
 from .simkit import at, sim_perp
@@ -231,3 +233,15 @@ def test_a_liquidation_becomes_an_order_with_its_fill():
     liquidation = venue.order(order_id)
     assert liquidation.is_liquidation and liquidation.order_id != opened.order_id
     assert venue.view(liquidation).status == "FILLED" and fill.size == 1
+
+
+@pytest.mark.parametrize(("now", "kind", "ends"), [
+    ("2026-12-04T14:00:00+00:00", "INTRADAY", "2026-12-04T21:00:00+00:00"),  # Friday 9 am New York
+    ("2026-12-04T21:00:00+00:00", "OVERNIGHT", "2026-12-07T13:00:00+00:00"),  # Friday 4 pm: until Monday
+    ("2026-12-05T14:00:00+00:00", "OVERNIGHT", "2026-12-07T13:00:00+00:00"),  # Saturday
+    ("2026-07-01T12:30:00+00:00", "INTRADAY", "2026-07-01T20:00:00+00:00"),  # summer time: 8:30 am EDT
+    ("2026-07-01T11:00:00+00:00", "OVERNIGHT", "2026-07-01T12:00:00+00:00"),
+])
+def test_the_cfm_margin_window_is_intraday_on_weekdays_from_8_to_4_new_york_time(now: str, kind: str, ends: str):
+    window, end = margin_window(datetime.fromisoformat(now))
+    assert window == f"FCM_MARGIN_WINDOW_TYPE_{kind}" and end == datetime.fromisoformat(ends)

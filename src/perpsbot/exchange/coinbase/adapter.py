@@ -66,6 +66,7 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_intx_summary,
     parse_order,
     parse_order_response,
+    parse_product,
     parse_product_book,
     parse_products,
 )
@@ -137,6 +138,8 @@ class CoinbaseExchange:
         self._fill_ids: set[str] = set()
         self._fill_watermark = fills_from or (clock.now() - FILL_OVERLAP)
         self._intx_portfolio: str | None = None
+        self._funding_seen: dict[str, datetime] = {}  # symbol -> the funding_time last listed
+        self._funding_paid: dict[str, Decimal] = {}  # symbol -> funding received (< 0: paid)
         self._streams: list[CoinbaseWebSocket] = []
         # Where ``book`` looks first: the streamed order book, when one is being kept
         # (the bot sets it to ``StreamingService.order_book``); None falls back to REST.
@@ -401,10 +404,31 @@ class CoinbaseExchange:
             self._venue_off("CFM", exc)
             return None
         for item in listed.objs("positions", optional=True):
-            position = parse_cfm_position(item)
+            position = parse_cfm_position(item, self._contract_size(item.str("product_id")))
             if position.size != 0:
+                await self._accrue_funding(position, item.opt_decimal("current_price"))
                 positions.setdefault(position.symbol, position)
         return summary
+
+    async def _accrue_funding(self, position: Position, mark: Decimal | None) -> None:
+        """Funding on a CFM perpetual-style position, from its product's listing: the
+        listed ``funding_time`` (the next settlement) moving on means an interval settled,
+        at the ``funding_rate`` listed after it, on the contracts held:
+        ``-contracts x contract_size x mark x rate`` (a long pays a positive rate). The
+        CFM position and balance endpoints carry no funding figure of their own. Counted
+        from the adapter's first look at the position; an interval it does not see (it is
+        polled far more often than hourly) is missed."""
+        listed = parse_product(Obj(await self.rest.get_product(position.symbol), "product"))
+        self._catalog[listed.product_id] = listed
+        if not listed.is_perpetual or listed.funding_time is None or listed.funding_rate is None:
+            return
+        symbol = position.symbol
+        seen = self._funding_seen.get(symbol)
+        self._funding_seen[symbol] = listed.funding_time
+        if seen is not None and listed.funding_time > seen and mark is not None:
+            paid = position.size * position.contract_size * mark * listed.funding_rate
+            self._funding_paid[symbol] = self._funding_paid.get(symbol, ZERO) - paid
+        position.funding = self._funding_paid.get(symbol, ZERO)
 
     # ----- streams -----------------------------------------------------------------------
 

@@ -310,12 +310,19 @@ class CoinbaseProduct:
     contract_expiry: datetime | None = None
     max_leverage: Decimal | None = None
     funding_rate: Decimal | None = None
+    funding_interval: str | None = None  # e.g. "3600s"; CFM perpetual-style futures only
+    funding_time: datetime | None = None
     trading_disabled: bool = False
     price: Decimal | None = None
 
     @property
     def is_perpetual(self) -> bool:
-        return self.product_type == "FUTURE" and self.contract_expiry_type == "PERPETUAL"
+        """An INTX perpetual, or a CFM perpetual-style future: Coinbase lists those as
+        EXPIRING (a far expiry, e.g. ``BIP-20DEC30-CDE``) with a ``funding_interval`` and a
+        ``funding_rate``; a dated future has neither."""
+        if self.product_type != "FUTURE":
+            return False
+        return self.contract_expiry_type == "PERPETUAL" or self.funding_interval is not None
 
     @property
     def is_intx(self) -> bool:
@@ -326,7 +333,8 @@ class CoinbaseProduct:
         return self.product_type == "FUTURE" and not self.is_intx
 
     def to_domain(self) -> Product | None:
-        """Spot and perpetual products; expiring futures have no domain type yet (None)."""
+        """Spot and perpetual products (CFM perpetual-style ones sized in contracts of
+        ``contract_size``); dated futures have no domain type yet (None)."""
         if self.product_type == "SPOT":
             kind = ProductType.SPOT
         elif self.is_perpetual:
@@ -358,7 +366,7 @@ def parse_product(item: Obj) -> CoinbaseProduct:
     details = item.opt_obj("future_product_details")
     base = item.opt_str("base_currency_id") or item.opt_str("base_display_symbol")
     quote = item.opt_str("quote_currency_id") or item.opt_str("quote_display_symbol")
-    expiry_type = contract_size = expiry = max_leverage = funding = None
+    expiry_type = contract_size = expiry = max_leverage = funding = interval = funding_time = None
     if details is not None:
         expiry_type = details.opt_str("contract_expiry_type")
         contract_size = details.opt_decimal("contract_size")
@@ -368,7 +376,10 @@ def parse_product(item: Obj) -> CoinbaseProduct:
         if perp is not None:
             max_leverage = perp.opt_decimal("max_leverage")
             funding = perp.opt_decimal("funding_rate")
+            funding_time = perp.opt_time("funding_time")
         funding = funding if funding is not None else details.opt_decimal("funding_rate")
+        funding_time = funding_time or details.opt_time("funding_time")
+        interval = details.opt_str("funding_interval")
     elif product_type == "FUTURE":
         raise BadResponse(f"{item.path}.future_product_details: missing for FUTURE product {product_id}")
     parts = product_id.split("-")
@@ -389,6 +400,8 @@ def parse_product(item: Obj) -> CoinbaseProduct:
         contract_expiry=expiry,
         max_leverage=max_leverage,
         funding_rate=funding,
+        funding_interval=interval,
+        funding_time=funding_time,
         trading_disabled=item.bool("trading_disabled") or item.bool("is_disabled"),
         price=item.opt_decimal("price"),
     )
@@ -846,14 +859,16 @@ def parse_intx_position(item: Obj) -> Position:
                     leverage=item.opt_decimal("leverage") or Decimal(1))
 
 
-def parse_cfm_position(item: Obj) -> Position:
-    """``GET /cfm/positions``: contracts with ``side`` LONG/SHORT and ``avg_entry_price``."""
+def parse_cfm_position(item: Obj, contract_size: Decimal = Decimal(1)) -> Position:
+    """``GET /cfm/positions``: ``number_of_contracts`` with ``side`` LONG/SHORT and
+    ``avg_entry_price``. The position does not say what a contract is: ``contract_size``
+    comes from the product's listing."""
     symbol = item.str("product_id")
     size = _signed(item.decimal("number_of_contracts"), item.opt_str("side"), f"{item.path}.side")
     entry = item.opt_amount("avg_entry_price") or item.opt_amount("entry_vwap") or ZERO
     return Position(symbol, size=size, entry_price=entry if size else ZERO,
                     leverage=item.opt_decimal("leverage") or Decimal(1),
-                    contract_size=item.opt_decimal("contract_size") or Decimal(1))
+                    contract_size=item.opt_decimal("contract_size") or contract_size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,12 @@ Accounting model
   Opening/increasing takes ``notional / leverage`` from cash into the
   position's margin; reducing returns the proportional margin plus the
   realised PnL. Fees are paid from cash. ``Position.funding`` is the net
-  funding *received* (negative when paid). Funding is settled in cash (from
-  the position's margin if cash runs out).
+  funding *received* (negative when paid), counted every funding interval.
+  An INTX perpetual settles it in cash at once; a CFM future (``-CDE``) accrues
+  it and settles it twice a day, at 00:00 and 12:00 UTC (even once flat). Cash
+  pays from the position's margin if it runs out.
 * Equity = cash (available + hold) + spot assets at mid + perp margin + perp
-  unrealised PnL at mid (the mark).
+  unrealised PnL at mid (the mark) + funding accrued and not yet settled.
 
 Our orders take liquidity from the synthetic book but do not move the price
 path (it is exogenous, which keeps runs reproducible); liquidity taken at a tick
@@ -57,13 +59,14 @@ from perpsbot.exchange.port import (
     UnknownProduct,
 )
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
-from perpsbot.exchange.sim.products import SimProduct, default_market_params
+from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
 
 _BPS = Decimal(10_000)
 _ONE = Decimal(1)
 _LIVE = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
 _NO_BUY = -1
 _NO_SELL = 1 << 62
+_CFM_SETTLEMENT_US = 12 * 3600 * 1_000_000  # CFM funding is settled twice a day
 
 
 def _dec(value: object, name: str) -> Decimal:
@@ -173,6 +176,7 @@ class SimCore:
         self._balances: dict[str, list[Decimal]] = {self._cash: [cfg.starting_cash, ZERO]}
         self._positions: dict[str, Position] = {}
         self._margin: dict[str, Decimal] = {}
+        self._accrued: dict[str, Decimal] = {}  # CFM funding counted, not yet settled in cash
         self._liq_price: dict[str, float] = {}
         self._orders: dict[str, _Rec] = {}
         self._resting: dict[str, list[_Rec]] = {s: [] for s in self._specs}
@@ -185,6 +189,7 @@ class SimCore:
         self._liq_seq = 0
         self._models: dict[str, MarketModel] = {}
         self._tick_us = round(cfg.tick_seconds * 1_000_000)
+        self._funding_us = round(cfg.funding_interval_seconds * 1_000_000)
         self._n: int | None = None
         self.start: datetime | None = None
         self.run_tag = ""
@@ -267,6 +272,8 @@ class SimCore:
     def _is_active(self, symbol: str) -> bool:
         if self._resting[symbol]:
             return True
+        if self._accrued.get(symbol):
+            return True
         pos = self._positions.get(symbol)
         return pos is not None and pos.size != 0 and self._specs[symbol].product.is_perpetual
 
@@ -278,10 +285,12 @@ class SimCore:
             if bid >= self._min_sell[sym]:
                 self._match_side(sym, model, n, Side.SELL)
         pos = self._positions.get(sym)
+        if model.last_funding_tick == n and pos is not None and pos.size != 0 and model.product.is_perpetual:
+            self._charge_funding(sym, model, n, pos)
+        if model.last_funding_tick == n and self._accrued.get(sym) and self._settles_at(model, n):
+            self._pay(sym, model.product.quote, self._accrued.pop(sym))
         if pos is None or pos.size == 0 or not model.product.is_perpetual:
             return
-        if model.last_funding_tick == n:
-            self._settle_funding(sym, model, n, pos)
         liq = self._liq_price.get(sym)
         if liq is not None:
             mark = model.mid_float()
@@ -735,17 +744,29 @@ class SimCore:
 
     # ----- funding and liquidation --------------------------------------------------------
 
-    def _settle_funding(self, sym: str, model: MarketModel, n: int, pos: Position) -> None:
+    def _charge_funding(self, sym: str, model: MarketModel, n: int, pos: Position) -> None:
         rate = model.funding[-1].rate
         mark = model.mid
         payment = -pos.size * mark * pos.contract_size * rate
         pos.funding += payment
-        cash = self._balance(model.product.quote)
-        cash[0] += payment
-        if cash[0] < 0:  # cash ran out: the position's margin pays the rest
-            self._margin[sym] += cash[0]
-            cash[0] = ZERO
+        if is_cfm(model.product):
+            self._accrued[sym] = self._accrued.get(sym, ZERO) + payment
+        else:
+            self._pay(sym, model.product.quote, payment)
         self._funding_log.append(FundingEvent(sym, model.tick_time(n), rate, mark, pos.size, payment))
+
+    def _settles_at(self, model: MarketModel, n: int) -> bool:
+        """Whether the funding interval that ended at tick ``n`` ends on 00:00 or 12:00 UTC."""
+        interval_us = self._funding_us
+        return to_us(model.tick_time(n)) // interval_us * interval_us % _CFM_SETTLEMENT_US == 0
+
+    def _pay(self, sym: str, currency: str, payment: Decimal) -> None:
+        """Funding into cash; if cash runs out, the position's margin pays the rest."""
+        cash = self._balance(currency)
+        cash[0] += payment
+        if cash[0] < 0:
+            self._margin[sym] = self._margin.get(sym, ZERO) + cash[0]
+            cash[0] = ZERO
 
     def _liquidate(self, sym: str, model: MarketModel, n: int, pos: Position) -> None:
         p = model.product
@@ -804,7 +825,11 @@ class SimCore:
                 total += self._margin.get(sym, ZERO)
                 if pos.size:
                     total += pos.unrealized_pnl(model.mid)
-        return total
+        return total + sum(self._accrued.values(), ZERO)
+
+    def accrued_funding(self, symbol: str) -> Decimal:
+        """Funding counted on a CFM future and not yet settled in cash."""
+        return self._accrued.get(symbol, ZERO)
 
     def account(self) -> AccountSnapshot:
         self._require_started()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -70,9 +71,43 @@ def _perp(
     )
 
 
+def _cfm_perp(symbol: str, base: str, contract_size: str, price_inc: str, max_lev: int, mmr: str) -> Product:
+    """A US perpetual-style future (Coinbase Financial Markets): sized in whole contracts
+    of ``contract_size`` base units."""
+    return Product(
+        symbol=symbol,
+        base=base,
+        quote=_USD,
+        type=ProductType.PERPETUAL,
+        base_increment=Decimal(1),
+        price_increment=Decimal(price_inc),
+        min_size=Decimal(1),
+        max_leverage=Decimal(max_lev),
+        contract_size=Decimal(contract_size),
+        maintenance_margin_rate=Decimal(mmr),
+    )
+
+
+CFM_SUFFIX = "-CDE"
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def is_cfm(product: Product) -> bool:
+    """A Coinbase Financial Markets future (``BIP-20DEC30-CDE``), not an INTX perpetual."""
+    return product.symbol.endswith(CFM_SUFFIX)
+
+
+def cfm_expiry(product: Product) -> datetime:
+    """The expiry a CFM symbol names (``BIP-20DEC30-CDE``: 20 Dec 2030; the time of day is
+    not modelled: 16:00 UTC)."""
+    code = product.symbol.split("-")[1]
+    return datetime(2000 + int(code[5:7]), _MONTHS.index(code[2:5]) + 1, int(code[:2]), 16, tzinfo=UTC)
+
+
 def default_products() -> list[SimProduct]:
-    """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD, and their INTX-style
-    perpetuals (increments and leverage caps like Coinbase's listings).
+    """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD, their INTX-style
+    perpetuals (increments and leverage caps like Coinbase's listings), and the US
+    perpetual-style futures on BTC (``BIP``, 0.01 BTC a contract) and ETH (``ETP``, 0.1 ETH).
 
     A spot product and the perpetual on the same asset share the underlying
     index path; the perpetual adds a mean-reverting premium (which drives its
@@ -109,6 +144,16 @@ def default_products() -> list[SimProduct]:
             _perp("SOL-PERP-INTX", "SOL", "0.01", "0.01", "0.01", 10, "0.05"),
             MarketParams(_SOL, spread_bps=2.5, level_step_bps=1.0, top_depth=200.0, trades_per_sec=3.0,
                          mean_trade_size=10.0),
+        ),
+        SimProduct(
+            _cfm_perp("BIP-20DEC30-CDE", "BTC", "0.01", "5", 10, "0.05"),
+            MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=40.0, trades_per_sec=4.0,
+                         mean_trade_size=3.0),
+        ),
+        SimProduct(
+            _cfm_perp("ETP-20DEC30-CDE", "ETH", "0.1", "0.5", 10, "0.05"),
+            MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=60.0, trades_per_sec=3.0,
+                         mean_trade_size=4.0),
         ),
         *_alt_products(),
     ]

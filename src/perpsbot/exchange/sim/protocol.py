@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from perpsbot.domain import ZERO, Candle, Fill, Liquidity, Position, Product
 from perpsbot.exchange.sim.market import OrderBook
+from perpsbot.exchange.sim.products import cfm_expiry, is_cfm
 from perpsbot.exchange.sim.venue import MarketTrade, OrderView, ProductStats, SimVenue
 
 GRPC_CODES = {
@@ -127,10 +129,12 @@ def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict
         "view_only": False,
         "price_increment": num(product.price_increment),
         "display_name": f"{product.base} PERP" if perp else f"{product.base}/{product.quote}",
-        "product_venue": "INTX" if perp else "CBE",
+        "product_venue": ("FCM" if is_cfm(product) else "INTX") if perp else "CBE",
         "approximate_quote_24h_volume": num((stats.volume_24h * stats.price).quantize(Decimal("0.01"))),
     }
-    if perp:
+    if perp and is_cfm(product):
+        out["future_product_details"] = cfm_details_json(product, stats, venue)
+    elif perp:
         out["future_product_details"] = {
             "venue": "intx",
             "contract_code": product.base,
@@ -157,6 +161,48 @@ def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict
             "twenty_four_by_seven": True,
         }
     return out
+
+
+def cfm_details_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict[str, Any]:
+    """A US perpetual-style future as Advanced Trade lists it: EXPIRING (far out) yet with
+    a ``funding_interval`` and ``funding_rate``, and a PERP display name. ``perpetual_details``
+    carries the leverage cap as on the INTX listing (the simulator's margin is per position)."""
+    expiry = cfm_expiry(product)
+    code = product.symbol.split("-")[0]
+    interval = venue.core.config.funding_interval_seconds
+    left_ms = max(0, int((expiry - venue.core.now).total_seconds() * 1000))
+    return {
+        "venue": "cde",
+        "contract_code": code,
+        "contract_expiry": ts(expiry),
+        "contract_size": num(product.contract_size),
+        "contract_root_unit": product.base,
+        "group_description": f"{product.base} Perpetual-Style Futures",
+        "contract_expiry_timezone": "UTC",
+        "group_short_description": f"{product.base} PERP",
+        "risk_managed_by": "MANAGED_BY_FCM",
+        "contract_expiry_type": "EXPIRING",
+        "perpetual_details": {
+            "open_interest": "0",
+            "funding_rate": num(stats.funding_rate),
+            "funding_time": ts(stats.funding_time),
+            "max_leverage": num(product.max_leverage),
+            "base_asset_uuid": "",
+            "underlying_type": "SPOT",
+        },
+        "contract_display_name": f"{product.base} PERP",
+        "time_to_expiry_ms": str(left_ms),
+        "non_crypto": False,
+        "contract_expiry_name": expiry.strftime("%d %b %Y").upper(),
+        "twenty_four_by_seven": True,
+        "open_interest": "0",
+        "funding_rate": num(stats.funding_rate),
+        "funding_time": ts(stats.funding_time),
+        "funding_interval": f"{num(Decimal(repr(interval)))}s",
+        "index_price": num(stats.mid),
+        "display_name": f"{product.base} PERP",
+        "futures_asset_type": "FUTURES_ASSET_TYPE_CRYPTO",
+    }
 
 
 def levels_json(levels: Iterable[Any]) -> list[dict[str, str]]:
@@ -244,11 +290,18 @@ def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
         ],
         "leverage": num(spec.leverage) if perp else "",
         "margin_type": (spec.margin_type or "CROSS") if perp else "UNKNOWN_MARGIN_TYPE",
-        "retail_portfolio_id": venue.intx_portfolio_id if perp else venue.default_portfolio_id,
+        "retail_portfolio_id": venue.intx_portfolio_id if perp and not is_cfm(spec.product)
+        else venue.default_portfolio_id,
         "originating_order_id": "",
         "attached_order_id": "",
         "attached_order_configuration": None,
     }
+
+
+def expiry_type(product: Product) -> str:
+    if not product.is_perpetual:
+        return "UNKNOWN_CONTRACT_EXPIRY_TYPE"
+    return "EXPIRING" if is_cfm(product) else "PERPETUAL"
 
 
 def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
@@ -263,7 +316,7 @@ def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
         "cancel_reason": order.cancel_message,
         "client_order_id": order.client_order_id,
         "completion_percentage": num(completion.quantize(Decimal("0.01"))),
-        "contract_expiry_type": "PERPETUAL" if perp else "UNKNOWN_CONTRACT_EXPIRY_TYPE",
+        "contract_expiry_type": expiry_type(spec.product),
         "cumulative_quantity": num(view.filled_size),
         "filled_value": num(view.filled_value),
         "leaves_quantity": num(view.leaves),
@@ -277,8 +330,10 @@ def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
         "product_id": spec.symbol,
         "product_type": "FUTURE" if perp else "SPOT",
         "reject_reason": order.reject_reason,
-        "retail_portfolio_id": venue.intx_portfolio_id if perp else venue.default_portfolio_id,
-        "risk_managed_by": "MANAGED_BY_VENUE" if perp else "UNKNOWN_RISK_MANAGEMENT_TYPE",
+        "retail_portfolio_id": venue.intx_portfolio_id if perp and not is_cfm(spec.product)
+        else venue.default_portfolio_id,
+        "risk_managed_by": ("MANAGED_BY_FCM" if is_cfm(spec.product) else "MANAGED_BY_VENUE") if perp
+        else "UNKNOWN_RISK_MANAGEMENT_TYPE",
         "status": view.status,
         "stop_price": num(spec.stop_price or ZERO),
         "time_in_force": spec.tif,
@@ -313,7 +368,8 @@ def fill_json(fill: Fill, order_id: str, venue: SimVenue) -> dict[str, Any]:
         "size_in_quote": in_quote,
         "user_id": venue.user_id,
         "side": fill.side.value,
-        "retail_portfolio_id": venue.intx_portfolio_id if product.is_perpetual else venue.default_portfolio_id,
+        "retail_portfolio_id": venue.intx_portfolio_id if product.is_perpetual and not is_cfm(product)
+        else venue.default_portfolio_id,
     }
 
 
@@ -509,22 +565,37 @@ def intx_balances_json(venue: SimVenue) -> dict[str, Any]:
     }
 
 
-def _margin_window(kind: str, s: Mapping[str, Decimal], as_amounts: bool, ccy: str) -> dict[str, Any]:
-    def v(x: Decimal) -> Any:
-        return amount(x, ccy) if as_amounts else num(x)
-
+def _margin_window(kind: str, s: Mapping[str, Decimal]) -> dict[str, str]:
+    """A margin window measure: plain strings, in REST as in the channel (Get Futures
+    Balance Summary documents it so)."""
     return {
         "margin_window_type": kind,
         "margin_level": "MARGIN_LEVEL_TYPE_BASE",
-        "initial_margin": v(s["margin"]),
-        "maintenance_margin": v(s["maintenance"]),
-        "liquidation_buffer_amount": v(s["total"] - s["maintenance"]),
-        "total_hold": v(s["hold"]),
-        "futures_buying_power": v(s["available"]),
-        "liquidation_buffer_percentage": num(
-            ((s["total"] - s["maintenance"]) / s["total"] * 100).quantize(Decimal("0.01")) if s["total"] > 0 else ZERO
-        ),
+        "initial_margin": num(s["margin"]),
+        "maintenance_margin": num(s["maintenance"]),
+        "liquidation_buffer": num(s["total"] - s["maintenance"]),
+        "total_hold": num(s["hold"]),
+        "futures_buying_power": num(s["available"]),
     }
+
+
+INTRADAY_MARGIN_SETTINGS = ("INTRADAY_MARGIN_SETTING_STANDARD", "INTRADAY_MARGIN_SETTING_INTRADAY")
+_NEW_YORK = ZoneInfo("America/New_York")
+_INTRADAY_OPEN, _INTRADAY_CLOSE = time(8), time(16)
+
+
+def margin_window(now: datetime) -> tuple[str, datetime]:
+    """The CFM margin window at ``now`` and when it ends: intraday on weekdays from 8 am
+    to 4 pm New York time, overnight the rest of the time."""
+    local = now.astimezone(_NEW_YORK)
+    opens = datetime.combine(local.date(), _INTRADAY_OPEN, _NEW_YORK)
+    closes = datetime.combine(local.date(), _INTRADAY_CLOSE, _NEW_YORK)
+    if local.weekday() < 5 and opens <= local < closes:
+        return "FCM_MARGIN_WINDOW_TYPE_INTRADAY", closes.astimezone(now.tzinfo)
+    day = local.date() + timedelta(days=0 if local < opens else 1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return "FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", datetime.combine(day, _INTRADAY_OPEN, _NEW_YORK).astimezone(now.tzinfo)
 
 
 def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
@@ -541,7 +612,7 @@ def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
         "futures_buying_power": v(s["available"]),
         "total_usd_balance": v(s["total"]),
         "cbi_usd_balance": v(s["available"] + s["hold"]),
-        "cfm_usd_balance": v(s["margin"] + s["unrealized_pnl"]),
+        "cfm_usd_balance": v(s["margin"] + s["unrealized_pnl"] + s["accrued_funding"]),
         "total_open_orders_hold_amount": v(s["hold"]),
         "unrealized_pnl": v(s["unrealized_pnl"]),
         "daily_realized_pnl": v(s["realized_pnl"]),
@@ -552,22 +623,35 @@ def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
         "liquidation_buffer_percentage": num(
             (buffer / s["total"] * 100).quantize(Decimal("0.01")) if s["total"] > 0 else ZERO
         ),
-        "intraday_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_INTRADAY", s, as_amounts, ccy),
-        "overnight_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", s, as_amounts, ccy),
+        "intraday_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_INTRADAY", s),
+        "overnight_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", s),
     }
     return out
 
 
 def fcm_position_json(product: Product, pos: Position, mark: Decimal) -> dict[str, Any]:
+    """``number_of_contracts``; the PnL figures count ``contract_size`` base units a contract."""
     return {
         "product_id": product.symbol,
-        "expiration_time": "",
+        "expiration_time": ts(cfm_expiry(product)),
         "side": "LONG" if pos.size > 0 else "SHORT",
         "number_of_contracts": num(abs(pos.size)),
         "current_price": num(mark),
         "avg_entry_price": num(pos.entry_price),
         "unrealized_pnl": num(pos.unrealized_pnl(mark)),
         "daily_realized_pnl": num(pos.realized_pnl),
+    }
+
+
+def ws_fcm_position_json(product: Product, pos: Position, mark: Decimal) -> dict[str, Any]:
+    """A CFM position in the ``user`` channel's ``expiring_futures_positions``."""
+    return {
+        "product_id": product.symbol,
+        "side": "Long" if pos.size > 0 else "Short",
+        "number_of_contracts": num(abs(pos.size)),
+        "realized_pnl": num(pos.realized_pnl),
+        "unrealized_pnl": num(pos.unrealized_pnl(mark)),
+        "entry_price": num(pos.entry_price),
     }
 
 

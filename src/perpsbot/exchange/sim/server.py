@@ -41,7 +41,7 @@ from perpsbot.exchange.sim.engine import SimConfig, SimCore
 from perpsbot.exchange.sim.faults import Faults
 from perpsbot.exchange.sim.keys import ApiKey, AuthError, TrustStore, read_key_file
 from perpsbot.exchange.sim.market import BookLevel, OrderBook
-from perpsbot.exchange.sim.products import SimProduct, default_products
+from perpsbot.exchange.sim.products import SimProduct, default_products, is_cfm
 from perpsbot.exchange.sim.tls import ensure_certificate, server_context
 from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue, parse_decimal, parse_time
 
@@ -279,6 +279,7 @@ class SimServer:
         self._last_ticker_batch = 0.0
         self._positions_key: tuple[Any, ...] | None = None
         self._running = False
+        self.intraday_margin_setting = "INTRADAY_MARGIN_SETTING_STANDARD"
 
     # ----- configuration -----------------------------------------------------------------
 
@@ -441,6 +442,10 @@ class SimServer:
             ("GET", f"{p}/cfm/balance_summary", self.h_cfm_balance_summary),
             ("GET", f"{p}/cfm/positions", self.h_cfm_positions),
             ("GET", f"{p}/cfm/positions/{{product_id}}", self.h_cfm_position),
+            ("GET", f"{p}/cfm/intraday/current_margin_window", self.h_cfm_margin_window),
+            ("GET", f"{p}/cfm/intraday/margin_setting", self.h_cfm_margin_setting),
+            ("POST", f"{p}/cfm/intraday/margin_setting", self.h_cfm_set_margin_setting),
+            ("GET", f"{p}/cfm/sweeps", self.h_cfm_sweeps),
             ("POST", f"{p}/orders", self.h_create_order),
             ("POST", f"{p}/orders/preview", self.h_preview_order),
             ("POST", f"{p}/orders/edit", self.h_edit_order),
@@ -541,7 +546,7 @@ class SimServer:
                 continue
             if product_type and product_type != ("FUTURE" if product.is_perpetual else "SPOT"):
                 continue
-            if expiry and (not product.is_perpetual or expiry != "PERPETUAL"):
+            if expiry and expiry != P.expiry_type(product):
                 continue
             items.append(P.product_json(product, self.venue.stats(product.symbol), self.venue))
         offset = _query_int(request, "offset", 0, 0)
@@ -711,7 +716,7 @@ class SimServer:
                 "allocation": 0.0, "cost_basis": P.amount(ZERO, ccy), "asset_img_url": "",
                 "is_cash": ccy_name == ccy,
             })
-        perps = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self.venue.perp_positions()]
+        perps = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self._intx_positions()]
         return _json({"breakdown": {
             "portfolio": portfolio,
             "portfolio_balances": {
@@ -753,13 +758,19 @@ class SimServer:
         self._portfolio(request)
         return _json(P.intx_summary_json(self.venue))
 
+    def _intx_positions(self) -> list[tuple[Product, Any, Decimal]]:
+        """Open positions in INTX perpetuals (the INTX views list no CFM futures)."""
+        return [(prod, pos, mark) for prod, pos, mark in self.venue.perp_positions() if not is_cfm(prod)]
+
+    def _cfm_positions(self) -> list[tuple[Product, Any, Decimal]]:
+        """Open positions in CFM futures (``-CDE``), sized in contracts."""
+        return [(prod, pos, mark) for prod, pos, mark in self.venue.perp_positions() if is_cfm(prod)]
+
     async def h_intx_positions(self, request: web.Request) -> web.Response:
         self._portfolio(request)
-        positions = [
-            P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self.venue.perp_positions()
-        ]
+        positions = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self._intx_positions()]
         total = ZERO
-        for _prod, pos, mark in self.venue.perp_positions():
+        for _prod, pos, mark in self._intx_positions():
             total += pos.realized_pnl + pos.unrealized_pnl(mark) + pos.funding - pos.fees
         return _json({"positions": positions,
                       "summary": {"aggregated_pnl": P.amount(total, self.core.config.cash_currency)}})
@@ -767,7 +778,7 @@ class SimServer:
     async def h_intx_position(self, request: web.Request) -> web.Response:
         self._portfolio(request)
         product = self._product(request, "symbol")
-        for prod, pos, mark in self.venue.perp_positions():
+        for prod, pos, mark in self._intx_positions():
             if prod.symbol == product.symbol:
                 return _json({"position": P.intx_position_json(self.venue, prod, pos, mark)})
         raise ApiError(404, "NOT_FOUND", f"no open position in {product.symbol}")
@@ -781,14 +792,38 @@ class SimServer:
 
     async def h_cfm_positions(self, request: web.Request) -> web.Response:
         return _json({"positions": [P.fcm_position_json(prod, pos, mark)
-                                    for prod, pos, mark in self.venue.perp_positions()]})
+                                    for prod, pos, mark in self._cfm_positions()]})
 
     async def h_cfm_position(self, request: web.Request) -> web.Response:
         product = self._product(request)
-        for prod, pos, mark in self.venue.perp_positions():
+        for prod, pos, mark in self._cfm_positions():
             if prod.symbol == product.symbol:
                 return _json({"position": P.fcm_position_json(prod, pos, mark)})
         raise ApiError(404, "NOT_FOUND", f"no open position in {product.symbol}")
+
+    async def h_cfm_margin_window(self, request: web.Request) -> web.Response:
+        """Intraday margin on weekdays 8 am - 4 pm New York time, overnight otherwise (the
+        window only: the simulator's margin rates do not change with it)."""
+        if not request.query.get("margin_profile_type"):
+            raise ApiError(400, "INVALID_ARGUMENT", "margin_profile_type is required")
+        kind, end = P.margin_window(self.clock.now())
+        return _json({"margin_window": {"margin_window_type": kind, "end_time": P.ts(end)},
+                      "is_intraday_margin_killswitch_enabled": False,
+                      "is_intraday_margin_enrollment_killswitch_enabled": False})
+
+    async def h_cfm_margin_setting(self, request: web.Request) -> web.Response:
+        return _json({"setting": self.intraday_margin_setting})
+
+    async def h_cfm_set_margin_setting(self, request: web.Request) -> web.Response:
+        setting = (await _json_body(request)).get("setting")
+        if setting not in P.INTRADAY_MARGIN_SETTINGS:
+            raise ApiError(400, "INVALID_ARGUMENT", f"setting must be one of {', '.join(P.INTRADAY_MARGIN_SETTINGS)}")
+        self.intraday_margin_setting = setting
+        return _json({})
+
+    async def h_cfm_sweeps(self, request: web.Request) -> web.Response:
+        """No sweeps: the simulator keeps one cash pool for spot and futures."""
+        return _json({"sweeps": []})
 
     # ----- order handlers ------------------------------------------------------------------
 
@@ -1161,8 +1196,9 @@ class SimServer:
     def _ws_positions(self) -> dict[str, Any]:
         return {
             "perpetual_futures_positions": [P.ws_perp_position_json(self.venue, prod, pos, mark)
-                                            for prod, pos, mark in self.venue.perp_positions()],
-            "expiring_futures_positions": [],
+                                            for prod, pos, mark in self._intx_positions()],
+            "expiring_futures_positions": [P.ws_fcm_position_json(prod, pos, mark)
+                                           for prod, pos, mark in self._cfm_positions()],
         }
 
     def _publish_user(self, now: datetime) -> None:

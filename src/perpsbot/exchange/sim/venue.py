@@ -1005,7 +1005,8 @@ class SimVenue:
             if product.is_perpetual and held is not None:
                 realized += held.realized_pnl
                 funding += held.funding
-        total = available + hold + margin + unrealized
+        accrued = sum((self.core.accrued_funding(p.symbol) for p in self.core.products()), ZERO)
+        total = available + hold + margin + unrealized + accrued
         return {
             "available": available,
             "hold": hold,
@@ -1013,6 +1014,7 @@ class SimVenue:
             "unrealized_pnl": unrealized,
             "realized_pnl": realized,
             "funding": funding,
+            "accrued_funding": accrued,
             "maintenance": maintenance,
             "notional": notional,
             "total": total,
