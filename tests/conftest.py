@@ -34,17 +34,3 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for path in saved:
         terminalreporter.write_line(f"test output: {path}")
 
-
-# The long tests (real processes, timers) start first, each on an xdist worker of its own,
-# so that the short ones fill in around them instead of one long test running alone at the end.
-_LONG_FIRST = ("tests/chaos/", "tests/integration/test_drift_review.py", "tests/integration/test_cli_")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        for n, prefix in enumerate(_LONG_FIRST):
-            if item.nodeid.startswith(prefix):
-                return n
-        return len(_LONG_FIRST)
-
-    items.sort(key=rank)  # stable: the order within each group stays

@@ -23,7 +23,7 @@ DELAY = 2.5
 
 
 async def test_late_acceptance_never_puts_an_order_twice(tmp_path: Path):
-    async with CliChaosRun(tmp_path, seed=21, faults=late_faults(0.3, DELAY), order_timeout=TIMEOUT,
+    async with CliChaosRun(tmp_path, seed=4, faults=late_faults(0.3, DELAY), order_timeout=TIMEOUT,
                            late_delay=DELAY) as run:
         await run.trade(15)
         await run.verify()
