@@ -337,7 +337,7 @@ class PerpsBot:
         account = await reg.execution.refresh_account()
         self.start_equity = account.equity
         await reg.market_data.warm_up()
-        opening = reg.execution.open_run()
+        opening = await reg.execution.open_run()
         if reg.streaming is not None:
             await reg.streaming.start()
             self.spawn(reg.streaming.heartbeat_loop(), "stream-heartbeat")

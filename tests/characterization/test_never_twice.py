@@ -429,3 +429,17 @@ async def test_more_fills_for_a_partly_filled_order_we_closed_reopen_it(start_bo
     assert again.status is OrderStatus.PARTIALLY_FILLED and again.filled_size == D("0.2")
     assert risk.symbol_reduce_only == {PERP: ["late_fill"]}
     assert [e.data["rule"] for e in kinds(bot, "alert")][-1] == "late_fill"
+
+
+async def test_a_run_inherits_the_whole_balance_of_a_traded_spot_asset_and_nothing_it_does_not_trade(
+        start_bot, core, sim_clock):
+    from perpsbot.domain import TimeInForce
+
+    core.place_order(request("by-hand-spot", "TST-USD", Side.BUY, "0.5"), sim_clock.now())
+    core.place_order(request("by-hand-sell", "TST-USD", Side.SELL, "0.2", limit="500", tif=TimeInForce.GTC),
+                     sim_clock.now())  # rests far above the market: 0.2 of the 0.5 on hold
+    core.place_order(request("by-hand-perp", PERP, Side.BUY, "0.2", leverage="2"), sim_clock.now())
+    bot = await start_bot(symbols=("TST-USD",))
+    (started,) = kinds(bot, "bot_started")
+    assert set(started.data["opening_positions"]) == {"TST-USD"}  # the perpetual is not traded by this bot
+    assert D(started.data["opening_positions"]["TST-USD"]["size"]) == D("0.5")  # on hold too

@@ -514,7 +514,7 @@ class ExecutionCoordinator:
         sizes = {s: p.contract_size for s, p in self.products.items()}
         return pnl_from_fills(fills, marks, funding, sizes, self.opening if this_run else None)
 
-    def open_run(self) -> dict[str, tuple[Decimal, Decimal]]:
+    async def open_run(self) -> dict[str, tuple[Decimal, Decimal]]:
         """At a run's start: what it inherits — each traded symbol's position at the
         exchange (a spot asset's whole balance, once per asset), at its mark now (a perpetual
         without one at its entry price) — the run's PnL and position history start from it;
@@ -537,11 +537,21 @@ class ExecutionCoordinator:
                 assets.add(product.base)
                 balance = account.balances.get(product.base)
                 size = balance.total if balance else ZERO
-            price = self.risk.mark_of(symbol) or fallback
-            if size and price:
+            if not size:
+                continue
+            price = self.risk.mark_of(symbol) or await self._quoted_mid(symbol) or fallback
+            if price:
                 opening[symbol] = (size, price)
         self.opening = opening
         return opening
+
+    async def _quoted_mid(self, symbol: str) -> Decimal | None:
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+                quote = await self.exchange.quote(symbol)
+        except (ExchangeError, TimeoutError, OSError):
+            return None
+        return (quote.bid + quote.ask) / 2 if quote.bid and quote.ask else None
 
     # ----- start-up and housekeeping ----------------------------------------------------
 
