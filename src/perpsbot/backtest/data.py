@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from perpsbot.domain.clock import EPOCH
+
 TIME_COLUMNS = ("date", "timestamp", "time", "datetime", "start")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 MIN_BAR_SECONDS = 60

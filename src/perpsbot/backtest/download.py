@@ -31,7 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from perpsbot.backtest.data import EPOCH, iso
+from perpsbot.backtest.data import iso
+from perpsbot.domain.clock import EPOCH
 
 DEFAULT_BASE_URL = "https://api.coinbase.com"
 CANDLES_PATH = "/api/v3/brokerage/market/products/{product_id}/candles"

@@ -25,10 +25,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from perpsbot.backtest.data import EPOCH, DataReport, describe_timeframe
+from perpsbot.backtest.data import DataReport, describe_timeframe
 from perpsbot.backtest.png import Canvas
 from perpsbot.backtest.runner import BacktestResult
 from perpsbot.domain import ZERO, Liquidity, Side
+from perpsbot.domain.clock import EPOCH
 from perpsbot.execution.ledger import position_history
 
 SECONDS_PER_YEAR = 365 * 86_400  # crypto trades every day

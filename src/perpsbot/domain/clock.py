@@ -55,7 +55,7 @@ class ManualClock:
         await future
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the one epoch: every other module imports it
 
 
 class SimulatedClock:
@@ -82,7 +82,7 @@ class SimulatedClock:
 
     def now(self) -> datetime:
         if self._now_epoch != self.epoch or self._now is None:
-            self._now = _EPOCH + timedelta(seconds=self.epoch)
+            self._now = EPOCH + timedelta(seconds=self.epoch)
             self._now_epoch = self.epoch
         return self._now
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from perpsbot.domain.clock import EPOCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ class MarkWindow:
     def last(self) -> Mark | None:
         if self._stale_last:
             assert self.price is not None
-            fresh = Mark(_EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
+            fresh = Mark(EPOCH + timedelta(seconds=self.price_ts), _dec(self.price))
             self._marks.append((self.price_ts, fresh.price))
             self._last_mark = fresh
             self._stale_last = False
@@ -96,7 +96,7 @@ class MarkWindow:
     def bars(self) -> list[Bar]:
         """The closed bars, oldest first."""
         return [
-            Bar(_EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows
+            Bar(EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows
         ]
 
     def closes(self) -> list[float]:

@@ -33,13 +33,13 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import chain
 
 from perpsbot.domain import BookLevel, Candle, OrderBook, Product, Quote, require_aware
+from perpsbot.domain.clock import EPOCH
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _US_PER_S = 1_000_000
 _NEVER = 1 << 62

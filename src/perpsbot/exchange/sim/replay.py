@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from perpsbot.domain import (
@@ -50,11 +50,10 @@ from perpsbot.domain import (
     Side,
     TimeInForce,
 )
-from perpsbot.domain.clock import Clock
+from perpsbot.domain.clock import EPOCH, Clock
 from perpsbot.exchange.port import OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot, UnknownProduct
 
 _BPS = Decimal(10_000)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOOK_SIZE = Decimal(10) ** 12  # the replayed book never runs out
 FUNDING_PERIOD_HOURS = 8
 
@@ -165,16 +164,16 @@ class ReplayExchange:
     def on_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
         """A new candle: fill what waits for its open, liquidate, settle funding."""
         if self._pending:
-            self._fill_pending(_EPOCH + timedelta(seconds=start), open_, high, low)
+            self._fill_pending(EPOCH + timedelta(seconds=start), open_, high, low)
         if self._perp and self._position.size:
             if self._liq_f is not None:
                 long = self._position.size > 0
                 if (low <= self._liq_f) if long else (high >= self._liq_f):
-                    self._liquidate(_EPOCH + timedelta(seconds=start), open_, long)
+                    self._liquidate(EPOCH + timedelta(seconds=start), open_, long)
             end = start + self.bar_seconds
             hours = math.floor(end / 3600) - math.floor(start / 3600)  # hour marks in (start, end]
             if hours > 0 and self._funding_step and self._position.size:
-                self._settle_funding(_EPOCH + timedelta(seconds=end), close, hours)
+                self._settle_funding(EPOCH + timedelta(seconds=end), close, hours)
         self.see_bar(start, open_, high, low, close)
 
     def see_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
@@ -221,7 +220,7 @@ class ReplayExchange:
         if granularity_seconds != self.bar_seconds or not self._history:
             return []
         return [
-            Candle(symbol, _EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c), ZERO)
+            Candle(symbol, EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c), ZERO)
             for s, o, h, lo, c in self._history[-limit:]
         ]
 
