@@ -48,8 +48,9 @@ def bot_config(server: SimServer, data_dir: Path, key_file: Path, symbols: tuple
         profile="paper", exchange="coinbase", symbols=list(symbols), data_dir=str(data_dir), interval=0.15,
         bar_seconds=60, short_window=2, long_window=3, position_fraction="0.01", leverage="2",
         mark_staleness_seconds=30, max_orders_per_minute=1000, error_cooldown_seconds=0,
-        reconcile_every_seconds=1.0, late_acceptance_seconds=1.5, coinbase_rest_url=server.rest_url,
-        coinbase_ws_url=server.ws_url,
+        # an unknown fate is settled 3.5 s after its send: within a verification's 4 s hold
+        reconcile_every_seconds=1.0, late_acceptance_seconds=1.5, order_timeout_seconds=2.0,
+        coinbase_rest_url=server.rest_url, coinbase_ws_url=server.ws_url,
         coinbase_ws_user_url=server.ws_url, ca_bundle=str(server.cert_path), api_key_file=str(key_file),
     )
 
@@ -253,7 +254,7 @@ class ChaosRun:
     def check_write_ahead(self) -> list[str]:
         return check_write_ahead(self.server, self.orders_db)
 
-    async def verify(self, hold_seconds: float = 2.5) -> list[str]:
+    async def verify(self, hold_seconds: float = 4.0) -> list[str]:
         """A clean restart that does not trade, then the full invariants."""
         self._count_start()
         proc = await spawn(self.config_file, "hold", hold_seconds)
