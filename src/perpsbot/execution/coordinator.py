@@ -45,8 +45,13 @@ from perpsbot.strategy.base import Decision, Target
 log = logging.getLogger(__name__)
 
 PLACE_TIMEOUT_SECONDS = 10.0
-# What the orders we close on our own conclusion say (ExecutionCoordinator.closed_by_inference).
-INFERRED_CLOSES = ("not at the exchange", "no longer known to the exchange", "the venue started anew")
+# What the orders we close on our own conclusion, not on the exchange's word, say
+# (ExecutionCoordinator.closed_by_inference): an intent not listed past its bound, an
+# acknowledged order the exchange no longer knows, an earlier run's intent on a new venue.
+ABSENT = "not at the exchange"
+VANISHED = "no longer known to the exchange"
+VENUE_NEW = "the venue started anew with this process (in-process simulator)"
+INFERRED_CLOSES = (ABSENT, VANISHED, VENUE_NEW)
 UNRESOLVED_RETRY = timedelta(seconds=10)  # an unknown fate whose lookup failed is asked about again after this
 CALL_TIMEOUT_SECONDS = 10.0  # any other call (account, fills, an order's status): nothing waits forever
 BOOK_DEPTH = 50
@@ -483,7 +488,7 @@ class ExecutionCoordinator:
                     self.tracked.discard(order.client_order_id)
                     continue
                 # The exchange dropped a working order of ours (purged, or cancelled elsewhere).
-                order.reject_reason = "no longer known to the exchange"
+                order.reject_reason = VANISHED
                 order.advance_to(OrderStatus.CANCELLED, self.clock.now())
                 self.orders.upsert(order)
                 self.events.append(
@@ -551,7 +556,7 @@ class ExecutionCoordinator:
                 quote = await self.exchange.quote(symbol)
         except (ExchangeError, TimeoutError, OSError):
             return None
-        return (quote.bid + quote.ask) / 2 if quote.bid and quote.ask else None
+        return quote.mid
 
     # ----- start-up and housekeeping ----------------------------------------------------
 
@@ -625,12 +630,12 @@ class ExecutionCoordinator:
         self.awaiting.pop(cid, None)
         if snapshot is None:
             if venue_is_new:
-                order.reject_reason = "the venue started anew with this process (in-process simulator)"
+                order.reject_reason = VENUE_NEW
             elif was is OrderStatus.PENDING:
                 age = (now - order.created_at).total_seconds()
-                order.reject_reason = f"not at the exchange {age:.0f} s after it was sent"
+                order.reject_reason = f"{ABSENT} {age:.0f} s after it was sent"
             else:
-                order.reject_reason = "no longer known to the exchange"
+                order.reject_reason = VANISHED
             # Only a PENDING intent can be REJECTED; one the exchange had acknowledged and
             # no longer knows is over for us: CANCELLED (the state machine only moves forward).
             outcome = "rejected" if was is OrderStatus.PENDING else "cancelled"

@@ -18,6 +18,7 @@ the store synced at its start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -172,11 +173,7 @@ class Reconciler:
     def _watched(self) -> set[str]:
         """The holdings compared: those of the symbols the bot trades, and any our fills or
         adoptions touch — not every coin of the account (cash never: fees and PnL move it)."""
-        keys = self._ledger_keys() | set(self.baseline or {})
-        for symbol in self.execution.config.symbols:
-            product = self.execution.products.get(symbol)
-            if product is not None:
-                keys.add(symbol if product.is_perpetual else BALANCE + product.base)
+        keys = self._ledger_keys() | set(self.baseline or {}) | self._keys_of(self.execution.config.symbols)
         return {k for k in keys if k.removeprefix(BALANCE) not in COLLATERAL}
 
     def _exchange_holdings(self, account: Any) -> dict[str, Decimal]:
@@ -197,12 +194,17 @@ class Reconciler:
         return ledger.get(key, ZERO)
 
     def _ledger_keys(self) -> set[str]:
-        keys = set()
-        for symbol in self.execution.fill_ledger:
-            product = self.execution.products.get(symbol)
-            if product is not None:
-                keys.add(symbol if product.is_perpetual else BALANCE + product.base)
-        return keys
+        return self._keys_of(self.execution.fill_ledger)
+
+    def _keys_of(self, symbols: Iterable[str]) -> set[str]:
+        """The holding key each known symbol moves: a perpetual its own, a spot pair its base's balance."""
+        return {k for s in symbols if (k := self._key_of(s)) is not None}
+
+    def _key_of(self, symbol: str) -> str | None:
+        product = self.execution.products.get(symbol)
+        if product is None:
+            return None
+        return symbol if product.is_perpetual else BALANCE + product.base
 
     def _holding_mismatches(self, theirs: dict[str, Decimal]) -> bool:
         return any(self.expected_position(k) != theirs.get(k, ZERO) for k in set(theirs) | self._ledger_keys())
@@ -366,8 +368,8 @@ class Reconciler:
 
     def _flat(self, symbol: str, report: ReconcileReport) -> bool:
         product = self.execution.products.get(symbol)
-        if product is None:
+        key = self._key_of(symbol)
+        if product is None or key is None:
             return True
-        key = symbol if product.is_perpetual else BALANCE + product.base
         _, theirs = report.positions.get(key, (ZERO, ZERO))
         return theirs == 0 or (not product.is_perpetual and abs(theirs) < product.min_size)
