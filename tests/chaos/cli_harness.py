@@ -209,10 +209,12 @@ class CliChaosRun:
             elif point == "timed":
                 await asyncio.sleep(rng.uniform(3.0, 8.0))
             elif point == "after_send":  # written ahead, the request under way (or late at the venue)
-                await self._wait_for(lambda: bool(self._pending() - pending_before), 20)
+                if not await self._wait_for(lambda: bool(self._pending() - pending_before), 20):
+                    self.stats.violations.append(f"kill point {point} not reached in 20 s")
                 await asyncio.sleep(rng.choice([0.0, rng.uniform(0.0, self.order_timeout)]))
             else:  # the venue has just accepted it: the answer not recorded yet
-                await self._wait_for(lambda: len(ours(self.server)) > orders_before, 20)
+                if not await self._wait_for(lambda: len(ours(self.server)) > orders_before, 20):
+                    self.stats.violations.append(f"kill point {point} not reached in 20 s")
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGKILL)

@@ -120,9 +120,11 @@ def check_state(server: SimServer, orders_db: Path, events_db: Path, symbols: tu
         problems.append(f"open orders differ: ours only {sorted(open_here - open_there)}, "
                         f"venue only {sorted(open_there - open_here)}")
 
-    not_found = {row[0] for row in rows(
-        orders_db, "SELECT client_order_id FROM orders WHERE reject_reason = 'not found at exchange after restart'")}
-    wrongly = not_found & {o.client_order_id for o in ours(server)}
+    # Keyed on the status, not on the wording of a reason: any order we hold as REJECTED that
+    # the venue took (anything but its own refusal) was closed on a wrong conclusion.
+    rejected = {row[0] for row in rows(orders_db, "SELECT client_order_id FROM orders WHERE status = 'REJECTED'")}
+    taken = {v.order.client_order_id for v in map(server.venue.view, ours(server)) if v.status != "FAILED"}
+    wrongly = rejected & taken
     if wrongly:
         problems.append(f"rejected as not found but at the venue: {sorted(wrongly)}")
 

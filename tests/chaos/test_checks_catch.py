@@ -124,7 +124,7 @@ OrdersStore.write_ahead = lambda self, order: None
 
 
 @pytest.mark.parametrize("name, patch, expected", [
-    ("absence_assumed", ABSENCE_ASSUMED, ["closed but filled"]),
+    ("absence_assumed", ABSENCE_ASSUMED, ["closed but filled", "rejected as not found but at the venue"]),
     ("resend_unknown", RESEND_UNKNOWN, ["exposure", "duplicate", "closed but filled"]),
     ("no_write_ahead", NO_WRITE_AHEAD, ["venue orders not in orders.db"]),
 ])

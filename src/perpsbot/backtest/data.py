@@ -232,6 +232,10 @@ def _columns(path: Path, header: Sequence[str], report: DataReport, strict: bool
 # Unix timestamps by their size: (smallest, scale to seconds, unit); seconds reach 1e11 in 5138.
 UNIX_UNITS = ((1e17, 1e-9, "unix nanoseconds"), (1e14, 1e-6, "unix microseconds"),
               (1e11, 1e-3, "unix milliseconds"), (0.0, 1.0, "unix seconds"))
+# scale -> (lowest, highest exclusive) magnitude of a timestamp in that unit: one comparison per row
+_UNIT_RANGE = {
+    scale: (low, ([math.inf] + [u[0] for u in UNIX_UNITS])[i]) for i, (low, scale, _) in enumerate(UNIX_UNITS)
+}
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time a datetime holds
 
 
@@ -271,11 +275,13 @@ def _parse_time(path: Path, line: int, text: str, how: object) -> float:
         raise DataError(f"{path} line {line}: time '{text}' is not a number like the rows before it") from None
     if not math.isfinite(number):
         raise DataError(f"{path} line {line}: time '{text}' is not a finite number")
-    scale, unit = _unix_unit(number)
-    if scale != how:
+    assert isinstance(how, float)  # the scale _time_parser chose
+    low, high = _UNIT_RANGE[how]
+    if not low <= abs(number) < high:
+        unit = _unix_unit(number)[1]
         before = next(name for _, known, name in UNIX_UNITS if known == how)
         raise DataError(f"{path} line {line}: time '{text.strip()}' is in {unit}, the rows before it in {before}")
-    value = number * scale
+    value = number * how
     if not 0 <= value <= LAST_SECOND:
         raise DataError(f"{path} line {line}: time '{text.strip()}' is before 1970 or after 9999")
     return value

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from perpsbot.config import BotConfig, ConfigError, LoadedConfig, load_config
+from perpsbot.config.model import INT_LARGEST
 from perpsbot.store import EventStore, OrdersStore, StoreError
 from perpsbot.store.backup import BackupWorkflow
 from perpsbot.store.folder import StoreDamaged, inspect_store
@@ -33,7 +34,7 @@ ConfigOpt = Annotated[
 ]
 # Bounds of the whole-number options: a row count a table can show, and SQLite's INTEGER.
 LIMIT_MAX = 1_000_000
-ID_MAX = 2**63 - 1
+ID_MAX = INT_LARGEST  # the largest whole number a setting or an id may be
 RunOpt = Annotated[int | None, typer.Option("--run", min=1, max=ID_MAX, help="run id (default: the latest run)")]
 
 

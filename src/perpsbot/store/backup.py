@@ -136,7 +136,7 @@ class BackupWorkflow:
             raise BackupError(f"cannot read the backup key {self.store_dir / KEY_FILE}: it was deleted")
         try:
             self.backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            remove_abandoned(self.backup_dir, PARTIAL)  # killed backups' copies: room for this one
+            self.remove_abandoned_staging()  # killed backups' copies: room for this one (never fails it)
             with staging_folder(self.backup_dir, PARTIAL) as staging:
                 databases = {name: _snapshot(self.store_dir / name, staging / name) for name in DATABASES}
                 manifest = {

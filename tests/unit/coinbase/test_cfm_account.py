@@ -27,6 +27,7 @@ class ScriptedRest:
     def __init__(self) -> None:
         self.listing = {BIP: cfm_perp(BIP, "90000"), DATED: cfm_future(DATED, "50100")}
         self.positions: list[dict[str, Any]] = []
+        self.product_reads: list[str] = []
 
     def list_at(self, funding_time: str, rate: str) -> None:
         details = self.listing[BIP]["future_product_details"]
@@ -42,6 +43,7 @@ class ScriptedRest:
         return {"products": [copy.deepcopy(p) for p in self.listing.values()]}
 
     async def get_product(self, product_id: str) -> Any:
+        self.product_reads.append(product_id)
         return copy.deepcopy(self.listing[product_id])
 
     async def accounts(self) -> AsyncIterator[Obj]:
@@ -56,8 +58,8 @@ class ScriptedRest:
 
 async def test_funding_on_a_cfm_position_is_counted_each_time_the_listing_settles_one():
     rest = ScriptedRest()
-    exchange = CoinbaseExchange(rest, ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC)),  # type: ignore[arg-type]
-                                venues=("CFM",))
+    clock = ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC))
+    exchange = CoinbaseExchange(rest, clock, venues=("CFM",))  # type: ignore[arg-type]
     rest.hold(BIP, "LONG", "20", "90000")
     rest.hold(DATED, "SHORT", "5", "50100")
     rest.list_at("2026-12-04T03:00:00Z", "0.0004")
@@ -66,11 +68,29 @@ async def test_funding_on_a_cfm_position_is_counted_each_time_the_listing_settle
     assert first[DATED].size == -5 and first[DATED].funding == 0
     assert (await exchange.account()).positions[BIP].funding == 0  # the same interval: nothing settled
 
+    clock.advance(3600)  # an hour on: the listing is read again (at most every minute)
     rest.list_at("2026-12-04T04:00:00Z", "0.0005")  # settled at 0.0005: 20 x 0.01 BTC x 90 000 x 0.0005 paid
     assert (await exchange.account()).positions[BIP].funding == D("-9.00")
     rest.hold(BIP, "LONG", "20", "91000")
+    clock.advance(3600)
     rest.list_at("2026-12-04T05:00:00Z", "-0.0002")  # received: 20 x 0.01 x 91 000 x 0.0002 = 3.64
     account = await exchange.account()
     assert account.positions[BIP].funding == D("-5.36")
     assert account.positions[DATED].funding == 0  # a dated future has no funding
     assert account.equity == D(10000)
+
+
+async def test_the_listing_is_read_for_funding_once_a_minute_not_on_every_account_poll():
+    rest = ScriptedRest()
+    clock = ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC))
+    exchange = CoinbaseExchange(rest, clock, venues=("CFM",))  # type: ignore[arg-type]
+    await exchange.products()  # the catalog knows the dated future is not a perpetual
+    rest.hold(BIP, "LONG", "20", "90000")
+    rest.hold(DATED, "SHORT", "5", "50100")
+    rest.list_at("2026-12-04T03:00:00Z", "0.0004")
+    for _ in range(5):
+        await exchange.account()
+    assert rest.product_reads == [BIP]  # once, and never for the dated future
+    clock.advance(60)
+    await exchange.account()
+    assert rest.product_reads == [BIP, BIP]

@@ -91,6 +91,18 @@ log = logging.getLogger(__name__)
 
 CASH_CURRENCIES = ("USD", "USDC")
 FILL_OVERLAP = timedelta(seconds=60)
+# How often a CFM perpetual's listing is read for funding: at most every minute and four
+# times per listed funding interval, so no settlement is missed — not on every account poll.
+FUNDING_CHECK = timedelta(seconds=60)
+
+
+def _funding_check_every(listed: Any) -> timedelta:
+    text = (getattr(listed, "funding_interval", None) or "").removesuffix("s")
+    try:
+        interval = timedelta(seconds=float(text)) / 4
+    except ValueError:
+        return FUNDING_CHECK
+    return min(FUNDING_CHECK, interval)
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl_module.SSLContext | None:
@@ -140,6 +152,7 @@ class CoinbaseExchange:
         self._intx_portfolio: str | None = None
         self._funding_seen: dict[str, datetime] = {}  # symbol -> the funding_time last listed
         self._funding_paid: dict[str, Decimal] = {}  # symbol -> funding received (< 0: paid)
+        self._funding_checked: dict[str, datetime] = {}  # symbol -> when its listing was last read for funding
         self._streams: list[CoinbaseWebSocket] = []
         # Where ``book`` looks first: the streamed order book, when one is being kept
         # (the bot sets it to ``StreamingService.order_book``); None falls back to REST.
@@ -406,7 +419,7 @@ class CoinbaseExchange:
         for item in listed.objs("positions", optional=True):
             position = parse_cfm_position(item, self._contract_size(item.str("product_id")))
             if position.size != 0:
-                await self._accrue_funding(position, item.opt_decimal("current_price"))
+                await self._accrue_funding(position, item.opt_amount("current_price"))
                 positions.setdefault(position.symbol, position)
         return summary
 
@@ -417,12 +430,26 @@ class CoinbaseExchange:
         ``-contracts x contract_size x mark x rate`` (a long pays a positive rate). The
         CFM position and balance endpoints carry no funding figure of their own. Counted
         from the adapter's first look at the position; an interval it does not see (it is
-        polled far more often than hourly) is missed."""
-        listed = parse_product(Obj(await self.rest.get_product(position.symbol), "product"))
+        polled far more often than hourly) is missed. The listing is read at most every
+        ``FUNDING_CHECK``, and never for a dated future; a failed read leaves the total as it was."""
+        symbol = position.symbol
+        position.funding = self._funding_paid.get(symbol, ZERO)
+        cached = self._catalog.get(symbol)
+        checked = self._funding_checked.get(symbol)
+        now = self.clock.now()
+        if cached is not None and not cached.is_perpetual:
+            return
+        if checked is not None and now - checked < _funding_check_every(cached):
+            return
+        try:
+            listed = parse_product(Obj(await self.rest.get_product(symbol), "product"))
+        except ExchangeError as exc:
+            log.warning("funding of %s not read this time: %s", symbol, exc)
+            return
+        self._funding_checked[symbol] = now
         self._catalog[listed.product_id] = listed
         if not listed.is_perpetual or listed.funding_time is None or listed.funding_rate is None:
             return
-        symbol = position.symbol
         seen = self._funding_seen.get(symbol)
         self._funding_seen[symbol] = listed.funding_time
         if seen is not None and listed.funding_time > seen and mark is not None:

@@ -53,6 +53,11 @@ PRODUCT_CHANNELS = frozenset({"ticker", "ticker_batch", "level2", "market_trades
 AUTH_CHANNELS = frozenset({"user", "futures_balance_summary"})
 CHANNELS = PRODUCT_CHANNELS | AUTH_CHANNELS | {"heartbeats", "status"}
 _MESSAGE_CHANNEL = {"level2": "l2_data"}
+MARGIN_PROFILE_TYPES = (
+    "MARGIN_PROFILE_TYPE_UNSPECIFIED",
+    "MARGIN_PROFILE_TYPE_RETAIL_REGULAR",
+    "MARGIN_PROFILE_TYPE_RETAIL_INTRADAY_MARGIN_1",
+)
 _QUEUE_LIMIT = 5000  # messages waiting for a slow WebSocket client before it is dropped
 _WS_CANDLE_SECONDS = 300
 _TICKER_BATCH_SECONDS = 5.0
@@ -804,8 +809,10 @@ class SimServer:
     async def h_cfm_margin_window(self, request: web.Request) -> web.Response:
         """Intraday margin on weekdays 8 am - 4 pm New York time, overnight otherwise (the
         window only: the simulator's margin rates do not change with it)."""
-        if not request.query.get("margin_profile_type"):
-            raise ApiError(400, "INVALID_ARGUMENT", "margin_profile_type is required")
+        profile = request.query.get("margin_profile_type") or "MARGIN_PROFILE_TYPE_UNSPECIFIED"  # optional, documented
+        if profile not in MARGIN_PROFILE_TYPES:
+            raise ApiError(400, "INVALID_ARGUMENT", f"margin_profile_type {profile!r} is not one of "
+                           f"{', '.join(MARGIN_PROFILE_TYPES)}")
         kind, end = P.margin_window(self.clock.now())
         return _json({"margin_window": {"margin_window_type": kind, "end_time": P.ts(end)},
                       "is_intraday_margin_killswitch_enabled": False,
