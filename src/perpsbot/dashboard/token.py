@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from pathlib import Path
 
 from perpsbot.config import BotConfig
+from perpsbot.files import write_private
 from perpsbot.redact import remember_secret
 
 TOKEN_FILE = "dashboard_token"
@@ -27,15 +26,5 @@ def ensure_dashboard_token(config: BotConfig) -> str:
     remember_secret(token)  # never in a log line
     path = token_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            os.fchmod(fh.fileno(), 0o600)  # a leftover temporary file may have had wider permissions
-            fh.write(token + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_private(path, (token + "\n").encode("ascii"))
     return token

@@ -49,7 +49,8 @@ from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, red
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
-from perpsbot.store.folder import STAMP, fsync_dir, put_back, set_aside
+from perpsbot.files import fsync_dir
+from perpsbot.store.folder import STAMP, put_back, set_aside
 from perpsbot.store.lock import StoreLock
 from perpsbot.store.sqlite import StoreError, dumps
 from perpsbot.store.staging import remove_abandoned, staging_folder

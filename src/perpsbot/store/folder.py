@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from perpsbot.files import fsync_dir, write_private
 from perpsbot.store.events import EventStore
 from perpsbot.store.orders import OrdersStore
 from perpsbot.store.sqlite import StoreError, is_disk_full
@@ -167,16 +168,9 @@ def read_marker(store_dir: Path) -> str | None:
 
 
 def write_marker(store_dir: Path, id_prefix: str, now: datetime) -> None:
-    """``store.json`` (0600), written whole or not at all (temporary file, fsync, rename)."""
+    """``store.json`` (0600), written whole or not at all."""
     body = json.dumps({"id_prefix": id_prefix, "created_at": now.astimezone(UTC).isoformat()}, indent=2) + "\n"
-    temporary = store_dir / f".{MARKER}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(body)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, store_dir / MARKER)
-    fsync_dir(store_dir)
+    write_private(store_dir / MARKER, body.encode("utf-8"))
 
 
 def open_stores(store_dir: Path, now: datetime, new_store: Callable[[str], bool] | None = None) -> OpenedStores:
@@ -254,12 +248,3 @@ def _set_aside_all(store_dir: Path, now: datetime) -> Path:
         raise StoreError(f"cannot move the damaged store in {store_dir} aside: {exc.strerror or exc}") from None
     assert aside is not None  # a damaged store has at least one file (else it would be fresh)
     return aside
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the renames in a folder durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

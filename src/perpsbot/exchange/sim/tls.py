@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from perpsbot.files import write_private
+
 CERT_FILE = "sim-server-cert.pem"
 KEY_FILE = "sim-server-key.pem"
 _HOSTS = ("localhost",)
@@ -46,14 +48,6 @@ def _usable(cert_path: Path, key_path: Path) -> bool:
         return False
     ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
     return set(_IPS) <= ips and set(_HOSTS) <= set(san.get_values_for_type(x509.DNSName))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def ensure_certificate(cert_dir: Path | str) -> tuple[Path, Path]:
@@ -98,7 +92,7 @@ def ensure_certificate(cert_dir: Path | str) -> tuple[Path, Path]:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, key.private_bytes(
+    write_private(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ))
     tmp = cert_path.with_name(cert_path.name + ".tmp")
