@@ -45,11 +45,11 @@ from typing import Any
 from perpsbot import __version__
 from perpsbot.config import BotConfig
 from perpsbot.domain.clock import Clock
+from perpsbot.files import fsync_dir
 from perpsbot.redact import SHORTEST_SECRET, might_hold_secret, redact_text, redact_value, remember_config_secrets
 from perpsbot.store import events as events_schema
 from perpsbot.store import orders as orders_schema
 from perpsbot.store.events import EventStore
-from perpsbot.files import fsync_dir
 from perpsbot.store.folder import STAMP, put_back, set_aside
 from perpsbot.store.lock import StoreLock
 from perpsbot.store.sqlite import StoreError, dumps
