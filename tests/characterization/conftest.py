@@ -7,7 +7,11 @@ import pytest
 
 from perpsbot.bot import PerpsBot, PerpsBotBuilder
 from perpsbot.config import BotConfig
+from perpsbot.domain.clock import ManualClock
+from perpsbot.exchange.sim import SimCore, SimExchange
+from tests.characterization.simbot import PERP
 from tests.fakes import FakeExchange, perp
+from tests.unit.sim.simkit import T0, build_core
 
 SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")
 
@@ -57,4 +61,47 @@ async def make_bot(clock, exchange, make_config):
     yield make
     for bot in bots:
         if not exchange.closed:
+            await bot.shutdown()
+
+
+# ----- the in-process simulator bot of the crash-safety tests (test_recovery, test_never_twice)
+
+
+@pytest.fixture
+def sim_clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def core() -> SimCore:
+    return build_core(seed=5)
+
+
+@pytest.fixture
+def config_for(tmp_path: Path):
+    def make(**overrides) -> BotConfig:
+        values = dict(
+            symbols=(PERP,), data_dir=tmp_path / "data", interval=1.0, bar_seconds=1, short_window=2,
+            long_window=4, leverage=Decimal(2), reconcile_every_seconds=30.0,
+        )
+        values.update(overrides)
+        return BotConfig(**values)
+
+    return make
+
+
+@pytest.fixture
+async def start_bot(sim_clock, core, config_for):
+    bots: list[PerpsBot] = []
+
+    async def start(exchange: SimExchange | None = None, **overrides) -> PerpsBot:
+        ex = exchange or SimExchange(core, sim_clock)
+        bot = await PerpsBotBuilder(config_for(**overrides)).with_clock(sim_clock).with_exchange(ex).build()
+        await bot.start()
+        bots.append(bot)
+        return bot
+
+    yield start
+    for bot in bots:
+        if bot.started and not bot._stop.is_set() and not getattr(bot, "_crashed", False):
             await bot.shutdown()

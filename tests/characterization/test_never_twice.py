@@ -15,15 +15,7 @@ from perpsbot.exchange.port import OrderRequest
 from perpsbot.exchange.sim import SimCore, SimExchange
 from perpsbot.risk.manager import OrderIntent
 from perpsbot.strategy.base import Decision, Target
-from tests.characterization.test_recovery import (  # noqa: F401 - fixtures
-    PERP,
-    config_for,
-    core,
-    crash,
-    kinds,
-    sim_clock,
-    start_bot,
-)
+from tests.characterization.simbot import PERP, as_request, crash, intent, kinds
 from tests.unit.sim.simkit import request
 
 D = Decimal
@@ -321,7 +313,6 @@ async def test_an_unknown_order_settled_by_its_fill_no_longer_makes_reconciliati
 
 
 def closed_as_absent(bot, limit: str):
-    from tests.characterization.test_recovery import intent
 
     order = intent(bot, Side.BUY, "0.3", limit=limit)
     order.reject_reason = "not at the exchange 200 s after it was sent"
@@ -332,7 +323,6 @@ def closed_as_absent(bot, limit: str):
 
 async def test_an_order_closed_as_absent_that_the_exchange_lists_open_is_reopened_kept_and_blocks_its_symbol(
         start_bot, core, sim_clock):
-    from tests.characterization.test_recovery import as_request
 
     bot = await start_bot()
     ex, risk = bot.registry.execution, bot.registry.risk
@@ -352,7 +342,6 @@ async def test_an_order_closed_as_absent_that_the_exchange_lists_open_is_reopene
 
 
 async def test_an_order_cancelled_on_the_exchanges_word_and_still_listed_is_not_reopened(start_bot, core, sim_clock):
-    from tests.characterization.test_recovery import as_request, intent
 
     bot = await start_bot()
     order = intent(bot, Side.BUY, "0.3", limit="50")

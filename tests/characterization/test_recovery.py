@@ -3,112 +3,21 @@ reconciliation (foreign orders, position mismatches) and order commands."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from decimal import Decimal
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from perpsbot.bot import PerpsBot, PerpsBotBuilder
-from perpsbot.config import BotConfig
-from perpsbot.domain import Fill, OrderStatus, Side, TimeInForce
+from perpsbot.domain import OrderStatus, Side, TimeInForce
 from perpsbot.domain.clock import ManualClock
 from perpsbot.exchange.port import OrderNotFound
 from perpsbot.exchange.sim import SimCore, SimExchange
 from perpsbot.risk.manager import OrderIntent
-from tests.unit.sim.simkit import T0, build_core, request
+from tests.characterization.simbot import PERP, LossyExchange, as_request, crash, intent, kinds
+from tests.unit.sim.simkit import build_core, request
 
 D = Decimal
-PERP = "TST-PERP"
-
-
-class LossyExchange(SimExchange):
-    """Loses the fills whose trade ids are in ``hidden`` from ``fills_since``."""
-
-    def __init__(self, core: SimCore, clock: ManualClock) -> None:
-        super().__init__(core, clock)
-        self.hidden: set[str] = set()
-
-    async def fills_since(self, cursor: int) -> tuple[list[Fill], int]:
-        fills, cursor = await super().fills_since(cursor)
-        return [f for f in fills if f.trade_id not in self.hidden], cursor
-
-
-@pytest.fixture
-def sim_clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def core() -> SimCore:
-    return build_core(seed=5)
-
-
-@pytest.fixture
-def config_for(tmp_path: Path):
-    def make(**overrides) -> BotConfig:
-        values = dict(
-            symbols=(PERP,), data_dir=tmp_path / "data", interval=1.0, bar_seconds=1, short_window=2,
-            long_window=4, leverage=D(2), reconcile_every_seconds=30.0,
-        )
-        values.update(overrides)
-        return BotConfig(**values)
-
-    return make
-
-
-@pytest.fixture
-async def start_bot(sim_clock, core, config_for):
-    bots: list[PerpsBot] = []
-
-    async def start(exchange: SimExchange | None = None, **overrides) -> PerpsBot:
-        ex = exchange or SimExchange(core, sim_clock)
-        bot = await PerpsBotBuilder(config_for(**overrides)).with_clock(sim_clock).with_exchange(ex).build()
-        await bot.start()
-        bots.append(bot)
-        return bot
-
-    yield start
-    for bot in bots:
-        if bot.started and not bot._stop.is_set() and not getattr(bot, "_crashed", False):
-            await bot.shutdown()
-
-
-async def crash(bot: PerpsBot) -> None:
-    """Die without a shutdown: background tasks gone, stores closed as a killed process leaves them."""
-    for task in bot.background_tasks:
-        task.cancel()
-    await asyncio.sleep(0)
-    bot.registry.events._pending.clear()  # events kept for after a request die with the process
-    bot.registry.events.close()
-    bot.registry.orders.close()
-    if bot._store_lock is not None:
-        bot._store_lock.release()  # what the kernel does for a process that dies
-    bot._crashed = True  # type: ignore[attr-defined]
-
-
-def intent(bot: PerpsBot, side: Side, size: str, *, limit: str | None = None):
-    ex = bot.registry.execution
-    product = bot.registry.products[PERP]
-    order = ex.new_order(product, side, D(size), D(100), closing=False)
-    if limit is not None:
-        order.type = request("x", PERP, side, size, limit=limit).type
-        order.limit_price = D(limit)
-        order.time_in_force = TimeInForce.GTC
-    return order
-
-
-def as_request(order):
-    return request(
-        order.client_order_id, order.symbol, order.side, order.size, limit=order.limit_price,
-        tif=order.time_in_force, leverage=order.leverage,
-    )
-
-
-def kinds(bot: PerpsBot, kind: str):
-    return bot.registry.events.query(kind=kind, run_id=bot.registry.events.run_id)
 
 
 # ----- 1. write-ahead intents resolved on restart ------------------------------------------
