@@ -134,11 +134,11 @@ def _read_csv(path: Path, strict: bool) -> Rows:
     header = _csv_header(path)
     columns = find_columns(path, header, strict)
     names = [f"c{i}" for i in range(len(header))]  # by position: header names may repeat or differ in case
-    invalid: list[int] = []
+    skipped: list[object] = []
 
     def on_invalid(row: object) -> str:  # a record with another number of fields than the header
-        invalid.append(1)
-        return "skip"
+        skipped.append(row)
+        return "skip"  # named below if no row before it is refused first
 
     def read(number_type: pa.DataType) -> pa.Table:
         types = {names[i]: (pa.string() if key == "time" else number_type) for key, i in columns.items()}
@@ -156,12 +156,12 @@ def _read_csv(path: Path, strict: bool) -> Rows:
         try:
             table = read(pa.float64())
         except pa.ArrowInvalid:  # a number pyarrow does not read (or a bad one): all of them as text
-            invalid.clear()
+            skipped.clear()
             table = read(pa.string())
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     cells = {key: table.column(names[i]) for key, i in columns.items()}
-    first_invalid = _first_invalid_record(path, len(header), columns) if invalid else None
+    first_invalid = _first_invalid_record(path, len(header), columns) if skipped else None
     written = {key: _csv_cell(path, i) for key, i in columns.items()}
     return _rows(path, cells, _csv_lines(path), first_invalid, written)
 

@@ -5,7 +5,8 @@ either refused — one line naming the file, the row and the problem — or repa
 and every repair is listed in the ``DataReport`` that ends up in the backtest
 report; nothing is changed silently:
 
-* refused: a missing column, an unreadable or NaN/infinite value, a price <= 0,
+* refused: a missing column, a row with more or fewer fields than the header, an
+  unreadable or NaN/infinite value, a price <= 0,
   negative volume, a high below the open/close or a low above them, two rows for
   one time with different prices, unix timestamps that change unit (seconds, then
   milliseconds), timestamps off the candle grid, fewer than two candles or more than
@@ -16,6 +17,9 @@ report; nothing is changed silently:
   close and no volume — Coinbase publishes no candle for a minute without trades),
   a file without a volume column (volume 0), and data finer than ``--timeframe``
   (aggregated).
+
+The reading is in ``columns`` (pyarrow and numpy, a column at a time), the parse
+cache beside the file in ``cache``.
 """
 
 from __future__ import annotations
