@@ -155,6 +155,16 @@ def test_timestamps_in_unix_seconds_and_milliseconds_and_naive_iso(tmp_path):
     assert "timestamps read as ISO 8601, no time zone: taken as UTC" in report.notes
 
 
+@pytest.mark.parametrize(("scale", "unit"), [(10**6, "microseconds"), (10**9, "nanoseconds")])
+def test_timestamps_in_unix_microseconds_and_nanoseconds(tmp_path, scale, unit):
+    text = "timestamp,open,high,low,close,volume\n" + "".join(
+        f"{(1767225600 + 60 * i) * scale},1,2,1,1.5,3\n" for i in range(3)
+    )
+    series, report = load(write(tmp_path, text))
+    assert list(series.start) == [1767225600, 1767225660, 1767225720]
+    assert f"timestamps read as unix {unit}" in report.notes
+
+
 def test_a_file_that_changes_timestamp_unit_is_refused_at_the_line_that_does(tmp_path):
     header = "timestamp,open,high,low,close,volume\n"
     mixed = header + "1767225600,1,2,1,1.5,3\n1767225660,1.5,2,1,1,3\n1767225720000,1,2,1,1.5,3\n"
