@@ -270,12 +270,10 @@ def _rows(path: Path, cells: dict[str, pa.ChunkedArray], lines: LineOf, first_in
         mask = np.zeros(n, dtype=bool)
         mask[MAX_CANDLES] = True
         problems.offer(mask, lambda i: f"{at(i)}: more than {MAX_CANDLES:,} candles; a backtest takes at most that")
-    if problems.best is not None or first_invalid is not None:
-        message = None if problems.best is None else problems.best[2]
-        if first_invalid is not None and (problems.best is None or first_invalid[0] < lines(problems.best[0])):
-            message = lambda: first_invalid[1]  # noqa: E731 - the invalid record comes first
-        assert message is not None
-        raise DataError(message())
+    if first_invalid is not None and (problems.best is None or first_invalid[0] < lines(problems.best[0])):
+        raise DataError(first_invalid[1])  # a record with too few or too many fields comes first
+    if problems.best is not None:
+        raise DataError(problems.best[2]())
     return Rows("volume" in cells, note, values["start"], values["open"], values["high"], values["low"],
                 values["close"], values["volume"])
 
