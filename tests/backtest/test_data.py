@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from pathlib import Path
 
 import pytest
@@ -156,6 +155,16 @@ def test_timestamps_in_unix_seconds_and_milliseconds_and_naive_iso(tmp_path):
     assert "timestamps read as ISO 8601, no time zone: taken as UTC" in report.notes
 
 
+@pytest.mark.parametrize(("scale", "unit"), [(10**6, "microseconds"), (10**9, "nanoseconds")])
+def test_timestamps_in_unix_microseconds_and_nanoseconds(tmp_path, scale, unit):
+    text = "timestamp,open,high,low,close,volume\n" + "".join(
+        f"{(1767225600 + 60 * i) * scale},1,2,1,1.5,3\n" for i in range(3)
+    )
+    series, report = load(write(tmp_path, text))
+    assert list(series.start) == [1767225600, 1767225660, 1767225720]
+    assert f"timestamps read as unix {unit}" in report.notes
+
+
 def test_a_file_that_changes_timestamp_unit_is_refused_at_the_line_that_does(tmp_path):
     header = "timestamp,open,high,low,close,volume\n"
     mixed = header + "1767225600,1,2,1,1.5,3\n1767225660,1.5,2,1,1,3\n1767225720000,1,2,1,1.5,3\n"
@@ -210,19 +219,6 @@ def test_parse_timeframe():
             parse_timeframe(bad)
 
 
-def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name.startswith("pyarrow"):
-            raise ImportError("No module named 'pyarrow'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
-    message = one_line_error(write(tmp_path, "PAR1", "c.parquet"))
-    assert "reading Parquet needs pyarrow" in message and "pip install 'perpsbot[parquet]'" in message
-
-
 def test_synthetic_candles_are_seeded_valid_and_round_trip_through_csv(tmp_path):
     a = synthetic_candles(3000, seed=4)
     b = synthetic_candles(3000, seed=4)
@@ -243,3 +239,55 @@ def test_resample_drops_incomplete_buckets():
     hourly = resample(series, 3600)
     # starts at 00:58: 00:58-00:59 is incomplete, then 01:00..01:59 and 02:00..02:59 are whole, 03:00..03:07 is not
     assert len(hourly) == 2 and hourly.start[0] % 3600 == 0
+
+
+def test_parquet_files_load_like_csv_with_typed_times_and_name_a_bad_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_series, _ = load(write(tmp_path, rows(*good(4))))
+    starts = [int(s) for s in csv_series.start]
+    prices = {k: list(getattr(csv_series, k)) for k in ("open", "high", "low", "close", "volume")}
+    for name, times in [("aware.parquet", pa.array(starts, pa.timestamp("s", "UTC"))),
+                        ("naive.parquet", pa.array([s * 10**9 for s in starts], pa.timestamp("ns"))),
+                        ("millis.parquet", pa.array([s * 1000 for s in starts], pa.int64()))]:
+        pq.write_table(pa.table({"Timestamp": times, **prices}), tmp_path / name)
+        series, report = load(tmp_path / name)
+        assert list(series.start) == list(csv_series.start) and list(series.close) == prices["close"], name
+        assert report.repairs == [] and report.rows == 4
+    assert "timestamps read as unix milliseconds" in report.notes
+    holes = {**prices, "close": [100.5, 101.5, None, 103.5]}
+    pq.write_table(pa.table({"date": pa.array(starts, pa.timestamp("s", "UTC")), **holes}), tmp_path / "c.parquet")
+    assert one_line_error(tmp_path / "c.parquet").endswith("c.parquet line 3: close is 'empty', not a number")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
+    assert "not a readable Parquet file" in one_line_error(tmp_path / "junk.parquet")
+
+
+def test_cells_pyarrow_does_not_read_itself_still_load_as_before(tmp_path):
+    # spaces around numbers and times, digit separators, quoted cells, unix seconds as text,
+    # and ISO times with and without a zone in one file: each read cell by cell instead
+    text = ("date,open,high,low,close,volume\n"
+            ' 2026-01-01T00:00:00Z , 100 ,"101",99,100.5,1_000\n'
+            "2026-01-01 00:01:00,101,102,100,101.5, 7\n"
+            "2026-01-01T01:02:00+01:00,102,103,101,102.5,7\n")
+    series, report = load(write(tmp_path, text))
+    assert list(series.open) == [100, 101, 102] and list(series.volume) == [1000, 7, 7]
+    assert series.start[2] - series.start[0] == 120 and report.repairs == []
+
+
+def test_a_bad_row_after_blank_lines_is_named_by_its_line_in_the_file(tmp_path):
+    text = rows(*good(3)).replace("\n", "\n\n", 2) + f"{minute(3)},100,101,99,-1,1\n"
+    assert "c.csv line 7: prices must be > 0" in one_line_error(write(tmp_path, text))
+    # the first problem in the file wins, whichever check finds it
+    text = rows(*good(2), f"{minute(2)},100,101", f"{minute(3)},100,101,99,abc,1")
+    assert "c.csv line 4: 3 fields, the header has at least 6" in one_line_error(write(tmp_path, text))
+    text = rows(*good(2), f"{minute(2)},100,101,99,abc,1", f"{minute(3)},100,101")
+    assert "c.csv line 4: close is 'abc', not a number" in one_line_error(write(tmp_path, text))
+    text = rows(*good(2), f"{minute(2)},100,99,99,100,1", f"{minute(3)},100,101,99,nan,1")
+    assert "c.csv line 4: high 99.0 / low 99.0 do not contain open 100.0" in one_line_error(write(tmp_path, text))
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused(tmp_path):
+    # read line by line it was taken, the extra field dropped: perhaps a shifted row
+    message = one_line_error(write(tmp_path, rows(*good(2), f"{minute(2)},100,101,99,100.5,12,7")))
+    assert message.endswith("c.csv line 4: 7 fields, the header has 6")

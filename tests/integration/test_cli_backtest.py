@@ -144,3 +144,35 @@ async def test_data_download_then_backtest_the_file(tmp_path: Path):
     assert code == 0, err
     assert "data repaired: filled 1 gap (1 missing candle)" in err
     assert json.loads((tmp_path / "o" / "report.json").read_text())["data"]["candles"] == 960
+
+
+def test_a_backtest_from_the_parse_cache_reports_the_same_and_a_damaged_cache_is_a_warning(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from perpsbot.backtest.cache import cache_path
+    from perpsbot.backtest.data import synthetic_candles, write_csv
+    from perpsbot.cli.main import main
+
+    data = tmp_path / "btc.csv"
+    write_csv(synthetic_candles(3000, seed=3), data)
+    monkeypatch.chdir(tmp_path)
+
+    def backtest(out: str):
+        monkeypatch.setattr(sys, "argv", ["perpsbot", "backtest", "--data", str(data), "--out", out,
+                                          "--param", "trailing_stop_pct=0"])
+        with pytest.raises(SystemExit) as info:
+            main()
+        captured = capsys.readouterr()
+        assert info.value.code in (0, None), captured.err
+        return captured
+
+    backtest("cold")
+    assert cache_path(data).is_file()
+    assert "warning" not in backtest("warm").err
+    cache_path(data).write_bytes(cache_path(data).read_bytes()[:1000])
+    mended = backtest("mended")
+    warnings = [line for line in mended.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"the parse cache {cache_path(data)} is damaged" in warnings[0], mended.err
+    for name in ("report.json", "trades.csv", "equity.png", "report.html"):
+        cold = (tmp_path / "cold" / name).read_bytes()
+        assert cold == (tmp_path / "warm" / name).read_bytes() == (tmp_path / "mended" / name).read_bytes(), name
