@@ -126,7 +126,7 @@ def backtest(
         raise UserError(str(exc)) from None
 
     for line in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)  # one line, however long
     for line in report.repairs:
         err_console.print(f"[yellow]data repaired:[/] {line}", highlight=False)
     spec = BacktestSpec(symbol, ReplayCosts(fee_bps=fee, slippage_bps=slip, funding_rate=rate), params, start_cash)

@@ -46,6 +46,6 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
-        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
         err_console.print("please report this with the command you ran; records on disk are intact", highlight=False)
         sys.exit(1)
