@@ -13,7 +13,8 @@ Updates are queued by the stream's callback and applied by the bot's main task o
 beside a cycle that holds the same orders. While the stream is healthy (subscribed, heard
 from within the quiet window, every symbol followed) the cycle does not poll fills and
 order status; whenever it was down or a frame was rejected, the next cycles poll as
-before until one full poll ran with the stream up (what was missed is caught up there).
+before until one full poll that began with the stream healthy has run (what was missed
+is caught up there; what came after its start was pushed).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class PushedUpdates:
         self.account_updates = Counter[str]()  # account figures taken, by source: push | poll
         self.rejected = Counter[str]()  # frames refused, by code
         self._missed = 1  # bumped whenever updates may have been missed (down, a rejected frame)
-        self._caught_up = 0  # the value of _missed at the start of the last full poll
+        self._caught_up = 0  # the value of _missed at the start of the last full poll begun while healthy
         self._polling: bool | None = None  # what the last cycle did (for the fallback events)
         self._log_rejected = RateLimitedLog(log)
 
@@ -145,12 +146,14 @@ class PushedUpdates:
             self._polling = polling
         return polling
 
-    def poll_started(self) -> int:
-        return self._missed
+    def poll_started(self) -> int | None:
+        """Marks a poll's start: one that starts while the stream is healthy catches up with
+        everything missed so far (what happens after its start is pushed); None otherwise."""
+        return self._missed if self.healthy else None
 
-    def poll_done(self, started: int) -> None:
-        """A full poll ran from ``started`` (``poll_started``): what was missed before is in."""
-        if self.up:
+    def poll_done(self, started: int | None) -> None:
+        """The poll marked ``started`` ran to its end."""
+        if started is not None:
             self._caught_up = started
 
     def summary(self) -> dict[str, object]:
@@ -204,8 +207,9 @@ class PushedUpdates:
         return int((order.status, order.filled_size) != before)
 
     def _settle(self, order: Order, status: OrderStatus, ts: datetime) -> bool:
-        """A terminal status pushed with nothing more filled closes the order as it stands."""
-        if not status.is_terminal or order.status is OrderStatus.PENDING:
+        """A terminal status pushed with nothing more filled closes the order as it stands
+        (not FILLED: that one comes with its fills)."""
+        if not status.is_terminal or status is OrderStatus.FILLED or order.status is OrderStatus.PENDING:
             return False
         try:
             order.advance_to(status, ts)
