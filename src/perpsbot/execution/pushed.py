@@ -134,12 +134,14 @@ class PushedUpdates:
 
     def needs_poll(self) -> bool:
         """Whether this cycle polls fills and order status (records a change of mind)."""
-        polling = (not self.healthy or self._caught_up != self._missed
-                   or not self.coordinator.followed_symbols() <= self.symbols)
+        healthy, behind = self.healthy, self._caught_up != self._missed
+        unfollowed = not self.coordinator.followed_symbols() <= self.symbols
+        polling = not healthy or behind or unfollowed
         if polling != self._polling:
             now = self.clock.now()
             if polling and self._polling is not None:
-                reason = "down" if not self.up else "quiet" if not self.healthy else "catching up"
+                reason = ("down" if not self.up else "quiet" if not healthy else "catching up" if behind
+                          else "symbol not subscribed")
                 self.events.append(now, "push_fallback", None, reason=reason)
             elif not polling:
                 self.events.append(now, "push_recovered", None)
