@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from perpsbot.domain import Product
 from perpsbot.domain.clock import Clock, WallClock
 from perpsbot.exchange.port import Exchange, ExchangeError
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
+from perpsbot.execution.pushed import PushedUpdates
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.market.streaming import StreamingService
 from perpsbot.redact import public_config
@@ -221,6 +222,8 @@ class PerpsBotBuilder:
             exchange, risk, orders, events, clock, config, catalog, alerts=alerts,
             fresh_venue=self._exchange is None and config.exchange is ExchangeKind.SIM,  # a new in-process simulator
         )
+        execution.pushed = PushedUpdates.for_exchange(exchange, execution, events, clock, list(config.symbols),
+                                                      config.stream_quiet_seconds)
         orchestrator = StrategyOrchestrator(
             strategy,
             market_data,
@@ -341,6 +344,8 @@ class PerpsBot:
         if reg.streaming is not None:
             await reg.streaming.start()
             self.spawn(reg.streaming.heartbeat_loop(), "stream-heartbeat")
+        if reg.execution.pushed is not None:
+            await reg.execution.pushed.start()  # what it pushes meanwhile waits for the first cycle
         reg.events.append(
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
@@ -425,7 +430,7 @@ class PerpsBot:
                     on_cycle(self)
                 pause = max(0.0, self.config.interval - (time.perf_counter() - tick))
                 left = self._time_left(began, duration)
-                await self._wait_for_stop(None, pause if left is None else min(pause, left))
+                await self._pause(pause if left is None else min(pause, left))
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
@@ -438,10 +443,27 @@ class PerpsBot:
             return None
         return duration - (self.clock.now() - began).total_seconds()
 
-    async def _cycle_until_stopped(self, seconds: float | None) -> bool:
-        """One cycle, unless stop() or the end of the run (``seconds`` from now) comes first;
-        then it gets the grace period and is cancelled. True when the cycle finished."""
-        cycle = asyncio.ensure_future(self.run_cycle())
+    async def _pause(self, seconds: float) -> None:
+        """The wait between cycles; pushed order updates are applied as they come in."""
+        pushed = self._registry.execution.pushed
+        if pushed is None:
+            await self._wait_for_stop(None, seconds)
+            return
+        end = self.clock.now() + timedelta(seconds=seconds)
+        while not self._stop.is_set() and (left := (end - self.clock.now()).total_seconds()) > 0:
+            woken = asyncio.ensure_future(pushed.ready.wait())
+            try:
+                await self._wait_for_stop(woken, left)
+            finally:
+                woken.cancel()
+            if pushed.ready.is_set() and not self._stop.is_set():
+                await self._cycle_until_stopped(left, pushed.apply())
+
+    async def _cycle_until_stopped(self, seconds: float | None,
+                                   work: Coroutine[Any, Any, Any] | None = None) -> bool:
+        """One cycle (or ``work``), unless stop() or the end of the run (``seconds`` from now)
+        comes first; then it gets the grace period and is cancelled. True when it finished."""
+        cycle = asyncio.ensure_future(work if work is not None else self.run_cycle())
         try:
             await self._wait_for_stop(cycle, seconds)
             if not cycle.done():
@@ -474,7 +496,7 @@ class PerpsBot:
         polled = None if reg.streaming is None else reg.streaming.symbols_to_poll()
         marks = await reg.market_data.update_marks(polled)
         report = CycleReport(marks)
-        await self._guarded(report, "account", reg.execution.refresh_account(), reg.execution.sync_orders())
+        await self._guarded(report, "account", reg.execution.refresh_account(), reg.execution.follow_orders())
         # order commands and reconciliation run even when the sync above failed
         await self._guarded(report, "housekeeping", reg.execution.housekeeping())
         self.evaluate_controls()  # also on their own task (_controls_loop), between cycles and during slow ones
@@ -647,6 +669,7 @@ class PerpsBot:
             "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
             "pnl": reg.execution.pnl().as_dict() if run_id is not None else None,
             **(reg.streaming.summary() if reg.streaming is not None else {}),
+            **(reg.execution.pushed.summary() if reg.execution.pushed is not None else {}),
             **metrics,  # the drift review's production metrics (also the run_metrics event)
         }
 
@@ -674,6 +697,8 @@ class PerpsBot:
             if recording:
                 reg.streaming.heartbeat()
             await reg.streaming.close()
+        if reg.execution.pushed is not None:
+            await reg.execution.pushed.close()
         if recording:
             self.record_snapshot()
             reg.events.append(reg.clock.now(), "run_metrics", None, **{k: summary[k] for k in METRIC_FIELDS})

@@ -6,10 +6,11 @@ Advanced Trade adapter (``exchange.coinbase``). The bot depends on this protocol
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from perpsbot.domain import (
     AccountSnapshot,
@@ -166,3 +167,73 @@ class Exchange(Protocol):
     async def account(self) -> AccountSnapshot: ...
 
     async def close(self) -> None: ...
+
+
+# ----- pushed account and order updates (optional: polling is the fallback) ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class PushedOrder:
+    """An order of ours as the venue pushed it: cumulative state, not a trade. The fills
+    behind a rise in ``filled_size`` are fetched and recorded by trade id."""
+
+    client_order_id: str
+    symbol: str
+    status: OrderStatus
+    filled_size: Decimal
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PushedAccount:
+    """Futures margin figures the venue pushed; ``equity`` when they decide it (None: not)."""
+
+    equity: Decimal | None
+    buying_power: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    liquidation_buffer: Decimal
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PushState:
+    """The push stream went up (subscribed) or down (``detail`` says why); updates may
+    have been missed in between."""
+
+    up: bool
+    detail: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PushRejected:
+    """A pushed frame that could not be read: ``code`` (a few kinds) and why; nothing
+    of it was applied."""
+
+    code: str
+    reason: str
+    ts: datetime
+
+
+PushedUpdate = PushedOrder | PushedAccount | PushState | PushRejected
+
+
+class PushFeed(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def silent_for(self) -> float | None:
+        """Seconds since the stream last sent anything (None: not connected)."""
+        ...
+
+
+@runtime_checkable
+class PushesUpdates(Protocol):
+    """An exchange that can push account and order changes for ``symbols``."""
+
+    def push_feed(self, symbols: Sequence[str], on_update: Callable[[PushedUpdate], None],
+                  quiet_seconds: float) -> PushFeed | None:
+        """None: this session cannot push (no credentials, say)."""
+        ...

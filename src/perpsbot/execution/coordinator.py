@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from perpsbot.config import BotConfig
 from perpsbot.config.model import OrderTypeSetting
@@ -41,6 +42,9 @@ from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
 from perpsbot.strategy.base import Decision, Target
+
+if TYPE_CHECKING:
+    from perpsbot.execution.pushed import PushedUpdates
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,8 @@ class ExecutionCoordinator:
         # Open orders of earlier runs adopted at start-up (or foreign ones adopted): followed like ours.
         self.tracked: set[str] = set()
         self.reconciler = Reconciler(self)
+        # Order and account changes the exchange pushes (None: it pushes nothing; all is polled).
+        self.pushed: PushedUpdates | None = None
 
     # ----- account ------------------------------------------------------------------
 
@@ -127,6 +133,8 @@ class ExecutionCoordinator:
     async def refresh_account(self) -> AccountSnapshot:
         async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
             self.account = await self.exchange.account()
+        if self.pushed is not None:
+            self.pushed.account_updates["poll"] += 1
         return self.account
 
     def positions(self) -> dict[str, Position]:
@@ -450,15 +458,40 @@ class ExecutionCoordinator:
         """Where ``sync_orders`` will ask the exchange for fills from next."""
         return self._fill_cursor
 
+    async def follow_orders(self) -> None:
+        """The cycle's order step: pushed updates applied, then the poll (``sync_orders``)
+        unless a healthy push stream makes it unneeded (reconciliation still polls)."""
+        pushed = self.pushed
+        if pushed is None:
+            await self.sync_orders()
+            return
+        await pushed.apply()
+        if pushed.needs_poll():
+            started = pushed.poll_started()
+            await self.sync_orders()
+            pushed.poll_done(started)
+
+    def followed_symbols(self) -> set[str]:
+        """The symbols whose orders this process follows: the configured ones and those of
+        orders adopted from earlier runs."""
+        symbols = set(self.config.symbols)
+        for cid in self.tracked:
+            order = self.orders.get(cid)
+            if order is not None:
+                symbols.add(order.symbol)
+        return symbols
+
     async def sync_orders(self) -> None:
         """Pick up fills and status changes of orders that were still working."""
         async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
             fills, self._fill_cursor = await self.exchange.fills_since(self._fill_cursor)
         touched: dict[str, Order] = {}
+        changes = 0
         for fill in fills:
             order = touched.get(fill.client_order_id) or self.orders.get(fill.client_order_id)
             if not self.record_fill(fill, order):
                 continue
+            changes += 1
             if order is None:
                 self.events.append(
                     fill.ts, "foreign_fill", fill.symbol, trade_id=fill.trade_id,
@@ -496,9 +529,13 @@ class ExecutionCoordinator:
                 )
                 continue
             current = touched.get(order.client_order_id, order)
+            was = current.status
             self.apply_snapshot(current, snapshot)
+            changes += current.status is not was
             if current.status.is_terminal:
                 self.tracked.discard(current.client_order_id)
+        if self.pushed is not None:
+            self.pushed.applied["poll"] += changes
         if fills:
             await self.refresh_account()
 

@@ -110,6 +110,7 @@ class LiveCollector:
         yield updates
         yield age
         yield from self._stream()
+        yield from self._pushed()
         risk = reg.risk
         yield GaugeMetricFamily(f"{PREFIX}_reduce_only", "1 while the risk manager allows only reducing orders",
                                 value=int(risk.reduce_only))
@@ -153,6 +154,34 @@ class LiveCollector:
         yield reconnects
         yield heartbeat
         yield lag
+
+
+    def _pushed(self) -> Iterator[Metric]:
+        pushed = self.bot.registry.execution.pushed
+        healthy = GaugeMetricFamily(f"{PREFIX}_push_healthy",
+                                    "1 while the user stream is subscribed and heard from (fills are pushed)")
+        orders = CounterMetricFamily(f"{PREFIX}_order_updates",
+                                     "Order changes applied, by source: push (user stream) or poll (REST)",
+                                     labels=["source"])
+        account = CounterMetricFamily(f"{PREFIX}_account_updates", "Account figures taken, by source: push or poll",
+                                      labels=["source"])
+        rejected = CounterMetricFamily(f"{PREFIX}_push_rejected", "Pushed frames refused unread, by code",
+                                       labels=["code"])
+        healthy.add_metric([], int(pushed is not None and pushed.healthy))
+        if pushed is not None:
+            for source in ("push", "poll"):
+                orders.add_metric([source], pushed.applied[source])
+                account.add_metric([source], pushed.account_updates[source])
+            for code, count in sorted(pushed.rejected.items()):
+                rejected.add_metric([code], count)
+        yield from (healthy, orders, account, rejected)
+        margin = pushed.margin if pushed is not None else None
+        if margin is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_futures_buying_power", "Futures buying power the venue last pushed",
+                                    value=float(margin.buying_power))
+            yield GaugeMetricFamily(f"{PREFIX}_futures_liquidation_buffer",
+                                    "Liquidation buffer (amount) the venue last pushed",
+                                    value=float(margin.liquidation_buffer))
 
 
 def lag_buckets(histogram: Any) -> list[tuple[str, float]]:

@@ -20,7 +20,7 @@ SYMBOLS = ("BTC-PERP-INTX", "ETH-USD")
 
 
 def _server_subs(server: SimServer) -> dict[str, set[str]]:
-    (conn,) = [c for c in server._conns if not c.closed]
+    (conn,) = [c for c in server._conns if not c.closed and "user" not in c.subs]  # the market stream
     return {channel: set(products) for channel, products in conn.subs.items()}
 
 
@@ -88,7 +88,7 @@ async def test_a_crossed_book_is_resynced_from_a_fresh_snapshot(stepped: tuple[S
     try:
         await wait_for(lambda: book_equals_server(streaming.books.get("ETH-USD"), server, "ETH-USD"))
         best_ask = streaming.books["ETH-USD"].best_ask
-        (conn,) = list(server._conns)
+        (conn,) = [c for c in server._conns if "user" not in c.subs]  # the market stream
         # A bid above the best ask: this book can no longer be trusted.
         conn.push("level2", [{"type": "update", "product_id": "ETH-USD", "updates": [
             {"side": "bid", "event_time": "2026-11-26T00:00:00Z", "price_level": str(best_ask + 1),

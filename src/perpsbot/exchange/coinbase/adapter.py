@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import ssl as ssl_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -70,6 +70,7 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_product_book,
     parse_products,
 )
+from perpsbot.exchange.coinbase.push import CoinbasePushFeed
 from perpsbot.exchange.coinbase.rest import DEFAULT_REST_URL, CoinbaseRestClient
 from perpsbot.exchange.coinbase.ws import DEFAULT_WS_URL, DEFAULT_WS_USER_URL, Callback, CoinbaseWebSocket
 from perpsbot.exchange.port import (
@@ -81,6 +82,7 @@ from perpsbot.exchange.port import (
     OrderNotFound,
     OrderRequest,
     OrderSnapshot,
+    PushedUpdate,
     UnknownProduct,
 )
 
@@ -154,6 +156,9 @@ class CoinbaseExchange:
         self._funding_paid: dict[str, Decimal] = {}  # symbol -> funding received (< 0: paid)
         self._funding_checked: dict[str, datetime] = {}  # symbol -> when its listing was last read for funding
         self._streams: list[CoinbaseWebSocket] = []
+        # What equity holds besides CFM's total_usd_balance at the last account read (None:
+        # CFM does not decide equity), so a pushed balance summary can move equity on its own.
+        self._besides_cfm: Decimal | None = None
         # Where ``book`` looks first: the streamed order book, when one is being kept
         # (the bot sets it to ``StreamingService.order_book``); None falls back to REST.
         self.book_source: Callable[[str, int], OrderBook | None] | None = None
@@ -256,6 +261,12 @@ class CoinbaseExchange:
         if client_order_id:
             self._order_ids[client_order_id] = order_id
             self._client_ids[order_id] = client_order_id
+
+    remember_order = _remember
+
+    def client_id_known(self, order_id: str) -> str:
+        """The client id of an order this adapter has seen ("" when it has not)."""
+        return self._client_ids.get(order_id, "")
 
     async def place_order(self, request: OrderRequest) -> OrderSnapshot:
         order = await self.new_order(request)
@@ -361,10 +372,12 @@ class CoinbaseExchange:
         positions: dict[str, Position] = {}
         intx = await self._intx(positions) if "INTX" in self._venues else None
         cfm = await self._cfm(positions) if "CFM" in self._venues and await self._lists_cfm() else None
+        self._besides_cfm = None
         if intx is not None:
             equity = intx.total_balance + assets
         elif cfm is not None:
-            equity = cfm.total_balance + sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
+            self._besides_cfm = sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
+            equity = cfm.total_balance + self._besides_cfm
         else:
             equity = sum(cash.values(), ZERO) + assets
         return AccountSnapshot(balances=balances, positions=positions, equity=equity)
@@ -465,6 +478,24 @@ class CoinbaseExchange:
         self._streams = [s for s in self._streams if not s.closed]
         self._streams.append(stream)
         return stream
+
+    def push_feed(self, symbols: Sequence[str], on_update: Callable[[PushedUpdate], None],
+                  quiet_seconds: float) -> CoinbasePushFeed | None:
+        """Orders and futures margin pushed over the user channels (None without credentials)."""
+        if self.rest.signer is None:
+            return None
+        return CoinbasePushFeed(self, symbols, on_update, quiet_seconds)
+
+    def is_cfm(self, symbol: str) -> bool:
+        listed = self._catalog.get(symbol)
+        return listed is not None and listed.is_cfm
+
+    def equity_with_futures(self, total_usd_balance: Decimal) -> Decimal | None:
+        """Equity with a pushed CFM ``total_usd_balance`` in, the rest as last read (None:
+        CFM does not decide equity on this account)."""
+        if self._besides_cfm is None:
+            return None
+        return total_usd_balance + self._besides_cfm
 
     def user_stream(self, on_event: Callback | None = None, **options: Any) -> CoinbaseWebSocket:
         stream = CoinbaseWebSocket(self.endpoints.ws_user_url, self.rest.signer, ssl=self._ssl,

@@ -65,7 +65,8 @@ RECONNECT_POLICY = RetryPolicy(attempts=1_000_000, base_delay=0.5, max_delay=30.
 @dataclass(frozen=True, slots=True)
 class StreamNotice:
     """Something the stream itself went through: ``connected``, ``disconnected``,
-    ``gap`` (resubscribed), ``quiet`` (replaced), ``error`` (an error message)."""
+    ``gap`` (resubscribed), ``quiet`` (replaced), ``error`` (an error message),
+    ``rejected`` (a message that could not be read, and why)."""
 
     kind: str
     detail: str
@@ -298,6 +299,7 @@ class CoinbaseWebSocket:
         except json.JSONDecodeError:
             self.bad_messages += 1
             log.warning("websocket %s: a message that is not JSON", self.url)
+            await self._notice("rejected", "not JSON")
             return
         if isinstance(data, dict) and data.get("type") == "error":
             await self._notice("error", str(data.get("message") or data))
@@ -307,6 +309,7 @@ class CoinbaseWebSocket:
         except BadResponse as exc:
             self.bad_messages += 1
             log.warning("websocket %s: %s", self.url, exc)
+            await self._notice("rejected", str(exc))
             return
         expected = None if self._last_sequence is None else self._last_sequence + 1
         self._last_sequence = envelope.sequence_num

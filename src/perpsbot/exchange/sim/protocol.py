@@ -565,18 +565,26 @@ def intx_balances_json(venue: SimVenue) -> dict[str, Any]:
     }
 
 
-def _margin_window(kind: str, s: Mapping[str, Decimal]) -> dict[str, str]:
+def _margin_window(kind: str, s: Mapping[str, Decimal], *, channel: bool) -> dict[str, str]:
     """A margin window measure: plain strings, in REST as in the channel (Get Futures
-    Balance Summary documents it so)."""
+    Balance Summary documents it so). REST names the buffer ``liquidation_buffer`` (an
+    amount); the ``futures_balance_summary`` channel ``liquidation_buffer_percentage``
+    (the official SDK's ``FCMMarginWindowMeasure``)."""
+    buffer = s["total"] - s["maintenance"]
     return {
         "margin_window_type": kind,
         "margin_level": "MARGIN_LEVEL_TYPE_BASE",
         "initial_margin": num(s["margin"]),
         "maintenance_margin": num(s["maintenance"]),
-        "liquidation_buffer": num(s["total"] - s["maintenance"]),
+        **({"liquidation_buffer_percentage": _percent(buffer, s["total"])} if channel
+           else {"liquidation_buffer": num(buffer)}),
         "total_hold": num(s["hold"]),
         "futures_buying_power": num(s["available"]),
     }
+
+
+def _percent(part: Decimal, whole: Decimal) -> str:
+    return num((part / whole * 100).quantize(Decimal("0.01")) if whole > 0 else ZERO)
 
 
 INTRADAY_MARGIN_SETTINGS = ("INTRADAY_MARGIN_SETTING_STANDARD", "INTRADAY_MARGIN_SETTING_INTRADAY")
@@ -620,11 +628,10 @@ def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
         "available_margin": v(s["available"]),
         "liquidation_threshold": v(s["maintenance"]),
         "liquidation_buffer_amount": v(buffer),
-        "liquidation_buffer_percentage": num(
-            (buffer / s["total"] * 100).quantize(Decimal("0.01")) if s["total"] > 0 else ZERO
-        ),
-        "intraday_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_INTRADAY", s),
-        "overnight_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", s),
+        "liquidation_buffer_percentage": _percent(buffer, s["total"]),
+        "intraday_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_INTRADAY", s, channel=not as_amounts),
+        "overnight_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", s,
+                                                          channel=not as_amounts),
     }
     return out
 

@@ -51,6 +51,7 @@ API_PREFIX = "/api/v3/brokerage"
 WS_PATHS = ("/", "/ws")
 PRODUCT_CHANNELS = frozenset({"ticker", "ticker_batch", "level2", "market_trades", "candles"})
 AUTH_CHANNELS = frozenset({"user", "futures_balance_summary"})
+USER_SNAPSHOT_BATCH = 50  # open orders per ``user`` snapshot message
 CHANNELS = PRODUCT_CHANNELS | AUTH_CHANNELS | {"heartbeats", "status"}
 _MESSAGE_CHANNEL = {"level2": "l2_data"}
 MARGIN_PROFILE_TYPES = (
@@ -1135,7 +1136,12 @@ class SimServer:
             wanted = conn.products("user")
             orders = [P.ws_order_json(self.venue.view(o), self.venue) for o in reversed(self.venue.live_orders())
                       if not wanted or o.symbol in wanted]
-            conn.push(channel, [{"type": "snapshot", "orders": orders, "positions": self._ws_positions()}], now)
+            positions = self._ws_positions()
+            # "Open orders are returned in the snapshot batched by 50" (the channel's reference):
+            # one message per batch. Which batch carries the positions is not documented: each does.
+            for start in range(0, max(len(orders), 1), USER_SNAPSHOT_BATCH):
+                batch = orders[start:start + USER_SNAPSHOT_BATCH]
+                conn.push(channel, [{"type": "snapshot", "orders": batch, "positions": positions}], now)
         elif channel == "futures_balance_summary" and first:
             summary = P.fcm_balance_summary(self.venue, as_amounts=False)
             conn.balance_key = P.dumps(summary)
