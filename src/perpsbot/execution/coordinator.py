@@ -265,6 +265,9 @@ class ExecutionCoordinator:
         assert decision.mark is not None
         started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
         order = self.new_order(product, side, size, decision.mark, closing=closing, market=market)
+        refused = self.exchange.capabilities.refusal(order.type, order.time_in_force, order.reduce_only)
+        if refused is not None:  # the venue would refuse it: never sent, nothing written ahead
+            return self._skip(decision, f"{self.exchange.name} {refused}")
         positions = self.positions()
         if expected is not None:
             positions = {s: p for s, p in positions.items() if s != product.symbol}

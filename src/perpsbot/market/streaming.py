@@ -28,12 +28,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from perpsbot.config.model import MarkSource, StreamLevel
 from perpsbot.domain import OrderBook
 from perpsbot.domain.clock import Clock, WallClock
 from perpsbot.exchange.coinbase.wire import MarketMessage, Ticker, Trade
+from perpsbot.exchange.stream import MarketStream
 from perpsbot.market.book import L2Book
 from perpsbot.market.data import MarketDataService
 from perpsbot.store import EventStore
@@ -54,30 +55,6 @@ _monotonic = time.monotonic
 _from_epoch = datetime.fromtimestamp
 _HALF = Decimal("0.5")
 _DECIMAL_CACHE_SIZE = 8192
-
-
-class MarketStream(Protocol):
-    """What the service needs of a WebSocket client (``CoinbaseWebSocket`` is one)."""
-
-    quiet_seconds: float
-    connects: int
-    gaps: int
-    quiet_reconnects: int
-    book_resyncs: int
-    bad_messages: int
-
-    async def subscribe(self, channel: str, product_ids: Iterable[str] = ()) -> None: ...
-
-    async def unsubscribe(self, channel: str, product_ids: Iterable[str] | None = None) -> None: ...
-
-    def start(self) -> Any: ...
-
-    async def close(self) -> None: ...
-
-    def resync_book(self, symbol: str, reason: str = "") -> None: ...
-
-    @property
-    def awaiting_snapshot(self) -> frozenset[str]: ...
 
 
 OpenStream = Callable[..., MarketStream]

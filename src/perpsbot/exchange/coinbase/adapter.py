@@ -34,6 +34,7 @@ from perpsbot.domain import (
     AccountSnapshot,
     Candle,
     Fill,
+    MarginType,
     OrderBook,
     OrderType,
     Position,
@@ -49,7 +50,6 @@ from perpsbot.exchange.coinbase.mapping import (
     LimitFok,
     LimitGtc,
     LimitIoc,
-    MarginType,
     MarketIoc,
     NewOrder,
     Obj,
@@ -82,6 +82,7 @@ from perpsbot.exchange.port import (
     OrderRequest,
     OrderSnapshot,
     UnknownProduct,
+    VenueCapabilities,
 )
 
 if TYPE_CHECKING:
@@ -123,8 +124,18 @@ class CoinbaseEndpoints:
     ws_user_url: str = DEFAULT_WS_USER_URL
 
 
+# Advanced Trade, and the simulator server behind the same protocol: the account lives at
+# the venue, market data and order updates are streamed, the risk check's book is the streamed one.
+CAPABILITIES = VenueCapabilities(
+    order_types=frozenset(OrderType), times_in_force=frozenset(TimeInForce), post_only=True, reduce_only=True,
+    margin_types=frozenset(MarginType), funding=True, market_stream=True, user_stream=True, account_persists=True,
+    book_from_stream=True,
+)
+
+
 class CoinbaseExchange:
     name = "coinbase"
+    capabilities = CAPABILITIES
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from perpsbot.domain import (
     DomainError,
     Fill,
     Liquidity,
+    MarginType,
     OrderBook,
     OrderStatus,
     Position,
@@ -656,11 +657,6 @@ def decode_configuration(body: Any, where: str = "order_configuration") -> Order
     return BracketGtd(size, price, c.decimal("stop_trigger_price"), c.time("end_time"))
 
 
-class MarginType(str, enum.Enum):
-    CROSS = "CROSS"
-    ISOLATED = "ISOLATED"
-
-
 @dataclass(frozen=True, slots=True)
 class NewOrder:
     """The body of ``POST /orders`` (and, without the client id, of ``/orders/preview``)."""
@@ -685,7 +681,7 @@ class NewOrder:
         if self.leverage is not None:
             out["leverage"] = dec_str(self.leverage)
         if self.margin_type is not None:
-            out["margin_type"] = self.margin_type.value
+            out["margin_type"] = self.margin_type.value.upper()  # CROSS | ISOLATED
         if self.reduce_only:
             out["reduce_only"] = True
         if self.retail_portfolio_id:
