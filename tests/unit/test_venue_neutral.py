@@ -4,7 +4,8 @@ The composition root — the code that may choose an adapter and so know which o
 chose — is ``PerpsBotBuilder._default_exchange`` in src/perpsbot/bot.py and the
 ``perpsbot.cli`` package. Everywhere else in src/, what a venue can do is asked of
 ``exchange.capabilities``: no comparison of an exchange's ``name``, no ``hasattr`` /
-``getattr`` on an exchange.
+``getattr`` on an exchange. ``market/`` reads the venue-neutral market events
+(``exchange.stream``), never a venue's channel names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "perpsbot"
 ROOT_PACKAGES = (SRC / "cli",)
 ROOT_FUNCTIONS = {(SRC / "bot.py", "PerpsBotBuilder._default_exchange")}
+# The channels Coinbase's market-data messages carry or are subscribed by (``ticker`` is
+# also the venue-neutral feed's name).
+COINBASE_CHANNELS = ("l2_data", "level2", "market_trades", "ticker_batch", "heartbeats")
 
 
 def _mentions_exchange(node: ast.AST) -> bool:
@@ -76,3 +80,22 @@ def test_the_probe_finds_each_kind_it_forbids():
         "exchange.name != 'sim'", "getattr(exchange, 'market_stream', None)", "hasattr(self._exchange, 'book_source')",
     ]
 
+
+def test_market_names_no_coinbase_channel():
+    found = [
+        f"{path.relative_to(SRC.parent)}:{n}: {channel}"
+        for path in sorted((SRC / "market").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for channel in COINBASE_CHANNELS
+        if channel in line
+    ]
+    assert found == []
+
+
+def test_one_ticker_and_one_market_trade_type():
+    defined: dict[str, list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name in ("Ticker", "MarketTrade"):
+                defined.setdefault(node.name, []).append(str(path.relative_to(SRC.parent)))
+    assert defined == {"Ticker": ["perpsbot/exchange/stream.py"], "MarketTrade": ["perpsbot/exchange/stream.py"]}

@@ -60,6 +60,7 @@ from perpsbot.exchange.port import (
     RateLimited,
     ServerError,
 )
+from perpsbot.exchange.stream import MarketTrade
 
 # ----- reading fields ---------------------------------------------------------------
 
@@ -451,16 +452,6 @@ def parse_product_book(body: Any, now: datetime | None = None) -> OrderBook:
     return OrderBook(book.str("product_id"), ts, levels("bids"), levels("asks"))
 
 
-@dataclass(frozen=True, slots=True)
-class MarketTrade:
-    trade_id: str
-    symbol: str
-    price: Decimal
-    size: Decimal
-    side: Side
-    ts: datetime
-
-
 def parse_market_trade(item: Obj) -> MarketTrade:
     return MarketTrade(
         trade_id=str(item.raw("trade_id")),
@@ -468,17 +459,8 @@ def parse_market_trade(item: Obj) -> MarketTrade:
         price=item.decimal("price"),
         size=item.decimal("size"),
         side=parse_side(item.raw("side"), f"{item.path}.side"),
-        ts=item.time("time"),
+        time=item.time("time"),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Ticker:
-    """``GET /products/{id}/ticker``: recent trades with the best bid and ask."""
-
-    trades: tuple[MarketTrade, ...]
-    best_bid: Decimal | None
-    best_ask: Decimal | None
 
 
 # ----- order configurations ---------------------------------------------------------------
