@@ -117,10 +117,14 @@ def streaming_service(
 
 
 def venue_refusal(config: BotConfig, exchange: Exchange) -> str | None:
-    """Why the venue cannot trade as ``config`` says (its order settings), or None."""
+    """Why the venue cannot trade as ``config`` says (its margin and order settings), or None."""
+    capabilities = exchange.capabilities
+    if config.margin_type not in capabilities.margin_types:
+        refused = capabilities.refusal(OrderType.MARKET, TimeInForce.IOC, False, config.margin_type)
+        return f"margin_type = {config.margin_type.value}: {exchange.name} {refused}"
     if config.order_type is OrderTypeSetting.LIMIT:
         tif = TimeInForce(config.time_in_force.value)
-        refused = exchange.capabilities.refusal(OrderType.LIMIT, tif, reduce_only=False)
+        refused = capabilities.refusal(OrderType.LIMIT, tif, reduce_only=False)
         if refused is not None:
             return f"order_type = limit, time_in_force = {tif.value}: {exchange.name} {refused}"
     return None

@@ -117,6 +117,7 @@ class OrderRequest:
     time_in_force: TimeInForce = TimeInForce.IOC
     reduce_only: bool = False
     leverage: Decimal = Decimal(1)
+    margin_type: MarginType | None = None  # a perpetual's (the margin_type setting); None: the venue's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +155,12 @@ class VenueCapabilities:
     account_persists: bool  # orders, fills and positions outlive the bot's process (the next run finds them)
     book_from_stream: bool  # book() can answer from the market stream's books (StreamingExchange.book_source)
 
-    def refusal(self, type: OrderType, time_in_force: TimeInForce, reduce_only: bool) -> str | None:
+    def refusal(
+        self, type: OrderType, time_in_force: TimeInForce, reduce_only: bool, margin_type: MarginType | None = None
+    ) -> str | None:
         """Why the venue cannot take such an order (worded to follow the venue's name), or None."""
+        if margin_type is not None and margin_type not in self.margin_types:
+            return f"takes no {margin_type.value} margin (only {', '.join(_names(self.margin_types)) or 'none'})"
         if type not in self.order_types:
             return f"takes no {type.value.lower()} orders"
         if type is OrderType.LIMIT and time_in_force not in self.times_in_force:

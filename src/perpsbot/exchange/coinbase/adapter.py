@@ -144,7 +144,6 @@ class CoinbaseExchange:
         *,
         endpoints: CoinbaseEndpoints | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        margin_type: MarginType = MarginType.ISOLATED,
         fills_from: datetime | None = None,
         venues: tuple[str, ...] = ("INTX", "CFM"),
     ) -> None:
@@ -152,7 +151,6 @@ class CoinbaseExchange:
         self.clock = clock
         self.endpoints = endpoints or CoinbaseEndpoints(rest_url=str(rest.base_url))
         self._ssl = ssl
-        self.margin_type = margin_type
         self._venues = set(venues)
         self._catalog: dict[str, CoinbaseProduct] = {}
         self._order_ids: dict[str, str] = {}  # client_order_id -> order_id
@@ -259,7 +257,7 @@ class CoinbaseExchange:
             side=request.side,
             configuration=self._configuration(request),
             leverage=request.leverage if derivative else None,
-            margin_type=self.margin_type if derivative else None,
+            margin_type=request.margin_type if derivative else None,  # the margin_type setting
             reduce_only=request.reduce_only and derivative,
         )
 
