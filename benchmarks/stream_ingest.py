@@ -35,9 +35,9 @@ from typing import Any
 import aiohttp
 
 from perpsbot.domain.clock import ManualClock, WallClock
-from perpsbot.exchange.coinbase.wire import level
 from perpsbot.exchange.coinbase.ws import CoinbaseWebSocket
 from perpsbot.exchange.sim.server import SimServer
+from perpsbot.exchange.stream import BOOK, level
 from perpsbot.market.data import MarketDataService, WindowSpec
 from perpsbot.market.streaming import StreamingService
 from perpsbot.store import EventStore
@@ -145,7 +145,7 @@ def sdk_book_path(tmp: Path) -> Callable[[str], Any]:
     _, streaming = our_path(tmp)
 
     class Msg:  # what StreamingService reads of a message
-        __slots__ = ("channel", "epoch", "events")
+        __slots__ = ("epoch", "events", "kind")
 
     from perpsbot.exchange.coinbase.wire import parse_epoch
 
@@ -155,7 +155,7 @@ def sdk_book_path(tmp: Path) -> Callable[[str], Any]:
             return response
         epoch = parse_epoch(response.timestamp)
         msg = Msg()
-        msg.channel, msg.epoch, msg.events = "l2_data", epoch, []
+        msg.kind, msg.epoch, msg.events = BOOK, epoch, []
         for event in response.events:
             levels = [level(u.side, float(u.price_level), float(u.new_quantity)) for u in event.updates]
             streaming._on_book(event.product_id, event.type, levels, msg, time.monotonic())  # type: ignore[arg-type]

@@ -13,17 +13,26 @@ from perpsbot.domain import (
     Candle,
     Fill,
     Liquidity,
+    MarginType,
     OrderBook,
     OrderStatus,
+    OrderType,
     Position,
     Product,
     ProductType,
     Quote,
+    TimeInForce,
 )
 from perpsbot.domain.clock import Clock
-from perpsbot.exchange.port import OrderNotFound, OrderRequest, OrderSnapshot
+from perpsbot.exchange.port import OrderNotFound, OrderRequest, OrderSnapshot, VenueCapabilities
 
 D = Decimal
+# Everything an order can ask for; an account that outlives the bot; no streams.
+FAKE_CAPABILITIES = VenueCapabilities(
+    order_types=frozenset(OrderType), times_in_force=frozenset(TimeInForce), post_only=False, reduce_only=True,
+    margin_types=frozenset(MarginType), funding=False, market_stream=False, user_stream=False,
+    account_persists=True, book_from_stream=False,
+)
 
 
 def perp(symbol: str) -> Product:
@@ -41,6 +50,7 @@ class FakeExchange:
     frozen: set[str] = field(default_factory=set)
     equity: Decimal = D(100_000)
     name: str = "fake"
+    capabilities: VenueCapabilities = FAKE_CAPABILITIES
     requests: list[OrderRequest] = field(default_factory=list)
     quote_calls: list[str] = field(default_factory=list)
     closed: bool = False

@@ -16,13 +16,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from perpsbot.config import BotConfig, ExchangeKind
 from perpsbot.config.diff import ConfigChange, diff_configs
-from perpsbot.domain import Product
+from perpsbot.config.model import OrderTypeSetting
+from perpsbot.domain import OrderType, Product, TimeInForce
 from perpsbot.domain.clock import Clock, WallClock
-from perpsbot.exchange.port import Exchange, ExchangeError
+from perpsbot.exchange.port import Exchange, ExchangeError, StreamingExchange
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
 from perpsbot.execution.pushed import PushedUpdates
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
@@ -101,18 +102,33 @@ def baseline_strategy(config: BotConfig) -> MACrossover:
 def streaming_service(
     exchange: Exchange, market_data: MarketDataService, events: EventStore, clock: Clock, config: BotConfig
 ) -> StreamingService | None:
-    """Streaming market data where the exchange offers a market stream (the Coinbase
-    adapter, also when pointed at the simulator server); None: marks are polled."""
-    open_stream = getattr(exchange, "market_stream", None)
-    if open_stream is None:
+    """Streaming market data where the venue's capabilities say it has a market stream (the
+    Coinbase adapter, also when pointed at the simulator server); None: marks are polled."""
+    capabilities = exchange.capabilities
+    if not capabilities.market_stream:
         return None
+    venue = cast(StreamingExchange, exchange)  # what capabilities.market_stream promises
     streaming = StreamingService(
-        open_stream, market_data, events, clock, config.symbols, level=config.stream_level,
+        venue.market_stream, market_data, events, clock, config.symbols, level=config.stream_level,
         mark_source=config.mark_source, quiet_seconds=config.stream_quiet_seconds,
     )
-    if hasattr(exchange, "book_source"):
-        exchange.book_source = streaming.order_book  # the risk check's book, without a REST round trip
+    if capabilities.book_from_stream:
+        venue.book_source = streaming.order_book  # the risk check's book, without a REST round trip
     return streaming
+
+
+def venue_refusal(config: BotConfig, exchange: Exchange) -> str | None:
+    """Why the venue cannot trade as ``config`` says (its margin and order settings), or None."""
+    capabilities = exchange.capabilities
+    if config.margin_type not in capabilities.margin_types:
+        refused = capabilities.refusal(OrderType.MARKET, TimeInForce.IOC, False, config.margin_type)
+        return f"margin_type = {config.margin_type.value}: {exchange.name} {refused}"
+    if config.order_type is OrderTypeSetting.LIMIT:
+        tif = TimeInForce(config.time_in_force.value)
+        refused = capabilities.refusal(OrderType.LIMIT, tif, reduce_only=False)
+        if refused is not None:
+            return f"order_type = limit, time_in_force = {tif.value}: {exchange.name} {refused}"
+    return None
 
 
 _BUILDER_TOKEN = object()
@@ -177,6 +193,10 @@ class PerpsBotBuilder:
             raise BotError(
                 f"unknown product {unknown[0]} on {exchange.name}; available: {', '.join(sorted(catalog))}"
             )
+        refused = venue_refusal(config, exchange)
+        if refused is not None:
+            await exchange.close()
+            raise BotError(refused)
         lock: StoreLock | None = None
         replaced: StoreReplaced | None = None
         spare: SpareSpace | None = None
@@ -215,12 +235,12 @@ class PerpsBotBuilder:
             market_data.mark_age,
             mark_of=market_data.mark,
             products=catalog,
-            account_persists=exchange.name != "sim",  # the in-process simulator's account starts anew each run
+            account_persists=exchange.capabilities.account_persists,
         )
         alerts = AlertBook(events, clock)
         execution = ExecutionCoordinator(
             exchange, risk, orders, events, clock, config, catalog, alerts=alerts,
-            fresh_venue=self._exchange is None and config.exchange is ExchangeKind.SIM,  # a new in-process simulator
+            fresh_venue=not exchange.capabilities.account_persists,  # e.g. the builder's own in-process simulator
         )
         execution.pushed = PushedUpdates.for_exchange(exchange, execution, events, clock, list(config.symbols),
                                                       config.stream_quiet_seconds)
@@ -263,7 +283,9 @@ class PerpsBotBuilder:
             SimConfig(seed=config.seed, starting_cash=config.sim_starting_cash, warmup_seconds=warmup),
             start=clock.now(),
         )
-        return SimExchange(core, clock, order_latency_seconds=config.sim_order_latency_ms / 1000)
+        return SimExchange(  # a core made for this process: no later run finds its account
+            core, clock, order_latency_seconds=config.sim_order_latency_ms / 1000, account_persists=False
+        )
 
 
 class PerpsBot:
@@ -350,7 +372,7 @@ class PerpsBot:
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
             opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
-            opened_at=reg.execution.opened_at,
+            opened_at=reg.execution.opened_at, venue=reg.exchange.capabilities.describe(),
         )
         self.spawn(self._controls_loop(), "running-controls")  # from here on, whatever the exchange does
         try:

@@ -14,8 +14,9 @@ import pytest
 from perpsbot.config.model import MarkSource, StreamLevel
 from perpsbot.domain.clock import ManualClock
 from perpsbot.exchange.coinbase.mapping import parse_time
-from perpsbot.exchange.coinbase.wire import BidLevel, OfferLevel, decode_market, level, parse_epoch
+from perpsbot.exchange.coinbase.wire import decode_market, parse_epoch
 from perpsbot.exchange.coinbase.ws import CoinbaseWebSocket, StreamNotice
+from perpsbot.exchange.stream import BOOK, AskLevel, BidLevel, MarketMessage, level
 from perpsbot.market.book import L2Book
 from perpsbot.market.data import MarketDataService, WindowSpec
 from perpsbot.market.streaming import LagHistogram, StreamingService
@@ -46,9 +47,11 @@ def l2(kind: str, symbol: str, *levels: tuple[str, str, str]) -> dict[str, Any]:
 def test_the_fast_decoder_reads_market_messages_and_declines_the_rest():
     decoded = decode_market(message("l2_data", 3, [l2("update", "BTC-USD", ("bid", "68900.01", "0.5"),
                                                        ("offer", "68901.5", "0"))]))
-    assert decoded is not None and decoded.sequence_num == 3
+    assert isinstance(decoded, MarketMessage) and decoded.kind == BOOK and decoded.sequence == 3
     (event,) = decoded.events
-    assert event.product_id == "BTC-USD" and event.updates == [BidLevel(68900.01, 0.5), OfferLevel(68901.5, 0)]
+    assert event.symbol == "BTC-USD"
+    assert [(type(u).__mro__[1], u.side, u.price, u.size) for u in event.updates] == [
+        (BidLevel, "bid", 68900.01, 0.5), (AskLevel, "ask", 68901.5, 0)]  # the neutral types, Coinbase's names read
     assert decoded.epoch == pytest.approx(T0.timestamp() + 0.000000123, abs=1e-6)
     user = json.dumps({"channel": "user", "client_id": "", "timestamp": stamp(T0), "sequence_num": 1,
                        "events": [{"type": "snapshot", "orders": []}]})
@@ -85,7 +88,7 @@ def test_epoch_parsing_agrees_with_the_generic_parser(text: str):
 # ----- the book ------------------------------------------------------------------------------
 
 
-def levels(*rows: tuple[str, float, float]) -> list[BidLevel | OfferLevel]:
+def levels(*rows: tuple[str, float, float]) -> list[BidLevel | AskLevel]:
     return [level(side, price, size) for side, price, size in rows]
 
 
@@ -221,7 +224,7 @@ async def test_book_marks_lag_p95_and_heartbeat_from_hand_fed_messages(events: E
     assert md.mark_age("BTC-USD") == pytest.approx(0.0, abs=1e-3)  # stamped with the exchange time
     data = svc.heartbeat()
     assert 95 <= data["lag_p95_ms"] <= 95 * 1.045 and data["lag_samples"] == 101
-    assert data["channels"]["level2"]["messages"] == 101 and data["channels"]["ticker"]["age_s"] is None
+    assert data["channels"]["book"]["messages"] == 101 and data["channels"]["ticker"]["age_s"] is None
     assert svc.summary()["stream_lag_p95_ms"] == data["lag_p95_ms"]
     (recorded,) = events.query(kind="stream_heartbeat")
     assert recorded.data["lag_p95_ms"] == data["lag_p95_ms"] and recorded.data["connected"] is True
@@ -276,7 +279,7 @@ async def test_last_trade_marks_and_the_ticker_level(events: EventStore):
     assert md.mark("BTC-USD") == Decimal("90001.5")  # the book does not make marks in this mode
     await svc.set_level(StreamLevel.TICKER)
     svc.set_mark_source(MarkSource.MID)
-    assert "level2" not in svc.stream.subscriptions or not svc.stream.subscriptions["level2"]
+    assert not svc.stream.subscriptions.get(BOOK)
     feed(svc, message("ticker", 3, [{"type": "update", "tickers": [
         {"type": "ticker", "product_id": "ETH-USD", "price": "3000", "best_bid": "2999", "best_ask": "3001",
          "best_bid_quantity": "1", "best_ask_quantity": "1"}]}]))

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from perpsbot.config.model import BotConfig
 
-# Keys that need a fresh process (they choose the exchange, the stores, the market or the HTTP port).
+# Keys that need a fresh process (they choose the exchange, the stores, the market or the HTTP port;
+# margin_type is checked against the venue when the bot is built).
 RESTART_KEYS = frozenset({
-    "profile", "exchange", "data_dir", "seed", "sim_starting_cash", "sim_order_latency_ms",
+    "profile", "exchange", "data_dir", "seed", "sim_starting_cash", "sim_order_latency_ms", "margin_type",
     "api_key_name", "api_private_key", "api_key_file",
     "coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url", "ca_bundle", "http_port", "dashboard_token",
     "log_file", "log_file_max_bytes", "log_file_backups", "backup_every_minutes",

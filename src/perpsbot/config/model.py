@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from perpsbot.domain import MarginType
+
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)?$")
 
 
@@ -125,6 +127,10 @@ class BotConfig(BaseModel):
 
     position_fraction: Decimal = Field(Decimal("0.1"), gt=0, le=1, description="share of equity per position")
     leverage: Decimal = Field(Decimal(1), ge=1, le=100, description="leverage requested on perp orders")
+    margin_type: MarginType = Field(
+        MarginType.ISOLATED,
+        description="how perp positions are margined: isolated | cross (where the venue has both; checked at start)",
+    )
     max_leverage: Decimal = Field(
         Decimal(3), ge=1, le=100, description="cap on requested leverage and on total notional / equity"
     )

@@ -41,6 +41,14 @@ class ProductType(str, enum.Enum):
     PERPETUAL = "PERPETUAL"
 
 
+class MarginType(str, enum.Enum):
+    """How a perpetual position is margined: from the whole account (cross) or from the
+    margin set aside for it alone (isolated). The ``margin_type`` setting."""
+
+    CROSS = "cross"
+    ISOLATED = "isolated"
+
+
 class OrderType(str, enum.Enum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"

@@ -1,7 +1,11 @@
 """The ``Exchange`` port: everything the bot asks of an exchange.
 
-Implementations: the in-process simulator (``exchange.sim``) and the Coinbase
-Advanced Trade adapter (``exchange.coinbase``). The bot depends on this protocol only.
+Implementations: the in-process simulator (``exchange.sim``: ``SimExchange``, and
+``ReplayExchange`` for backtests) and the Coinbase Advanced Trade adapter
+(``exchange.coinbase``). The bot depends on this protocol only, and on what each venue
+says it can do (``Exchange.capabilities``, a ``VenueCapabilities``): never on the
+adapter's type or name. The market stream's side of the port, its venue-neutral events
+and the stream protocol, is ``exchange.stream``.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from perpsbot.domain import (
     AccountSnapshot,
     Candle,
     Fill,
+    MarginType,
     OrderBook,
     OrderStatus,
     OrderType,
@@ -24,6 +29,7 @@ from perpsbot.domain import (
     Side,
     TimeInForce,
 )
+from perpsbot.exchange.stream import MarketStream
 
 
 class ExchangeError(Exception):
@@ -111,6 +117,7 @@ class OrderRequest:
     time_in_force: TimeInForce = TimeInForce.IOC
     reduce_only: bool = False
     leverage: Decimal = Decimal(1)
+    margin_type: MarginType | None = None  # a perpetual's (the margin_type setting); None: the venue's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +138,60 @@ class OrderSnapshot:
     fills: tuple[Fill, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class VenueCapabilities:
+    """What a venue can do, declared by each ``Exchange`` as data. The bot and its services
+    ask these — which orders to send, whether to open a stream, whether the account
+    outlives the process — instead of testing the adapter's type, name or attributes."""
+
+    order_types: frozenset[OrderType]
+    times_in_force: frozenset[TimeInForce]  # of limit orders (a market order is IOC everywhere)
+    post_only: bool  # limit orders that only ever rest (none of the bot's orders asks it today)
+    reduce_only: bool  # orders that may only shrink a perpetual position
+    margin_types: frozenset[MarginType]  # how perpetual positions can be margined (the margin_type setting)
+    funding: bool  # perpetual positions pay and receive funding
+    market_stream: bool  # a StreamingExchange: market data pushed over a stream (books, tickers, trades)
+    user_stream: bool  # order and fill updates pushed over an authenticated stream
+    account_persists: bool  # orders, fills and positions outlive the bot's process (the next run finds them)
+    book_from_stream: bool  # book() can answer from the market stream's books (StreamingExchange.book_source)
+
+    def refusal(
+        self, type: OrderType, time_in_force: TimeInForce, reduce_only: bool, margin_type: MarginType | None = None
+    ) -> str | None:
+        """Why the venue cannot take such an order (worded to follow the venue's name), or None."""
+        if margin_type is not None and margin_type not in self.margin_types:
+            return f"takes no {margin_type.value} margin (only {', '.join(_names(self.margin_types)) or 'none'})"
+        if type not in self.order_types:
+            return f"takes no {type.value.lower()} orders"
+        if type is OrderType.LIMIT and time_in_force not in self.times_in_force:
+            return f"takes no {time_in_force.value} limit orders (it takes {', '.join(_names(self.times_in_force))})"
+        if reduce_only and not self.reduce_only:
+            return "takes no reduce-only orders"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The capabilities as JSON-ready data (recorded with ``bot_started``)."""
+        return {
+            "order_types": _names(self.order_types),
+            "times_in_force": _names(self.times_in_force),
+            "margin_types": _names(self.margin_types),
+            "post_only": self.post_only,
+            "reduce_only": self.reduce_only,
+            "funding": self.funding,
+            "market_stream": self.market_stream,
+            "user_stream": self.user_stream,
+            "account_persists": self.account_persists,
+            "book_from_stream": self.book_from_stream,
+        }
+
+
+def _names(members: frozenset[OrderType] | frozenset[TimeInForce] | frozenset[MarginType]) -> list[str]:
+    return sorted(m.value for m in members)
+
+
 class Exchange(Protocol):
-    name: str
+    name: str  # for messages and records only: what a venue can do is in ``capabilities``
+    capabilities: VenueCapabilities
 
     async def products(self) -> list[Product]: ...
 
@@ -167,6 +226,18 @@ class Exchange(Protocol):
     async def account(self) -> AccountSnapshot: ...
 
     async def close(self) -> None: ...
+
+
+class StreamingExchange(Exchange, Protocol):
+    """An ``Exchange`` whose capabilities say ``market_stream`` (and ``book_from_stream``)."""
+
+    # Where ``book`` looks first when the capabilities say ``book_from_stream``: the composition
+    # root sets it to the streamed books (None: the venue's own book request).
+    book_source: Callable[[str, int], OrderBook | None] | None
+
+    def market_stream(self, **options: Any) -> MarketStream:
+        """A new market-data stream (not started); ``options`` go to the venue's stream client."""
+        ...
 
 
 # ----- pushed account and order updates (optional: polling is the fallback) ----------------
@@ -229,9 +300,9 @@ class PushFeed(Protocol):
         ...
 
 
-@runtime_checkable
-class PushesUpdates(Protocol):
-    """An exchange that can push account and order changes for ``symbols``."""
+class PushesUpdates(Exchange, Protocol):
+    """An ``Exchange`` whose capabilities say ``user_stream``: it can push account and
+    order changes for ``symbols``."""
 
     def push_feed(self, symbols: Sequence[str], on_update: Callable[[PushedUpdate], None],
                   quiet_seconds: float) -> PushFeed | None:

@@ -25,6 +25,7 @@ from perpsbot.domain import (
     AccountSnapshot,
     DomainError,
     Fill,
+    MarginType,
     Order,
     OrderBook,
     OrderStatus,
@@ -273,6 +274,11 @@ class ExecutionCoordinator:
         assert decision.mark is not None
         started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
         order = self.new_order(product, side, size, decision.mark, closing=closing, market=market)
+        refused = self.exchange.capabilities.refusal(
+            order.type, order.time_in_force, order.reduce_only, self._margin_type(order.symbol)
+        )
+        if refused is not None:  # the venue would refuse it: never sent, nothing written ahead
+            return self._skip(decision, f"{self.exchange.name} {refused}")
         positions = self.positions()
         if expected is not None:
             positions = {s: p for s, p in positions.items() if s != product.symbol}
@@ -301,6 +307,10 @@ class ExecutionCoordinator:
             return ExecutionResult(order.client_order_id, "dry_run", "dry run: not sent", order)
         return await self._place(order, decision.reason, started)
 
+    def _margin_type(self, symbol: str) -> MarginType | None:
+        """The ``margin_type`` setting on a perpetual's orders; a spot order has none."""
+        return self.config.margin_type if self.products[symbol].is_perpetual else None
+
     async def _place(self, order: Order, reason: str, started: float) -> ExecutionResult:
         order.created_at = self.clock.now()  # the late-acceptance bound counts from the send
         # Write-ahead: the intent is recorded before the exchange hears of it — committed, not
@@ -322,6 +332,7 @@ class ExecutionCoordinator:
             time_in_force=order.time_in_force,
             reduce_only=order.reduce_only,
             leverage=order.leverage,
+            margin_type=self._margin_type(order.symbol),
         )
         try:
             async with asyncio.timeout(self.config.order_timeout_seconds):

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 from collections import Counter
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from perpsbot.domain import DomainError, Order, OrderStatus
 from perpsbot.domain.clock import Clock
@@ -75,10 +75,10 @@ class PushedUpdates:
     def for_exchange(cls, exchange: Exchange, coordinator: ExecutionCoordinator, events: EventStore, clock: Clock,
                      symbols: list[str], quiet_seconds: float) -> PushedUpdates | None:
         """The exchange's push feed for ``symbols``; None when it pushes nothing."""
-        if not isinstance(exchange, PushesUpdates):
+        if not exchange.capabilities.user_stream:
             return None
         pushed = cls(coordinator, events, clock, symbols, quiet_seconds)
-        pushed.feed = exchange.push_feed(symbols, pushed.on_update, quiet_seconds)
+        pushed.feed = cast(PushesUpdates, exchange).push_feed(symbols, pushed.on_update, quiet_seconds)
         return pushed if pushed.feed is not None else None
 
     async def start(self) -> None:

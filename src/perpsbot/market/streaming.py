@@ -12,11 +12,14 @@ The service also decides which symbols need REST polling (``symbols_to_poll``): 
 them while the stream is down (disconnected, or silent beyond ``quiet_seconds``), and any
 symbol the stream has not served within that limit (a book waiting for its snapshot, a
 symbol just added). Every ``heartbeat_seconds`` a ``stream_heartbeat`` event records
-per-channel message ages, reconnects, gaps, resyncs and the p95 streaming lag (exchange
+per-feed message ages, reconnects, gaps, resyncs and the p95 streaming lag (exchange
 timestamp of a message to its effect in the mark window), kept as a histogram.
 
-The hot path (``on_market``) is synchronous and allocation-light: the WebSocket client
-decodes each message with ``msgspec`` and calls it directly, without a queue.
+It reads only the venue-neutral market events of ``exchange.stream`` (a message's
+``kind`` is its feed: book, ticker, trades, heartbeat) and subscribes by feed; which
+venue and channels are behind them is the stream client's business. The hot path
+(``on_market``) is synchronous and allocation-light: the venue's stream client decodes
+each message straight into those events and calls it directly, without a queue.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from perpsbot.config.model import MarkSource, StreamLevel
 from perpsbot.domain import OrderBook
 from perpsbot.domain.clock import Clock, WallClock
-from perpsbot.exchange.coinbase.wire import MarketMessage, Ticker, Trade
+from perpsbot.exchange.stream import BOOK, HEARTBEAT, TICKER, TRADES, MarketMessage, MarketStream, MarketTrade, Ticker
 from perpsbot.market.book import L2Book
 from perpsbot.market.data import MarketDataService
 from perpsbot.store import EventStore
@@ -42,42 +45,16 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
 TRADE_HISTORY = 100
-# Subscribed channel -> the channel name its messages carry.
-MESSAGE_CHANNEL = {"level2": "l2_data", "ticker": "ticker", "market_trades": "market_trades",
-                   "heartbeats": "heartbeats"}
-LEVEL_CHANNELS: dict[StreamLevel, tuple[str, ...]] = {
-    StreamLevel.LEVEL2: ("level2", "ticker", "market_trades"),
-    StreamLevel.TICKER: ("ticker", "market_trades"),
+# The feeds subscribed at each stream level (the venue's heartbeat comes with every stream).
+LEVEL_FEEDS: dict[StreamLevel, tuple[str, ...]] = {
+    StreamLevel.LEVEL2: (BOOK, TICKER, TRADES),
+    StreamLevel.TICKER: (TICKER, TRADES),
     StreamLevel.OFF: (),
 }
 _monotonic = time.monotonic
 _from_epoch = datetime.fromtimestamp
 _HALF = Decimal("0.5")
 _DECIMAL_CACHE_SIZE = 8192
-
-
-class MarketStream(Protocol):
-    """What the service needs of a WebSocket client (``CoinbaseWebSocket`` is one)."""
-
-    quiet_seconds: float
-    connects: int
-    gaps: int
-    quiet_reconnects: int
-    book_resyncs: int
-    bad_messages: int
-
-    async def subscribe(self, channel: str, product_ids: Iterable[str] = ()) -> None: ...
-
-    async def unsubscribe(self, channel: str, product_ids: Iterable[str] | None = None) -> None: ...
-
-    def start(self) -> Any: ...
-
-    async def close(self) -> None: ...
-
-    def resync_book(self, symbol: str, reason: str = "") -> None: ...
-
-    @property
-    def awaiting_snapshot(self) -> frozenset[str]: ...
 
 
 OpenStream = Callable[..., MarketStream]
@@ -184,16 +161,16 @@ class StreamingService:
         self.symbols: list[str] = []
         self.books: dict[str, L2Book] = {}
         self.tickers: dict[str, Ticker] = {}
-        self.trades: dict[str, deque[Trade]] = {}
+        self.trades: dict[str, deque[MarketTrade]] = {}
         self.stream: MarketStream | None = None
         self.connected = False
-        self._top: dict[str, tuple[float, float] | float] = {}  # what the current mark was made from
+        self._top: dict[str, tuple[float, float] | Decimal] = {}  # what the current mark was made from
         self._decimals: dict[float, Decimal] = {}  # book prices recur: their exact Decimal, cached
         self._mids: dict[tuple[float, float], Decimal] = {}  # and so do tops: their exact mid, cached
         self._marked: set[str] = set()  # symbols with a stream mark since the last (re)connect or gap
         self._symbol_last: dict[str, float] = {}  # monotonic time the stream last served each symbol
-        self._channel_last: dict[str, float] = {}
-        self._channel_count: dict[str, int] = {}
+        self._feed_last: dict[str, float] = {}  # monotonic time of each feed's last message
+        self._feed_count: dict[str, int] = {}
         self._last_message = -math.inf
         self._polling: tuple[str, ...] = ()
         self.lag = LagHistogram()  # the whole run
@@ -209,8 +186,8 @@ class StreamingService:
     # ----- lifecycle ----------------------------------------------------------------
 
     @property
-    def channels(self) -> tuple[str, ...]:
-        return LEVEL_CHANNELS[self.level]
+    def feeds(self) -> tuple[str, ...]:
+        return LEVEL_FEEDS[self.level]
 
     @property
     def active(self) -> bool:
@@ -222,9 +199,9 @@ class StreamingService:
             return
         options = {"quiet_seconds": self.quiet_seconds, **self.stream_options}
         self.stream = self._open(on_event=self._on_notice, on_market=self.on_market, queue_events=False, **options)
-        for channel in self.channels:
+        for feed in self.feeds:
             if self.symbols:
-                await self.stream.subscribe(channel, self.symbols)
+                await self.stream.subscribe(feed, self.symbols)
         self.stream.start()
 
     async def close(self) -> None:
@@ -263,8 +240,8 @@ class StreamingService:
             return
         self._track(symbol)
         if self.stream is not None:
-            for channel in self.channels:
-                await self.stream.subscribe(channel, [symbol])
+            for feed in self.feeds:
+                await self.stream.subscribe(feed, [symbol])
 
     async def remove_symbol(self, symbol: str) -> None:
         if symbol not in self.trades:
@@ -274,14 +251,14 @@ class StreamingService:
             table.pop(symbol, None)
         self._marked.discard(symbol)
         if self.stream is not None:
-            for channel in self.channels:
-                await self.stream.unsubscribe(channel, [symbol])
+            for feed in self.feeds:
+                await self.stream.unsubscribe(feed, [symbol])
 
     async def set_level(self, level: StreamLevel) -> None:
         level = StreamLevel(level)
         if level is self.level:
             return
-        old = set(self.channels)
+        old = set(self.feeds)
         self.level = level
         self.books = {s: L2Book(s) for s in self.symbols} if level is StreamLevel.LEVEL2 else {}
         self._top.clear()
@@ -292,12 +269,12 @@ class StreamingService:
         if self.stream is None:
             await self.start()
             return
-        new = set(self.channels)
-        for channel in sorted(old - new):
-            await self.stream.unsubscribe(channel, list(self.symbols))
-        for channel in sorted(new - old):
+        new = set(self.feeds)
+        for feed in sorted(old - new):
+            await self.stream.unsubscribe(feed, list(self.symbols))
+        for feed in sorted(new - old):
             if self.symbols:
-                await self.stream.subscribe(channel, self.symbols)
+                await self.stream.subscribe(feed, self.symbols)
 
     def set_mark_source(self, source: MarkSource) -> None:
         self.mark_source = MarkSource(source)
@@ -330,16 +307,16 @@ class StreamingService:
     def on_market(self, message: MarketMessage) -> None:
         """One decoded market-data message (called by the WebSocket client)."""
         mono = _monotonic()
-        channel = message.channel
-        self._channel_last[channel] = self._last_message = mono
+        kind = message.kind
+        self._feed_last[kind] = self._last_message = mono
         self.messages += 1
         applied = False
-        if channel == "l2_data":  # _on_book, inlined: this is most of the traffic
+        if kind == BOOK:  # _on_book, inlined: this is most of the traffic
             books = self.books
             mid = self.mark_source is MarkSource.MID
             checked = message.levels_checked
             for event in message.events:
-                symbol = event.product_id
+                symbol = event.symbol
                 book = books.get(symbol)
                 if book is None:
                     continue
@@ -357,17 +334,17 @@ class StreamingService:
                     self._resync(symbol, book.problem)
                 elif mid and self._mark_mid(symbol, book.best_bid, book.best_ask, message.epoch, mono):
                     applied = True
-        elif channel == "ticker" or channel == "ticker_batch":
+        elif kind == TICKER:
             for event in message.events:
                 for ticker in event.tickers:
                     if self._on_ticker(ticker, message, mono):
                         applied = True
-        elif channel == "market_trades":
+        elif kind == TRADES:
             applied = self._on_trades(message, mono)
-        elif channel == "heartbeats":
+        elif kind == HEARTBEAT:
             self._confirm_all(message.epoch, mono)
-        counts = self._channel_count
-        counts[channel] = counts.get(channel, 0) + 1
+        counts = self._feed_count
+        counts[kind] = counts.get(kind, 0) + 1
         if applied:
             self.lag.record(self._now() - message.epoch)
 
@@ -421,12 +398,10 @@ class StreamingService:
             exact = cache[value] = Decimal(repr(value))
         return exact
 
-    def _mark_last(self, symbol: str, price: float, message: MarketMessage, mono: float) -> bool:
-        if not price > 0:
-            return False
+    def _mark_last(self, symbol: str, price: Decimal, message: MarketMessage, mono: float) -> bool:
         if self._top.get(symbol) != price:
             self._top[symbol] = price
-            self.market_data.apply_mark(symbol, self._decimal(price), message.epoch)
+            self.market_data.apply_mark(symbol, price, message.epoch)
         else:
             self.market_data.confirm_mark(symbol, message.epoch)
         self._marked.add(symbol)
@@ -434,12 +409,13 @@ class StreamingService:
         return True
 
     def _on_ticker(self, ticker: Ticker, message: MarketMessage, mono: float) -> bool:
-        symbol = ticker.product_id
+        symbol = ticker.symbol
         if symbol not in self.trades:
             return False
         self.tickers[symbol] = ticker
         if self.mark_source is MarkSource.LAST:
-            return self._mark_last(symbol, ticker.price, message, mono)
+            price = ticker.price
+            return price > 0 and self._mark_last(symbol, self._decimal(price), message, mono)
         if self.level is StreamLevel.TICKER:
             bid, ask = ticker.best_bid, ticker.best_ask
             if bid and ask and bid < ask:
@@ -447,21 +423,21 @@ class StreamingService:
         return False
 
     def _on_trades(self, message: MarketMessage, mono: float) -> bool:
-        latest: dict[str, Trade] = {}
+        latest: dict[str, MarketTrade] = {}
         for event in message.events:
             for trade in event.trades:
-                history = self.trades.get(trade.product_id)
+                history = self.trades.get(trade.symbol)
                 if history is None:
                     continue
                 history.append(trade)
-                seen = latest.get(trade.product_id)
+                seen = latest.get(trade.symbol)
                 if seen is None or trade.time > seen.time:
-                    latest[trade.product_id] = trade
+                    latest[trade.symbol] = trade
         if self.mark_source is not MarkSource.LAST:
             return False
         applied = False
         for symbol, trade in latest.items():
-            if self._mark_last(symbol, trade.price, message, mono):
+            if trade.price > 0 and self._mark_last(symbol, trade.price, message, mono):
                 applied = True
         return applied
 
@@ -553,7 +529,7 @@ class StreamingService:
     def ticker(self, symbol: str) -> Ticker | None:
         return self.tickers.get(symbol)
 
-    def recent_trades(self, symbol: str) -> list[Trade]:
+    def recent_trades(self, symbol: str) -> list[MarketTrade]:
         return list(self.trades.get(symbol, ()))
 
     # ----- telemetry -----------------------------------------------------------------
@@ -573,8 +549,8 @@ class StreamingService:
         }
 
     def heartbeat_age(self) -> float | None:
-        """Seconds since the exchange's last ``heartbeats`` message (None: none yet)."""
-        last = self._channel_last.get("heartbeats")
+        """Seconds since the exchange's last heartbeat message (None: none yet)."""
+        last = self._feed_last.get(HEARTBEAT)
         return None if last is None else _monotonic() - last
 
     def heartbeat(self) -> dict[str, Any] | None:
@@ -584,12 +560,11 @@ class StreamingService:
         mono = _monotonic()
         interval = self.lag.since(self._lag_at_heartbeat)
         channels = {}
-        for channel in (*self.channels, "heartbeats"):
-            name = MESSAGE_CHANNEL[channel]
-            last = self._channel_last.get(name)
-            channels[channel] = {
+        for feed in (*self.feeds, HEARTBEAT):
+            last = self._feed_last.get(feed)
+            channels[feed] = {
                 "age_s": None if last is None else round(mono - last, 3),
-                "messages": self._channel_count.get(name, 0),
+                "messages": self._feed_count.get(feed, 0),
             }
         data: dict[str, Any] = {
             "level": self.level.value,

@@ -216,16 +216,16 @@ async def test_heartbeat_records_channel_ages_reconnects_gaps_and_lag(server: Si
     streaming = bot.registry.streaming
     try:
         await wait_for(lambda: all(streaming.serving(s) for s in SYMBOLS))
-        await wait_for(lambda: streaming._channel_count.get("heartbeats", 0) >= 1, timeout=3)
+        await wait_for(lambda: streaming._feed_count.get("heartbeat", 0) >= 1, timeout=3)
         await asyncio.sleep(0.2)
         streaming.heartbeat()
         (event,) = bot.registry.events.query(kind="stream_heartbeat")
         data = event.data
-        assert set(data["channels"]) == {"level2", "ticker", "market_trades", "heartbeats"}
-        for channel in ("level2", "ticker", "heartbeats"):
-            assert data["channels"][channel]["messages"] >= 1
-        assert 0 <= data["channels"]["level2"]["age_s"] < 0.5
-        assert data["channels"]["heartbeats"]["age_s"] < 1.5
+        assert set(data["channels"]) == {"book", "ticker", "trades", "heartbeat"}  # the feeds
+        for feed in ("book", "ticker", "heartbeat"):
+            assert data["channels"][feed]["messages"] >= 1
+        assert 0 <= data["channels"]["book"]["age_s"] < 0.5
+        assert data["channels"]["heartbeat"]["age_s"] < 1.5
         assert data["connected"] is True and data["reconnects"] == 0 and data["gaps"] == 0
         assert data["book_resyncs"] == 0 and data["polling"] == []
         assert data["lag_samples"] > 0 and 0 < data["lag_p95_ms"] < 250

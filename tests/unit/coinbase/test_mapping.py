@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from perpsbot.domain import Liquidity, OrderStatus, ProductType, Side
+from perpsbot.domain import Liquidity, MarginType, OrderStatus, ProductType, Side
 from perpsbot.exchange.coinbase.mapping import (
     BracketGtc,
     BracketGtd,
@@ -14,7 +14,6 @@ from perpsbot.exchange.coinbase.mapping import (
     LimitGtc,
     LimitGtd,
     LimitIoc,
-    MarginType,
     MarketIoc,
     NewOrder,
     Obj,

@@ -34,6 +34,7 @@ from perpsbot.domain import (
     AccountSnapshot,
     Candle,
     Fill,
+    MarginType,
     OrderBook,
     OrderType,
     Position,
@@ -49,7 +50,6 @@ from perpsbot.exchange.coinbase.mapping import (
     LimitFok,
     LimitGtc,
     LimitIoc,
-    MarginType,
     MarketIoc,
     NewOrder,
     Obj,
@@ -84,6 +84,7 @@ from perpsbot.exchange.port import (
     OrderSnapshot,
     PushedUpdate,
     UnknownProduct,
+    VenueCapabilities,
 )
 
 if TYPE_CHECKING:
@@ -125,8 +126,18 @@ class CoinbaseEndpoints:
     ws_user_url: str = DEFAULT_WS_USER_URL
 
 
+# Advanced Trade, and the simulator server behind the same protocol: the account lives at
+# the venue, market data and order updates are streamed, the risk check's book is the streamed one.
+CAPABILITIES = VenueCapabilities(
+    order_types=frozenset(OrderType), times_in_force=frozenset(TimeInForce), post_only=True, reduce_only=True,
+    margin_types=frozenset(MarginType), funding=True, market_stream=True, user_stream=True, account_persists=True,
+    book_from_stream=True,
+)
+
+
 class CoinbaseExchange:
     name = "coinbase"
+    capabilities = CAPABILITIES
 
     def __init__(
         self,
@@ -135,7 +146,6 @@ class CoinbaseExchange:
         *,
         endpoints: CoinbaseEndpoints | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        margin_type: MarginType = MarginType.ISOLATED,
         fills_from: datetime | None = None,
         venues: tuple[str, ...] = ("INTX", "CFM"),
     ) -> None:
@@ -143,7 +153,6 @@ class CoinbaseExchange:
         self.clock = clock
         self.endpoints = endpoints or CoinbaseEndpoints(rest_url=str(rest.base_url))
         self._ssl = ssl
-        self.margin_type = margin_type
         self._venues = set(venues)
         self._catalog: dict[str, CoinbaseProduct] = {}
         self._order_ids: dict[str, str] = {}  # client_order_id -> order_id
@@ -253,7 +262,7 @@ class CoinbaseExchange:
             side=request.side,
             configuration=self._configuration(request),
             leverage=request.leverage if derivative else None,
-            margin_type=self.margin_type if derivative else None,
+            margin_type=request.margin_type if derivative else None,  # the margin_type setting
             reduce_only=request.reduce_only and derivative,
         )
 

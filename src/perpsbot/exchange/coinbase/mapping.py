@@ -37,6 +37,7 @@ from perpsbot.domain import (
     DomainError,
     Fill,
     Liquidity,
+    MarginType,
     OrderBook,
     OrderStatus,
     Position,
@@ -59,6 +60,7 @@ from perpsbot.exchange.port import (
     RateLimited,
     ServerError,
 )
+from perpsbot.exchange.stream import MarketTrade
 
 # ----- reading fields ---------------------------------------------------------------
 
@@ -450,16 +452,6 @@ def parse_product_book(body: Any, now: datetime | None = None) -> OrderBook:
     return OrderBook(book.str("product_id"), ts, levels("bids"), levels("asks"))
 
 
-@dataclass(frozen=True, slots=True)
-class MarketTrade:
-    trade_id: str
-    symbol: str
-    price: Decimal
-    size: Decimal
-    side: Side
-    ts: datetime
-
-
 def parse_market_trade(item: Obj) -> MarketTrade:
     return MarketTrade(
         trade_id=str(item.raw("trade_id")),
@@ -467,17 +459,8 @@ def parse_market_trade(item: Obj) -> MarketTrade:
         price=item.decimal("price"),
         size=item.decimal("size"),
         side=parse_side(item.raw("side"), f"{item.path}.side"),
-        ts=item.time("time"),
+        time=item.time("time"),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Ticker:
-    """``GET /products/{id}/ticker``: recent trades with the best bid and ask."""
-
-    trades: tuple[MarketTrade, ...]
-    best_bid: Decimal | None
-    best_ask: Decimal | None
 
 
 # ----- order configurations ---------------------------------------------------------------
@@ -656,11 +639,6 @@ def decode_configuration(body: Any, where: str = "order_configuration") -> Order
     return BracketGtd(size, price, c.decimal("stop_trigger_price"), c.time("end_time"))
 
 
-class MarginType(str, enum.Enum):
-    CROSS = "CROSS"
-    ISOLATED = "ISOLATED"
-
-
 @dataclass(frozen=True, slots=True)
 class NewOrder:
     """The body of ``POST /orders`` (and, without the client id, of ``/orders/preview``)."""
@@ -685,7 +663,7 @@ class NewOrder:
         if self.leverage is not None:
             out["leverage"] = dec_str(self.leverage)
         if self.margin_type is not None:
-            out["margin_type"] = self.margin_type.value
+            out["margin_type"] = self.margin_type.value.upper()  # CROSS | ISOLATED
         if self.reduce_only:
             out["reduce_only"] = True
         if self.retail_portfolio_id:

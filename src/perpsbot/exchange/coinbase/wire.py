@@ -4,15 +4,16 @@
 ``mapping.parse_envelope`` turns every message into domain-grade events — ``Decimal``
 prices, a parsed ``datetime`` per book level — which is right for orders and balances
 and far too slow for an order book that changes hundreds of times a second. Here one
-``msgspec`` decoder reads a message straight into typed structs in C: numbers that
-arrive as strings become floats (``strict=False``), fields we do not read are skipped
-without being built, and the envelope's timestamp is parsed once per message.
+``msgspec`` decoder reads a message straight into the venue-neutral market events of
+``exchange.stream`` in C: the message classes are tagged by the envelope's ``channel``
+(each says its feed as ``kind``), the structs are subclasses of the neutral ones that
+only carry Coinbase's field names, numbers that arrive as strings become floats or
+``Decimal`` (``strict=False``), fields we do not read are skipped without being built,
+and the envelope's timestamp is parsed once per message.
 
 Floats are exact enough for a book: a price string of up to 15 significant digits
 reads back unchanged through ``repr``, so ``Decimal(repr(price))`` restores the
 exchange's own number where a ``Decimal`` is wanted (marks, the risk check's book).
-The leaf structs (levels, tickers, trades) hold only strings and numbers, so they are
-left out of the cycle collector (``gc=False``): a third less decode time.
 
 Book levels are validated in the decoder too: a price must be > 0 and a size >= 0 (not
 NaN), so the book's hot loop needs no per-level checks (``L2Book.apply_valid``). A
@@ -28,112 +29,92 @@ field) makes ``decode_market`` return None, and the caller falls back to the gen
 from __future__ import annotations
 
 import calendar
-import math
-from typing import Annotated, Any, ClassVar
+import functools
+import operator
+import types
+from typing import Annotated, Any
 
 import msgspec
 
 from perpsbot.exchange.coinbase.mapping import parse_time
+from perpsbot.exchange.stream import (
+    BOOK,
+    HEARTBEAT,
+    TICKER,
+    TRADES,
+    AskLevel,
+    BidLevel,
+    MarketEvent,
+    MarketMessage,
+    MarketTrade,
+    Ticker,
+)
 
-MARKET_CHANNELS = frozenset({"l2_data", "ticker", "ticker_batch", "market_trades", "heartbeats"})
-
+# Coinbase's market channel -> the feed its messages carry (``MarketMessage.kind``).
+CHANNEL_FEEDS = {"l2_data": BOOK, "ticker": TICKER, "ticker_batch": TICKER, "market_trades": TRADES,
+                 "heartbeats": HEARTBEAT}
+# A feed -> the channel it is subscribed by.
+FEED_CHANNELS = {BOOK: "level2", TICKER: "ticker", TRADES: "market_trades", HEARTBEAT: "heartbeats"}
 
 Price = Annotated[float, msgspec.Meta(gt=0)]
 Size = Annotated[float, msgspec.Meta(ge=0)]  # NaN fails both
 
 
-class BidLevel(msgspec.Struct, tag_field="side", tag="bid", rename={"price": "price_level", "size": "new_quantity"},
-               gc=False):
-    """One bid level of an ``l2_data`` event; ``size`` 0 removes the level. The wire's
-    ``side`` picks the class (a tagged union: no string is built per level)."""
-
-    price: Price
-    size: Size
-    side: ClassVar[str] = "bid"
-
-
-class OfferLevel(msgspec.Struct, tag_field="side", tag="offer",
-                 rename={"price": "price_level", "size": "new_quantity"}, gc=False):
-    """One offer (ask) level of an ``l2_data`` event."""
-
-    price: Price
-    size: Size
-    side: ClassVar[str] = "offer"
+def _as_sent(base: type[msgspec.Struct], name: str, rename: dict[str, str], types: dict[str, Any] | None = None,
+             **config: Any) -> Any:
+    """``base`` as Coinbase sends it: a subclass that renames fields to Coinbase's names and,
+    where ``types`` says, decodes a field as a narrower type (bounds, a renamed nested struct).
+    It adds no field, so a decoded value *is* a ``base``, with nothing copied."""
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(base):
+        kind = (types or {}).get(f.name, f.type)
+        if f.default is not msgspec.NODEFAULT:
+            fields.append((f.name, kind, f.default))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, kind, msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, kind))
+    return msgspec.defstruct(name, fields, bases=(base,), rename=rename, module=__name__, **config)
 
 
-Level = BidLevel | OfferLevel
+_LEVEL_NAMES = {"price": "price_level", "size": "new_quantity"}
+_BOUNDED = {"price": Price, "size": Size}
+# The wire's ``side`` picks the class (a tagged union: no string is built per level).
+_Bid = _as_sent(BidLevel, "_Bid", _LEVEL_NAMES, _BOUNDED, tag_field="side", tag="bid", gc=False)
+_Offer = _as_sent(AskLevel, "_Offer", _LEVEL_NAMES, _BOUNDED, tag_field="side", tag="offer", gc=False)
+_LaxBid = _as_sent(BidLevel, "_LaxBid", _LEVEL_NAMES, tag_field="side", tag="bid", gc=False)  # out of bounds or not
+_LaxOffer = _as_sent(AskLevel, "_LaxOffer", _LEVEL_NAMES, tag_field="side", tag="offer", gc=False)
+_Ticker = _as_sent(Ticker, "_Ticker", {"symbol": "product_id", "best_bid_size": "best_bid_quantity",
+                                       "best_ask_size": "best_ask_quantity", "volume_24h": "volume_24_h"}, gc=False)
+_Trade = _as_sent(MarketTrade, "_Trade", {"symbol": "product_id"}, gc=False)
 
 
-class _LaxBid(BidLevel, tag="bid", gc=False):
-    """A bid level as sent, out of bounds or not (the fallback decode)."""
-
-    price: float
-    size: float
+def _list(item: Any) -> Any:
+    """``list[item]`` for a struct made at run time."""
+    return types.GenericAlias(list, item)
 
 
-class _LaxOffer(OfferLevel, tag="offer", gc=False):
-    price: float
-    size: float
+def _event(name: str, levels: Any) -> Any:
+    return _as_sent(MarketEvent, name, {"symbol": "product_id"},
+                    {"updates": _list(levels), "tickers": _list(_Ticker), "trades": _list(_Trade)})
 
 
-def level(side: str, price: float, size: float) -> Level:
-    """A level built by hand (``side``: ``bid`` or ``offer``)."""
-    return BidLevel(price, size) if side == "bid" else OfferLevel(price, size)
+def _messages(event: Any, prefix: str, **namespace: Any) -> list[Any]:
+    """One message class per market channel, tagged by the envelope's ``channel``."""
+    return [_as_sent(MarketMessage, f"{prefix}{channel}", {"sequence": "sequence_num"}, {"events": _list(event)},
+                     tag_field="channel", tag=channel, namespace={"kind": feed, **namespace})
+            for channel, feed in CHANNEL_FEEDS.items()]
 
 
-class Ticker(msgspec.Struct, gc=False):
-    product_id: str
-    price: float = math.nan  # last trade
-    best_bid: float | None = None
-    best_ask: float | None = None
-    best_bid_quantity: float | None = None
-    best_ask_quantity: float | None = None
-    volume_24_h: float | None = None
+def _union(classes: list[Any]) -> Any:
+    return functools.reduce(operator.or_, classes)
 
 
-class Trade(msgspec.Struct, gc=False):
-    product_id: str
-    price: float
-    size: float
-    side: str = ""  # the maker's side, as Coinbase reports it
-    trade_id: str = ""
-    time: str = ""
-
-
-class Event(msgspec.Struct):
-    """The union of the market channels' event fields; each channel fills its own."""
-
-    type: str = ""
-    product_id: str = ""
-    updates: list[BidLevel | OfferLevel] = []
-    tickers: list[Ticker] = []
-    trades: list[Trade] = []
-    heartbeat_counter: int = 0
-
-
-class MarketMessage(msgspec.Struct):
-    channel: str
-    timestamp: str
-    sequence_num: int
-    events: list[Event] = []
-    epoch: float = 0.0  # ``timestamp`` as UNIX seconds, set by ``decode_market``
-    # Every book level passed the decoder's bounds (price > 0, size >= 0).
-    levels_checked: ClassVar[bool] = True
-
-
-class _LaxEvent(Event):
-    updates: list[_LaxBid | _LaxOffer] = []  # type: ignore[assignment]  # msgspec decodes by the declared type
-
-
-class _LaxMessage(MarketMessage):
-    """A message whose book levels were not all in bounds: the book checks each one."""
-
-    events: list[_LaxEvent] = []  # type: ignore[assignment]  # msgspec decodes by the declared type
-    levels_checked: ClassVar[bool] = False
-
-
-_DECODER = msgspec.json.Decoder(MarketMessage, strict=False)
-_LAX_DECODER = msgspec.json.Decoder(_LaxMessage, strict=False)
+_DECODER = msgspec.json.Decoder(_union(_messages(_event("_Event", _Bid | _Offer), "_")), strict=False)
+# A message whose book levels were not all in bounds: the book checks each one.
+_LAX_DECODER = msgspec.json.Decoder(
+    _union(_messages(_event("_LaxEvent", _LaxBid | _LaxOffer), "_Lax", levels_checked=False)), strict=False
+)
 _minute_cache: dict[str, float] = {}
 
 
@@ -185,8 +166,6 @@ def decode_market(data: str | bytes, _decode: Any = _DECODER.decode) -> MarketMe
             return None
     except msgspec.DecodeError:
         return None
-    if message.channel not in MARKET_CHANNELS:
-        return None
     try:
         message.epoch = parse_epoch(message.timestamp)
     except Exception:  # noqa: BLE001 - a bad stamp: let the generic path name it
@@ -194,5 +173,4 @@ def decode_market(data: str | bytes, _decode: Any = _DECODER.decode) -> MarketMe
     return message
 
 
-__all__ = ["MARKET_CHANNELS", "BidLevel", "Event", "Level", "MarketMessage", "OfferLevel", "Ticker", "Trade",
-           "decode_market", "level", "parse_epoch"]
+__all__ = ["CHANNEL_FEEDS", "FEED_CHANNELS", "decode_market", "parse_epoch"]

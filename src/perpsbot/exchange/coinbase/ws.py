@@ -20,8 +20,10 @@ subscriptions and holds them across connections:
 
 With ``on_market`` set, public market-data messages (``l2_data``, ``ticker``,
 ``ticker_batch``, ``market_trades``, ``heartbeats``) take the fast path: decoded by
-``wire.decode_market`` into structs and handed to ``on_market`` synchronously, after the
-same sequence check and snapshot filtering; everything else still becomes typed events.
+``wire.decode_market`` into the venue-neutral ``exchange.stream`` events and handed to
+``on_market`` synchronously, after the same sequence check and snapshot filtering;
+everything else still becomes typed events. ``subscribe`` takes a feed's name
+(``exchange.stream.BOOK`` ...) for its channel.
 ``queue_events=False`` skips the event queue when only the callbacks are read.
 """
 
@@ -49,8 +51,9 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_envelope,
 )
 from perpsbot.exchange.coinbase.rest import RetryPolicy
-from perpsbot.exchange.coinbase.wire import MarketMessage, decode_market
+from perpsbot.exchange.coinbase.wire import FEED_CHANNELS, decode_market
 from perpsbot.exchange.port import AuthenticationError, BadResponse
+from perpsbot.exchange.stream import BOOK, MarketMessage
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,8 @@ class CoinbaseWebSocket:
             raise AuthenticationError(f"the {channel} channel needs API credentials")
 
     async def subscribe(self, channel: str, product_ids: Iterable[str] = ()) -> None:
+        """``channel``: Coinbase's name, or a venue-neutral feed's (``exchange.stream``)."""
+        channel = FEED_CHANNELS.get(channel, channel)
         self._check_channel(channel)
         products = set(product_ids)
         self.subscriptions.setdefault(channel, set()).update(products)
@@ -148,6 +153,7 @@ class CoinbaseWebSocket:
         await self._send_subscription("subscribe", channel, products)
 
     async def unsubscribe(self, channel: str, product_ids: Iterable[str] | None = None) -> None:
+        channel = FEED_CHANNELS.get(channel, channel)
         held = self.subscriptions.get(channel, set())
         products = set(product_ids) if product_ids is not None else set(held)
         held.difference_update(products)
@@ -330,17 +336,17 @@ class CoinbaseWebSocket:
         if message is None:
             return False
         expected = None if self._last_sequence is None else self._last_sequence + 1
-        self._last_sequence = message.sequence_num
-        if expected is not None and message.sequence_num != expected:
-            self._spawn(self._resync(self._gap(expected, message.sequence_num)))
-        if message.channel == "l2_data":
+        self._last_sequence = message.sequence
+        if expected is not None and message.sequence != expected:
+            self._spawn(self._resync(self._gap(expected, message.sequence)))
+        if message.kind == BOOK:
             awaiting = self._awaiting_snapshot
             if awaiting:
                 kept = []
                 for event in message.events:
                     if event.type == "snapshot":
-                        awaiting.discard(event.product_id)
-                    elif event.product_id in awaiting:
+                        awaiting.discard(event.symbol)
+                    elif event.symbol in awaiting:
                         continue  # applies to a book we no longer trust; the snapshot replaces it
                     kept.append(event)
                 message.events = kept
@@ -349,7 +355,7 @@ class CoinbaseWebSocket:
             self.on_market(message)
         except Exception:  # a consumer's bug must not end the connection
             log.exception("websocket %s: the market-data callback failed on a %s message", self.url,
-                          message.channel)
+                          message.kind)
         return True
 
     def _spawn(self, coro: Any) -> None:

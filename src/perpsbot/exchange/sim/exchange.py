@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from perpsbot.domain import AccountSnapshot, Candle, Fill, Product, Quote
+from perpsbot.domain import AccountSnapshot, Candle, Fill, MarginType, OrderType, Product, Quote, TimeInForce
 from perpsbot.domain.clock import Clock
-from perpsbot.exchange.port import OrderRequest, OrderSnapshot
+from perpsbot.exchange.port import OrderRequest, OrderSnapshot, VenueCapabilities
 from perpsbot.exchange.sim.engine import SimCore
 from perpsbot.exchange.sim.market import OrderBook
 
@@ -17,13 +17,25 @@ class SimExchange:
 
     ``order_latency_seconds`` delays every order placement by that long on the clock
     before the order reaches the core (the ``sim_order_latency_ms`` setting): a slow
-    exchange, for latency drills and drift reviews."""
+    exchange, for latency drills and drift reviews.
+
+    ``account_persists`` False: the core was made for this process (the builder's own
+    simulator), so no later run finds its orders; a core that outlives the bot (a test's,
+    shared across restarts) persists."""
 
     name = "sim"
 
-    def __init__(self, core: SimCore, clock: Clock, *, order_latency_seconds: float = 0.0) -> None:
+    def __init__(
+        self, core: SimCore, clock: Clock, *, order_latency_seconds: float = 0.0, account_persists: bool = True
+    ) -> None:
         if order_latency_seconds < 0:
             raise ValueError("order_latency_seconds must be >= 0")
+        # No stream: marks are polled. Perp positions are margined in isolation (SimCore).
+        self.capabilities = VenueCapabilities(
+            order_types=frozenset(OrderType), times_in_force=frozenset(TimeInForce), post_only=False,
+            reduce_only=True, margin_types=frozenset({MarginType.ISOLATED}), funding=True, market_stream=False,
+            user_stream=False, account_persists=account_persists, book_from_stream=False,
+        )
         self.core = core
         self.clock = clock
         self.order_latency_seconds = order_latency_seconds

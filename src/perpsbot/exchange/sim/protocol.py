@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 from perpsbot.domain import ZERO, Candle, Fill, Liquidity, Position, Product
 from perpsbot.exchange.sim.market import OrderBook
 from perpsbot.exchange.sim.products import cfm_expiry, is_cfm
-from perpsbot.exchange.sim.venue import MarketTrade, OrderView, ProductStats, SimVenue
+from perpsbot.exchange.sim.venue import OrderView, ProductStats, SimVenue
+from perpsbot.exchange.stream import MarketTrade
 
 GRPC_CODES = {
     "INVALID_ARGUMENT": 3,
@@ -233,7 +234,7 @@ def market_trade_json(trade: MarketTrade) -> dict[str, str]:
         "price": num(trade.price),
         "size": num(trade.size),
         "time": ts(trade.time),
-        "side": trade.side,
+        "side": trade.side.value,
         "exchange": "CBE",
     }
 

@@ -40,6 +40,7 @@ from perpsbot.domain import (
     DomainError,
     Fill,
     Liquidity,
+    MarginType,
     Order,
     OrderBook,
     OrderStatus,
@@ -51,10 +52,23 @@ from perpsbot.domain import (
     TimeInForce,
 )
 from perpsbot.domain.clock import EPOCH, Clock
-from perpsbot.exchange.port import OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot, UnknownProduct
+from perpsbot.exchange.port import (
+    OrderNotFound,
+    OrderRejected,
+    OrderRequest,
+    OrderSnapshot,
+    UnknownProduct,
+    VenueCapabilities,
+)
 
 _BPS = Decimal(10_000)
 _BOOK_SIZE = Decimal(10) ** 12  # the replayed book never runs out
+# A new account every backtest, candles instead of a stream, isolated margin per position.
+CAPABILITIES = VenueCapabilities(
+    order_types=frozenset(OrderType), times_in_force=frozenset(TimeInForce), post_only=False, reduce_only=True,
+    margin_types=frozenset({MarginType.ISOLATED}), funding=True, market_stream=False, user_stream=False,
+    account_persists=False, book_from_stream=False,
+)
 FUNDING_PERIOD_HOURS = 8
 
 
@@ -111,6 +125,7 @@ class ReplayExchange:
     """
 
     name = "replay"
+    capabilities = CAPABILITIES
 
     def __init__(
         self,

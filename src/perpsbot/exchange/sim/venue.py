@@ -46,6 +46,7 @@ from typing import Any
 from perpsbot.domain import ZERO, AccountSnapshot, Fill, OrderStatus, OrderType, Position, Product, Side, TimeInForce
 from perpsbot.exchange.port import OrderRejected, OrderRequest, OrderSnapshot
 from perpsbot.exchange.sim.engine import SimCore
+from perpsbot.exchange.stream import MarketTrade
 
 # order_configuration key -> (order type, Coinbase time in force)
 CONFIGURATIONS: dict[str, tuple[str, str]] = {
@@ -137,16 +138,6 @@ def parse_time(value: Any, what: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class MarketTrade:
-    trade_id: str
-    symbol: str
-    price: Decimal
-    size: Decimal
-    side: str  # the maker's side, as Coinbase reports market trades
-    time: datetime
 
 
 @dataclass(slots=True)
@@ -413,7 +404,7 @@ class SimVenue:
                 symbol=symbol,
                 price=price,
                 size=volume - last,
-                side="SELL" if aggressor_buy else "BUY",
+                side=Side.SELL if aggressor_buy else Side.BUY,  # the maker's, as Coinbase reports it
                 time=model.time,
             )
             self._trades[symbol].append(trade)
