@@ -19,7 +19,7 @@ import pytest
 from perpsbot.bot import PerpsBot, PerpsBotBuilder
 from perpsbot.domain.clock import WallClock
 from perpsbot.exchange.port import OrderRequest, OrderSnapshot
-from perpsbot.execution import coordinator
+from perpsbot.execution import calls
 from perpsbot.market import data
 from perpsbot.risk.manager import kill_file_path
 from perpsbot.strategy.base import Decision, MarketView, Target
@@ -28,8 +28,9 @@ from tests.fakes import FakeExchange, perp
 
 @dataclass
 class SlowExchange(FakeExchange):
-    """Answers ``account``, ``fills_since``, ``candles`` and ``place_order`` ``delays[name]`` seconds late. An order is
-    processed at once and only its answer is late (the exchange has it either way)."""
+    """Answers ``account``, ``fills_since``, ``open_orders``, ``candles`` and ``place_order``
+    ``delays[name]`` seconds late. An order is processed at once and only its answer is late
+    (the exchange has it either way)."""
 
     delays: dict[str, float] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
@@ -51,6 +52,10 @@ class SlowExchange(FakeExchange):
     async def fills_since(self, cursor: int):
         await self._late("fills_since")
         return await super().fills_since(cursor)
+
+    async def open_orders(self):
+        await self._late("open_orders")
+        return await super().open_orders()
 
     async def candles(self, symbol: str, granularity_seconds: int, limit: int):
         await self._late("candles")
@@ -202,7 +207,7 @@ def bot_events(config, kind: str) -> list[dict]:
 @pytest.mark.parametrize("call", ["account", "fills_since"])
 async def test_a_hung_account_or_fills_call_times_out_and_the_cycle_goes_on(slow_bot, slow_exchange, monkeypatch, call):
     bot = await slow_bot(interval=1.0)
-    monkeypatch.setattr(coordinator, "CALL_TIMEOUT_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(calls, "CALL_TIMEOUT_SECONDS", 0.2)
     slow_exchange.delays[call] = 3.0
     report = await asyncio.wait_for(bot.run_cycle(), timeout=1.0)
     assert report.errors["account"] == "TimeoutError: the exchange did not answer in time"
@@ -221,3 +226,16 @@ async def test_hung_candles_time_out_at_warm_up(slow_exchange, make_config, monk
         ]
     finally:
         await bot.shutdown()
+
+
+async def test_a_hung_listing_in_a_reconciliation_times_out_and_the_next_cycle_goes_on(
+        slow_bot, slow_exchange, monkeypatch):
+    bot = await slow_bot(interval=1.0)
+    monkeypatch.setattr(calls, "CALL_TIMEOUT_SECONDS", 0.2)
+    slow_exchange.delays["open_orders"] = 3.0
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await bot.registry.execution.reconciler.reconcile()
+    assert time.monotonic() - started < 1.0  # the call's bound, not the exchange's delay
+    del slow_exchange.delays["open_orders"]
+    assert (await bot.registry.execution.reconciler.reconcile()).matched

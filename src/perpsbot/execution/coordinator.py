@@ -37,6 +37,7 @@ from perpsbot.domain import (
 )
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.port import Exchange, ExchangeError, OrderNotFound, OrderRejected, OrderRequest, OrderSnapshot
+from perpsbot.execution.calls import bounded
 from perpsbot.execution.pnl import PnlReport, pnl_from_fills
 from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, Reconciler, ReconcileReport
 from perpsbot.risk.manager import OrderIntent, RiskManager
@@ -58,7 +59,6 @@ VANISHED = "no longer known to the exchange"
 VENUE_NEW = "the venue started anew with this process (in-process simulator)"
 INFERRED_CLOSES = (ABSENT, VANISHED, VENUE_NEW)
 UNRESOLVED_RETRY = timedelta(seconds=10)  # an unknown fate whose lookup failed is asked about again after this
-CALL_TIMEOUT_SECONDS = 10.0  # any other call (account, fills, an order's status): nothing waits forever
 BOOK_DEPTH = 50
 LATENCY_SAMPLES = 10_000
 
@@ -132,8 +132,7 @@ class ExecutionCoordinator:
         self._positions = None
 
     async def refresh_account(self) -> AccountSnapshot:
-        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-            self.account = await self.exchange.account()
+        self.account = await bounded(self.exchange.account())
         if self.pushed is not None:
             self.pushed.account_updates["poll"] += 1
         return self.account
@@ -494,8 +493,7 @@ class ExecutionCoordinator:
 
     async def sync_orders(self) -> None:
         """Pick up fills and status changes of orders that were still working."""
-        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-            fills, self._fill_cursor = await self.exchange.fills_since(self._fill_cursor)
+        fills, self._fill_cursor = await bounded(self.exchange.fills_since(self._fill_cursor))
         touched: dict[str, Order] = {}
         changes = 0
         for fill in fills:
@@ -524,8 +522,7 @@ class ExecutionCoordinator:
             if order.status is OrderStatus.PENDING:
                 continue
             try:
-                async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-                    snapshot = await self.exchange.get_order(order.client_order_id)
+                snapshot = await bounded(self.exchange.get_order(order.client_order_id))
             except OrderNotFound:
                 if order.client_order_id in self.tracked:
                     # an adopted order the exchange no longer has: the next reconciliation resolves it
@@ -600,8 +597,7 @@ class ExecutionCoordinator:
 
     async def _quoted_mid(self, symbol: str) -> Decimal | None:
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-                quote = await self.exchange.quote(symbol)
+            quote = await bounded(self.exchange.quote(symbol))
         except (ExchangeError, TimeoutError, OSError):
             return None
         return quote.mid
@@ -766,7 +762,7 @@ class ExecutionCoordinator:
         """Cancel every working order the exchange reports (ours, adopted ones and, with
         ``adopt_foreign_orders``, foreign ones), optionally for one symbol."""
         cancelled = []
-        for snapshot in await self.exchange.open_orders():
+        for snapshot in await bounded(self.exchange.open_orders()):
             if symbol is not None and snapshot.symbol != symbol:
                 continue
             if self.orders.get(snapshot.client_order_id) is None:

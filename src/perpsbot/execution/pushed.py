@@ -39,6 +39,7 @@ from perpsbot.exchange.port import (
     PushRejected,
     PushState,
 )
+from perpsbot.execution.calls import bounded
 from perpsbot.logs import RateLimitedLog
 from perpsbot.store import EventStore
 
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
     from perpsbot.execution.coordinator import ExecutionCoordinator
 
 log = logging.getLogger(__name__)
-
-CALL_TIMEOUT_SECONDS = 10.0  # as the coordinator's: an order's status never waits forever
 
 
 class PushedUpdates:
@@ -201,8 +200,7 @@ class PushedUpdates:
             return 0  # nothing we do not know
         if update.filled_size == order.filled_size and self._settle(order, update.status, update.ts):
             return 1
-        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-            snapshot = await self.coordinator.exchange.get_order(order.client_order_id)
+        snapshot = await bounded(self.coordinator.exchange.get_order(order.client_order_id))
         self.coordinator.apply_snapshot(order, snapshot)  # its fills, once each by trade id
         if order.status.is_terminal:
             self.coordinator.tracked.discard(order.client_order_id)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from perpsbot.config.model import HoldingsPolicy
 from perpsbot.domain import ZERO, Order, OrderStatus, OrderType, TimeInForce
 from perpsbot.exchange.port import OrderSnapshot
+from perpsbot.execution.calls import bounded
 from perpsbot.execution.pnl import COLLATERAL
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class Reconciler:
         # whose lookup failed) and this run's whose placement ended in an unanswered lookup.
         await ex.resolve_intents(this_run_pending=True)
         await ex.sync_orders()  # fills since the last one seen; our working orders brought forward
-        open_orders = await ex.exchange.open_orders()
+        open_orders = await bounded(ex.exchange.open_orders())
         report.open_orders = len(open_orders)
         for snapshot in open_orders:
             self._check_open_order(snapshot, report)
@@ -141,11 +142,11 @@ class Reconciler:
             return []
         prefix = ex.orders.id_prefix
         adopted = []
-        for listed in await ex.exchange.orders_since(since - LOST_ORDER_MARGIN):
+        for listed in await bounded(ex.exchange.orders_since(since - LOST_ORDER_MARGIN)):
             cid = listed.client_order_id
             if not cid.startswith(prefix) or ex.orders.get(cid) is not None:
                 continue
-            snapshot = await ex.exchange.get_order(cid)  # with its fills
+            snapshot = await bounded(ex.exchange.get_order(cid))  # with its fills
             order = self._record(snapshot)
             log.warning("order %s was at the exchange but not in the order store: adopted", cid)
             ex.events.append(
@@ -211,7 +212,7 @@ class Reconciler:
 
     async def _recover_fills(self) -> int:
         ex = self.execution
-        fills, _ = await ex.exchange.fills_since(0)
+        fills, _ = await bounded(ex.exchange.fills_since(0))
         recovered = 0
         for fill in fills:
             order = ex.orders.get(fill.client_order_id)
