@@ -7,7 +7,7 @@ import sys
 import typer
 
 from perpsbot.cli import backtest as backtest_cmd
-from perpsbot.cli import backup_cmd, config_cmd, orders_cmd, records, risk, sim
+from perpsbot.cli import backup_cmd, config_cmd, orders_cmd, records, risk, sim, strategy_cmd
 from perpsbot.cli import data as data_cmd
 from perpsbot.cli import drift as drift_cmd
 from perpsbot.cli import run as run_cmd
@@ -30,6 +30,7 @@ app.command("resume")(risk.resume)
 app.add_typer(risk.app, name="risk")
 app.add_typer(config_cmd.app, name="config")
 app.command("backtest")(backtest_cmd.backtest)
+app.add_typer(strategy_cmd.app, name="strategy")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim.app, name="sim")
 app.command("backup")(backup_cmd.backup)
