@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from perpsbot.cli import backtest as backtest_cmd
 from perpsbot.cli import backup_cmd, config_cmd, orders_cmd, records, risk, sim, strategy_cmd
@@ -42,7 +43,8 @@ def main() -> None:
     try:
         app()  # usage errors and --help are handled (and exit) inside
     except UserError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
+        # one line, however long; the message as written (no markup, no :emoji: codes: "file.py:X:" stays)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -70,8 +70,7 @@ class Param:
         self.default = default
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.default = self.parse(self.default)  # a declaration's own default must be valid
+        self.name = name  # the default is checked with the other values, when the bot starts
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
