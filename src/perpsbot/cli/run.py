@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,7 +27,7 @@ from perpsbot.cli.common import (
     damaged_store,
     load,
 )
-from perpsbot.config import BotConfig
+from perpsbot.config import BotConfig, LoadedConfig
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
@@ -43,6 +44,15 @@ def parse_sets(pairs: list[str] | None, flag: str = "--set") -> dict[str, str]:
             raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
         values[key.strip().replace("-", "_")] = value.strip()
     return values
+
+
+def run_config(
+    named: dict[str, Any], sets: list[str] | None, params: list[str] | None, config_file: Path | None
+) -> LoadedConfig:
+    """``run``'s settings: its own flags (``named``; None: not given) over ``--set`` /
+    ``--param`` over the environment, the config file, the profile and the defaults."""
+    flags = {key: value for key, value in named.items() if value is not None}  # a flag not given keeps --set's
+    return load(flags, config_file, sets=set_layer(sets, params))
 
 
 def set_layer(sets: list[str] | None, params: list[str] | None) -> dict[str, Any]:
@@ -83,9 +93,8 @@ def run(
     """Run the bot. Paper mode on the built-in simulator unless the profile says otherwise."""
     named = {"profile": profile, "symbols": symbols, "interval": interval, "duration": duration, "seed": seed,
              "strategy": strategy}
-    flags = {key: value for key, value in named.items() if value is not None}  # a flag not given keeps --set's
     confirm = _new_store_confirmation(new_store, yes)
-    loaded = load(flags, config, sets=set_layer(set_, param))
+    loaded = run_config(named, set_, param, config)
     cfg = loaded.config
     try:
         configure_logging(cfg, console)
