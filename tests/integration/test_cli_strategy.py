@@ -130,3 +130,20 @@ def test_strategy_new_writes_a_template_that_lists_and_backtests_and_is_not_over
     assert report["strategy"]["name"] == "my_trend" and report["strategy"]["params"]["period"] == 20
     assert report["metrics"]["trades"] > 0
     one_line_error(perpsbot("strategy", "new", "9lives", cwd=tmp_path), "'9lives' does not make a class name")
+
+
+def test_an_installed_entry_point_is_listed_and_selected_by_its_name(tmp_path: Path):
+    site = tmp_path / "site"
+    (site / "flipper-1.0.dist-info").mkdir(parents=True)
+    (site / "flipper-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: flipper\nVersion: 1.0\n")
+    (site / "flipper-1.0.dist-info" / "entry_points.txt").write_text("[perpsbot.strategies]\nflip = flipper:Flip\n")
+    (site / "flipper.py").write_text(FLIP)
+    env = {"PYTHONPATH": str(site)}
+    listed = perpsbot("strategy", "list", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"flip\s+│ flipper\s+│ flipper:Flip\s+│ In for `every` bars, out for `every` bars. \[every=3\]",
+                     listed.stdout), listed.stdout
+    out = tmp_path / "o"
+    result = perpsbot("backtest", "--synthetic", "500", "--strategy", "flip", "--out", str(out), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "report.json").read_text())["strategy"]["params"] == {"every": 3}

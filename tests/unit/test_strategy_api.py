@@ -232,3 +232,47 @@ def test_a_symbol_the_strategy_does_not_trade_holds_without_asking_it():
     runner, reported = runner_for(loading.build(BotConfig(strategy="funding_carry")).user)
     decision = runner.decide(view(window_of([100.0, 101])))  # BTC-USD: spot
     assert decision.target is Target.HOLD and decision.reason == "not traded by funding_carry" and reported == []
+
+
+def test_a_warmup_that_raises_or_is_not_a_number_of_bars_is_a_start_up_error():
+    class Words(Strategy):
+        def warmup(self):
+            return "ten"
+
+    class Boom(Strategy):
+        def warmup(self):
+            raise KeyError("period")
+
+    with pytest.raises(StrategyError, match=r"strategy Words: warmup\(\) gave 'ten', not a number of bars"):
+        StrategyRunner(Words(), 60, budget_ms=None, spec="words")
+    with pytest.raises(StrategyError, match=r"strategy Boom: warmup\(\) raised KeyError: 'period'"):
+        StrategyRunner(Boom(), 60, budget_ms=None, spec="boom")
+
+
+def test_indicators_keep_a_bounded_history_and_stay_exact():
+    class Long(Strategy):
+        def on_bar(self, ctx: Context) -> Signal | None:
+            ctx.state["sma"] = ctx.indicator(SMA, 5)
+            return None
+
+    runner, _ = runner_for(Long())
+    window = MarkWindow(max_marks=10, max_bars=50, bar_seconds=60)
+    closes = [100.0 + (i % 17) for i in range(3000)]
+    for i, close in enumerate(closes):
+        window.append_bar(E0 + 60 * i, close, close, close, close)
+        runner.decide(view(window))
+    sma = runner._symbols["BTC-USD"].ctx.state["sma"]
+    assert len(sma) <= 2 * 256 + 1 and math.isclose(sma[-1], sum(closes[-5:]) / 5)
+
+
+def test_a_strategy_that_trades_none_of_the_configured_symbols_does_not_start(monkeypatch):
+    class OnlyEth(Strategy):
+        symbols = ("ETH-USD",)
+
+    monkeypatch.setitem(loading.BUILTINS, "only_eth", f"{__name__}:OnlyEthForTest")
+    monkeypatch.setitem(globals(), "OnlyEthForTest", OnlyEth)
+    with pytest.raises(StrategyError, match=r"strategy OnlyEth trades only ETH-USD: none of the configured symbols "
+                                            r"\(BTC-USD\)"):
+        loading.build(BotConfig(strategy="only_eth", symbols="BTC-USD"))
+    runner = loading.build(BotConfig(strategy="only_eth", symbols="BTC-USD,ETH-USD"))
+    assert runner.user.trades(BTC) is False

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from perpsbot.cli.common import UserError, console
@@ -22,7 +23,7 @@ def list_() -> None:
     for column in ("name", "from", "class", "what it does [parameters]"):
         table.add_column(column)
     for row in listed():
-        table.add_row(row.name, row.where, row.target, row.summary)
+        table.add_row(row.name, row.where, row.target, escape(row.summary))  # "[period=14]" is text, not markup
     console.print(table)
 
 

@@ -150,6 +150,11 @@ def build(config: BotConfig, *, timed: bool = True) -> StrategyRunner:
     problem = _checked(strategy)
     if problem is not None:
         raise StrategyError(f"strategy {cls.display_name()}: {problem}")
+    if strategy.symbols is not None and not set(strategy.symbols) & set(config.symbols):
+        raise StrategyError(
+            f"strategy {cls.display_name()} trades only {', '.join(strategy.symbols)}: none of the configured "
+            f"symbols ({', '.join(config.symbols)})"
+        )
     budget = config.strategy_budget_ms if timed else None
     return StrategyRunner(strategy, config.bar_seconds, budget_ms=budget, spec=config.strategy)
 

@@ -138,7 +138,7 @@ class _Frame:
 
 
 class _Symbol:
-    __slots__ = ("window", "seen", "frames", "base", "ctx", "traded", "waiting")
+    __slots__ = ("window", "seen", "frames", "base", "ctx", "traded", "waiting", "warm")
 
     def __init__(self, window: MarkWindow, ctx: Context, frames: dict[int, _Frame], base: int, traded: bool) -> None:
         self.window = window
@@ -148,6 +148,7 @@ class _Symbol:
         self.ctx = ctx
         self.traded = traded
         self.waiting = Decision(ctx.symbol, _HOLD, "waiting for a closed bar")
+        self.warm = False  # every frame holds the warm-up (frames only grow, until a start-over)
 
 
 class StrategyRunner:
@@ -164,6 +165,7 @@ class StrategyRunner:
         self._report: Callable[[str, str], object] = lambda symbol, error: None
         self._symbols: dict[str, _Symbol] = {}
         self._has_on_mark = type(strategy).on_mark is not Strategy.on_mark
+        self.warmup = self._warmup()
         self.rebase(base_seconds)
 
     # ----- set-up ---------------------------------------------------------------------
@@ -200,16 +202,27 @@ class StrategyRunner:
         start over from the bars held, with the new values."""
         before = dict(self.user.params)
         self.user.params.update(params)
-        problem = _checked(self.user)
-        if problem is not None:
+        try:
+            problem = _checked(self.user)
+            if problem is not None:
+                raise StrategyError(f"strategy {self.name}: {problem}")
+            self.warmup = self._warmup()
+        except StrategyError:
             self.user.params.clear()
             self.user.params.update(before)
-            raise StrategyError(f"strategy {self.name}: {problem}")
+            raise
         self._symbols.clear()
 
-    @property
-    def warmup(self) -> int:
-        return max(1, int(self.user.warmup()))
+    def _warmup(self) -> int:
+        """The strategy's warm-up (asked once per set of parameter values: decide reads it per call)."""
+        try:
+            bars = self.user.warmup()
+        except Exception as exc:  # noqa: BLE001 - the user's warmup() failed: one line
+            raise StrategyError(f"strategy {self.name}: warmup() raised {type(exc).__name__}: {exc}") from None
+        if isinstance(bars, bool) or not isinstance(bars, int) or bars < 0:
+            raise StrategyError(f"strategy {self.name}: warmup() gave {bars!r}, not a number of bars")
+        self._keep = max(_KEEP_MIN, 4 * bars)  # indicator values kept
+        return max(1, bars)
 
     @property
     def required_bars(self) -> int:
@@ -236,9 +249,11 @@ class StrategyRunner:
         ctx = held.ctx
         ctx._view = view
         if view.bar_closed:
-            short = min(len(frame.rows) for frame in held.frames.values())
-            if short < self.warmup:
-                return Decision(symbol, _HOLD, f"warming up: {short} of {self.warmup} bars")
+            if not held.warm:
+                short = min(len(frame.rows) for frame in held.frames.values())
+                if short < self.warmup:
+                    return Decision(symbol, _HOLD, f"warming up: {short} of {self.warmup} bars")
+                held.warm = True
             call = self.user.on_bar
         elif self._has_on_mark:
             call = self.user.on_mark
@@ -270,6 +285,7 @@ class StrategyRunner:
             return
         rows = window.rows
         if new < 0 or new > len(rows):  # the window moved on too far: start over from what it holds
+            held.warm = False
             for frame in frames.values():
                 frame.indicators.clear()
                 if frame is not base:
@@ -287,27 +303,32 @@ class StrategyRunner:
         held.seen = window.appended
 
     def _feed(self, frame: _Frame, kind: Callable[..., Any], args: tuple[Any, ...], source: str) -> Any:
-        key = (kind, args, source)
-        entry = frame.indicators.get(key)
+        entry = frame.indicators.get((kind, args, source))
         rows = frame.rows
         if entry is None:
             pick = _SOURCES.get(source)
             if pick is None:
                 raise ValueError(f"indicator source '{source}' is not one of {', '.join(_SOURCES)}")
-            entry = frame.indicators[key] = [kind(*args), frame.appended - len(rows), pick]
-        indicator, fed, pick = entry
-        new = frame.appended - fed
-        if new <= 0:
+            entry = frame.indicators[(kind, args, source)] = [kind(*args), frame.appended - len(rows), pick, 0]
+        indicator = entry[0]
+        new = frame.appended - entry[1]
+        if new == 1:  # the usual case: one bar since the last call
+            indicator.add(entry[2](rows[-1]))
+        elif new > 0:
+            if new > len(rows):  # more bars went by than are held: start over
+                indicator = entry[0] = kind(*args)
+                new = len(rows)
+            pick = entry[2]
+            for k in range(new, 0, -1):
+                indicator.add(pick(rows[-k]))
+        else:
             return indicator
-        if new > len(rows):  # more bars went by than are held: start over
-            indicator = entry[0] = kind(*args)
-            new = len(rows)
-        for k in range(new, 0, -1):
-            indicator.add(pick(rows[-k]))
         entry[1] = frame.appended
-        keep = max(_KEEP_MIN, 4 * self.warmup)
-        if len(indicator) > 2 * keep:
-            indicator.purge_oldest(len(indicator) - keep)
+        entry[3] += new
+        if entry[3] > self._keep:  # every so often: drop the values beyond the last few hundred
+            entry[3] = 0
+            if len(indicator) > self._keep:
+                indicator.purge_oldest(len(indicator) - self._keep)
         return indicator
 
     def _answer(self, symbol: str, call: Callable[[Context], Any], ctx: Context, view: MarketView) -> Decision:
