@@ -147,3 +147,8 @@ def test_an_installed_entry_point_is_listed_and_selected_by_its_name(tmp_path: P
     result = perpsbot("backtest", "--synthetic", "500", "--strategy", "flip", "--out", str(out), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "report.json").read_text())["strategy"]["params"] == {"every": 3}
+
+
+def test_an_error_message_is_printed_as_written_not_as_markup_or_emoji_codes(tmp_path: Path):
+    one_line_error(perpsbot("backtest", "--synthetic", "10", "--strategy", "[bold]odd:x:.py:X", cwd=tmp_path),
+                   "strategy file [bold]odd:x:.py not found")

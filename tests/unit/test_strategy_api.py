@@ -213,8 +213,10 @@ def test_a_strategy_that_keeps_failing_keeps_holding_and_counting():
 def test_a_live_parameter_change_stays_on_the_same_strategy_object():
     runner = loading.build(BotConfig(strategy="rsi_reversion"))
     strategy = runner.user
-    loading.change_parameters(runner, BotConfig(strategy="rsi_reversion", strategy_params={"period": "9"}))
+    loading.change_parameters(runner, BotConfig(strategy="rsi_reversion", strategy_params={"period": "9"},
+                                                strategy_budget_ms=40))
     assert runner.user is strategy and strategy.period == 9 and runner.params["period"] == 9
+    assert runner.budget_ms == 40
     with pytest.raises(StrategyError, match="strategy cannot change on a running bot"):
         loading.change_parameters(runner, BotConfig(strategy="donchian_breakout"))
     with pytest.raises(StrategyError, match="need oversold < exit_level < overbought"):

@@ -165,6 +165,7 @@ def change_parameters(runner: StrategyRunner, config: BotConfig) -> None:
     if config.strategy != runner.spec:
         raise StrategyError(f"strategy cannot change on a running bot ({runner.spec} -> {config.strategy}): restart it")
     params = parameters(type(runner.user), config)
+    runner.budget_ms = config.strategy_budget_ms or None  # a running bot's: timed, as configured
     if config.bar_seconds != runner.base_seconds:
         runner.rebase(config.bar_seconds)
     if params != runner.params:
