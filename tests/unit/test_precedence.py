@@ -89,3 +89,15 @@ def test_the_backtest_flags_beat_param_as_on_run(tmp_path):
                         starting_cash=D(800), strategy="donchian_breakout")
     config = backtest_config(spec, 60, tmp_path)
     assert config.sim_starting_cash == D(800) and config.strategy == "donchian_breakout"
+
+
+def test_symbols_nobody_set_are_the_ones_the_strategy_declares(monkeypatch, tmp_path):
+    strategy = tmp_path / "eth.py"
+    strategy.write_text("from perpsbot.strategy.api import Strategy\n\n\nclass Eth(Strategy):\n"
+                        "    symbols = ('ETH-USD', 'ETP-20DEC30-CDE')\n")
+    named = {k: None for k in RUN_FLAGS}
+    monkeypatch.delenv("PERPSBOT_SYMBOLS", raising=False)
+    result = run_config({**named, "strategy": f"{strategy}:Eth"}, None, None, None)
+    assert result.config.symbols == ("ETH-USD", "ETP-20DEC30-CDE") and result.sources["symbols"] == "strategy Eth"
+    given = run_config({**named, "strategy": f"{strategy}:Eth", "symbols": "ETH-USD"}, None, None, None)
+    assert given.config.symbols == ("ETH-USD",) and given.sources["symbols"] == "flag --symbols"

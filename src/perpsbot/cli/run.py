@@ -31,6 +31,8 @@ from perpsbot.config import BotConfig, LoadedConfig
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
+from perpsbot.strategy.loading import with_declared_symbols
+from perpsbot.strategy.runner import StrategyError
 from perpsbot.store.folder import StoreDamaged
 
 PLAIN_STATUS_EVERY_SECONDS = 10.0
@@ -52,7 +54,11 @@ def run_config(
     """``run``'s settings: its own flags (``named``; None: not given) over ``--set`` /
     ``--param`` over the environment, the config file, the profile and the defaults."""
     flags = {key: value for key, value in named.items() if value is not None}  # a flag not given keeps --set's
-    return load(flags, config_file, sets=set_layer(sets, params))
+    loaded = load(flags, config_file, sets=set_layer(sets, params))
+    try:
+        return with_declared_symbols(loaded)  # symbols nobody set: the strategy's own, if it names them
+    except StrategyError as exc:
+        raise UserError(str(exc)) from None
 
 
 def set_layer(sets: list[str] | None, params: list[str] | None) -> dict[str, Any]:

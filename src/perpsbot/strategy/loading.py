@@ -22,7 +22,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from perpsbot.config import BotConfig
+from pydantic import ValidationError
+
+from perpsbot.config import BotConfig, LoadedConfig
 from perpsbot.strategy.api import ParamError, Strategy
 from perpsbot.strategy.runner import StrategyError, StrategyRunner, _checked
 
@@ -157,6 +159,21 @@ def build(config: BotConfig, *, timed: bool = True) -> StrategyRunner:
         )
     budget = config.strategy_budget_ms if timed else None
     return StrategyRunner(strategy, config.bar_seconds, budget_ms=budget, spec=config.strategy)
+
+
+def with_declared_symbols(loaded: LoadedConfig) -> LoadedConfig:
+    """Where no layer set ``symbols``, the ones the strategy declares (if it does)."""
+    if loaded.sources.get("symbols") != "default":
+        return loaded
+    cls = resolve(loaded.config.strategy)
+    if cls.symbols is None:
+        return loaded
+    try:
+        config = BotConfig.model_validate({**dict(loaded.config), "symbols": tuple(cls.symbols)})
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise StrategyError(f"strategy {cls.display_name()}: symbols {', '.join(cls.symbols)}: {problem}") from None
+    return LoadedConfig(config, {**loaded.sources, "symbols": f"strategy {cls.display_name()}"})
 
 
 def change_parameters(runner: StrategyRunner, config: BotConfig) -> None:
