@@ -31,9 +31,9 @@ from perpsbot.config import BotConfig, LoadedConfig
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
+from perpsbot.store.folder import StoreDamaged
 from perpsbot.strategy.loading import with_declared_symbols
 from perpsbot.strategy.runner import StrategyError
-from perpsbot.store.folder import StoreDamaged
 
 PLAIN_STATUS_EVERY_SECONDS = 10.0
 
