@@ -278,3 +278,34 @@ def test_a_strategy_that_trades_none_of_the_configured_symbols_does_not_start(mo
         loading.build(BotConfig(strategy="only_eth", symbols="BTC-USD"))
     runner = loading.build(BotConfig(strategy="only_eth", symbols="BTC-USD,ETH-USD"))
     assert runner.user.trades(BTC) is False
+
+
+def test_a_symbol_filter_that_raises_leaves_the_symbol_alone_and_is_counted_once():
+    class Picky(Strategy):
+        def trades(self, product):
+            raise LookupError("which one")
+
+        def on_bar(self, ctx):
+            return go_long("never")
+
+    runner, reported = runner_for(Picky())
+    window = window_of([100.0, 101])
+    for _ in range(3):
+        assert runner.decide(view(window)).reason == "not traded by Picky"
+    assert runner.errors == 1 and reported == [("BTC-USD", "strategy Picky trades() raised LookupError: which one")]
+
+
+def test_indicators_interrupted_mid_update_are_built_again_from_the_bars():
+    class Slow(Strategy):
+        def on_bar(self, ctx):
+            sma = ctx.indicator(SMA, 2)
+            if "first" not in ctx.state:
+                ctx.state["first"] = sma
+                time.sleep(5)  # interrupted here: for all the runner knows, sma is half updated
+            return hold(f"{sma[-1]} {'new' if sma is not ctx.state['first'] else 'same'}")
+
+    runner, _ = runner_for(Slow(), budget=50)
+    window = window_of([100.0, 102])
+    assert "budget" in runner.decide(view(window)).reason
+    window.append_bar(E0 + 120, 104.0, 104, 104, 104)
+    assert runner.decide(view(window)).reason == "103.0 new"  # a new indicator, fed the bars held

@@ -259,7 +259,7 @@ class StrategyRunner:
             call = self.user.on_mark
         else:
             return held.waiting
-        return self._answer(symbol, call, ctx, view)
+        return self._answer(held, call, view)
 
     def _start(self, symbol: str, window: MarkWindow) -> _Symbol:
         frames = {s: _Frame(s, window.rows if s == self.base_seconds else deque(maxlen=self.warmup + 2))
@@ -270,7 +270,11 @@ class StrategyRunner:
         before = self._symbols.get(symbol)
         if before is not None:  # a new window (another bar length): the strategy's own memory stays
             ctx.state = before.ctx.state
-        traded = product is None or bool(self.user.trades(product))
+        try:
+            traded = product is None or bool(self.user.trades(product))
+        except Exception as exc:  # noqa: BLE001 - a failing filter leaves the symbol alone, said once
+            traded = False
+            self._failed(symbol, f"trades() raised {type(exc).__name__}: {exc}")
         held = self._symbols[symbol] = _Symbol(window, ctx, frames, self.base_seconds, traded)
         return held
 
@@ -331,7 +335,8 @@ class StrategyRunner:
                 indicator.purge_oldest(len(indicator) - self._keep)
         return indicator
 
-    def _answer(self, symbol: str, call: Callable[[Context], Any], ctx: Context, view: MarketView) -> Decision:
+    def _answer(self, held: _Symbol, call: Callable[[Context], Any], view: MarketView) -> Decision:
+        ctx, symbol = held.ctx, view.symbol
         started = time.perf_counter()
         error: str | None = None
         answer: Any = None
@@ -342,6 +347,8 @@ class StrategyRunner:
                 answer = call(ctx)
         except _Overrun:
             error = f"interrupted: over its {self.budget_ms:g} ms budget"
+            for frame in held.frames.values():  # it may have stopped mid-update: built again from the bars
+                frame.indicators.clear()
         except Exception as exc:  # noqa: BLE001 - a strategy's failure holds its symbol, never stops the bot
             error = f"raised {type(exc).__name__}: {exc}" if str(exc) else f"raised {type(exc).__name__}"
         else:
@@ -353,10 +360,13 @@ class StrategyRunner:
                 return self._decision(symbol, answer, view)
             except SignalError as exc:
                 error = f"answered nonsense: {exc}"
+        self._failed(symbol, error)
+        return Decision(symbol, _HOLD, f"strategy error: {error}")
+
+    def _failed(self, symbol: str, error: str) -> None:
         self.errors += 1
         self.errors_by_symbol[symbol] = self.errors_by_symbol.get(symbol, 0) + 1
         self._report(symbol, f"strategy {self.name} {error}")
-        return Decision(symbol, _HOLD, f"strategy error: {error}")
 
     def _decision(self, symbol: str, answer: Any, view: MarketView) -> Decision:
         if answer is None:
