@@ -43,6 +43,9 @@ async def test_a_parameter_changed_on_the_running_bot_changes_on_the_same_strate
     with pytest.raises(BotError, match="strategy cannot change on a running bot"):
         await bot.apply_config_change(make_config(strategy="rsi_reversion"))
     assert strategy.level == 6 and bot.summary()["strategy_params"] == {"level": 6}
+    # The MA crossover's window settings changed: not a reason to swap this strategy for it.
+    await bot.apply_config_change(make_config(strategy=spec, strategy_params={"level": "6"}, long_window=7))
+    assert reg.strategy.strategy is runner and type(runner.user).__name__ == "Steady"
 
 
 async def test_a_strategy_that_raises_on_every_bar_holds_is_counted_and_the_bot_cycles_on(make_bot, clock, spec):
