@@ -221,11 +221,11 @@ class ExecutionCoordinator:
         plan: OrderPlan | None = None,
     ) -> Order:
         """``plan``: the decision's order type and limit offset, where it gives them."""
-        if plan is None:
-            limit, offset = self.config.order_type is OrderTypeSetting.LIMIT, self.config.limit_offset_bps
-        else:
+        limit, offset = self.config.order_type is OrderTypeSetting.LIMIT, self.config.limit_offset_bps
+        if plan is not None and plan.order is not None:
             limit = plan.order is OrderKind.LIMIT
-            offset = plan.limit_offset_bps if plan.limit_offset_bps is not None else self.config.limit_offset_bps
+        if plan is not None and plan.limit_offset_bps is not None:
+            offset = plan.limit_offset_bps
         limit = limit and not market
         return Order(
             client_order_id=self.new_client_order_id(),

@@ -125,7 +125,9 @@ class Param:
 @dataclass(frozen=True, slots=True)
 class Signal:
     """A strategy's answer for one symbol. ``size``: a fraction of equity (``fraction``)
-    or a quantity of the product (``quantity``), else the bot's ``position_fraction``.
+    or a quantity of the product (``quantity``), else the bot's ``position_fraction``;
+    ``order`` "market", "limit" (at ``limit_offset_bps`` past the mark) or "post_only",
+    else the bot's ``order_type``.
     Protective levels are prices (``stop_loss``, ``take_profit``) and a fraction
     (``trailing_stop``): checked and recorded with the decision; the orders that carry them
     out at the exchange come with issue 17 ("Positions protected at the exchange")."""
@@ -134,7 +136,7 @@ class Signal:
     reason: str = ""
     fraction: float | Decimal | None = None
     quantity: float | Decimal | None = None
-    order: OrderKind = OrderKind.MARKET
+    order: OrderKind | str | None = None
     limit_offset_bps: float | Decimal | None = None
     stop_loss: float | Decimal | None = None
     take_profit: float | Decimal | None = None

@@ -35,7 +35,7 @@ class OrderPlan:
 
     fraction: Decimal | None = None
     quantity: Decimal | None = None
-    order: OrderKind = OrderKind.MARKET
+    order: OrderKind | None = None  # None: the order_type setting
     limit_offset_bps: Decimal | None = None
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
@@ -43,7 +43,7 @@ class OrderPlan:
 
     def recorded(self) -> dict[str, object]:
         """The fields that are set, for the decision's event."""
-        shown: dict[str, object] = {"order": self.order.value}
+        shown: dict[str, object] = {} if self.order is None else {"order": self.order.value}
         for name in ("fraction", "quantity", "limit_offset_bps", "stop_loss", "take_profit", "trailing_stop"):
             value = getattr(self, name)
             if value is not None:

@@ -394,7 +394,7 @@ def plan_of(signal_: Signal, mark: Decimal) -> OrderPlan | None:
     take = _number("take_profit", signal_.take_profit)
     trail = _number("trailing_stop", signal_.trailing_stop)
     try:
-        order = OrderKind(signal_.order)
+        order = None if signal_.order is None else OrderKind(signal_.order)
     except ValueError:
         raise SignalError(f"order {signal_.order!r} is not market, limit or post_only") from None
     if fraction is not None and quantity is not None:
@@ -403,7 +403,7 @@ def plan_of(signal_: Signal, mark: Decimal) -> OrderPlan | None:
         raise SignalError(f"fraction {fraction} is not in (0, 1]")
     if quantity is not None and quantity <= 0:
         raise SignalError(f"quantity {quantity} is not above 0")
-    if offset is not None and (order is OrderKind.MARKET or not 0 <= offset <= 1000):
+    if offset is not None and (order not in (OrderKind.LIMIT, OrderKind.POST_ONLY) or not 0 <= offset <= 1000):
         raise SignalError(f"limit_offset_bps {offset} needs a limit order and 0..1000 bps")
     if target is Target.FLAT and (stop, take, trail, fraction, quantity) != (None,) * 5:
         raise SignalError("a flat target takes no size or protective levels")
@@ -414,7 +414,7 @@ def plan_of(signal_: Signal, mark: Decimal) -> OrderPlan | None:
         raise SignalError(f"take_profit {take} is not on the winning side of the mark {mark} for {target.value}")
     if trail is not None and not 0 < trail < 1:
         raise SignalError(f"trailing_stop {trail} is not a fraction in (0, 1)")
-    if order is OrderKind.MARKET and (fraction, quantity, offset, stop, take, trail) == (None,) * 6:
+    if (order, fraction, quantity, offset, stop, take, trail) == (None,) * 7:
         return None
     return OrderPlan(fraction, quantity, order, offset, stop, take, trail)
 
