@@ -32,6 +32,7 @@ from perpsbot.strategy.base import Decision, MarketView, OrderKind, OrderPlan, T
 _HOLD = Target.HOLD
 _KEEP_MIN = 256  # indicator values kept at least (talipp keeps every value unless purged)
 _ALARM = hasattr(signal, "setitimer")
+_HOLDS_KEPT = 64
 
 
 class StrategyError(ValueError):
@@ -138,7 +139,7 @@ class _Frame:
 
 
 class _Symbol:
-    __slots__ = ("window", "seen", "frames", "base", "ctx", "traded", "waiting", "warm")
+    __slots__ = ("window", "seen", "frames", "base", "ctx", "traded", "waiting", "warm", "_holds")
 
     def __init__(self, window: MarkWindow, ctx: Context, frames: dict[int, _Frame], base: int, traded: bool) -> None:
         self.window = window
@@ -149,6 +150,16 @@ class _Symbol:
         self.traded = traded
         self.waiting = Decision(ctx.symbol, _HOLD, "waiting for a closed bar")
         self.warm = False  # every frame holds the warm-up (frames only grow, until a start-over)
+        self._holds: dict[str, Decision] = {}
+
+    def hold(self, reason: str) -> Decision:
+        """A HOLD for this symbol, made once per reason (a strategy holds on most bars)."""
+        decision = self._holds.get(reason)
+        if decision is None:
+            if len(self._holds) >= _HOLDS_KEPT:  # reasons with numbers in them: do not keep them all
+                self._holds.clear()
+            decision = self._holds[reason] = Decision(self.ctx.symbol, _HOLD, reason)
+        return decision
 
 
 class StrategyRunner:
@@ -283,6 +294,11 @@ class StrategyRunner:
         new = window.appended - held.seen
         base = held.base
         frames = held.frames
+        if len(frames) == 1 and new == 1:  # the usual case: one timeframe, one new bar
+            base.appended = window.appended
+            base.closed = True
+            held.seen = window.appended
+            return
         for frame in frames.values():
             frame.closed = False
         if new == 0:
@@ -357,7 +373,7 @@ class StrategyRunner:
                 error = f"answered after {took:.0f} ms, over its {self.budget_ms:g} ms budget"
         if error is None:
             try:
-                return self._decision(symbol, answer, view)
+                return self._decision(held, answer, view)
             except SignalError as exc:
                 error = f"answered nonsense: {exc}"
         self._failed(symbol, error)
@@ -368,9 +384,10 @@ class StrategyRunner:
         self.errors_by_symbol[symbol] = self.errors_by_symbol.get(symbol, 0) + 1
         self._report(symbol, f"strategy {self.name} {error}")
 
-    def _decision(self, symbol: str, answer: Any, view: MarketView) -> Decision:
+    def _decision(self, held: _Symbol, answer: Any, view: MarketView) -> Decision:
+        symbol = held.ctx.symbol
         if answer is None:
-            return Decision(symbol, _HOLD, "no signal")
+            return held.hold("no signal")
         if not isinstance(answer, Signal):
             raise SignalError(f"{type(answer).__name__} instead of a Signal (or None)")
         target = answer.target
@@ -379,7 +396,7 @@ class StrategyRunner:
         if not isinstance(answer.reason, str):
             raise SignalError(f"reason {answer.reason!r} is not text")
         if target is _HOLD:
-            return Decision(symbol, _HOLD, answer.reason or "hold")
+            return held.hold(answer.reason or "hold")
         mark = view.mark
         return Decision(symbol, target, answer.reason or target.value.lower(), mark, plan_of(answer, mark))
 
