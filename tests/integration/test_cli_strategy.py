@@ -61,7 +61,7 @@ def test_a_strategy_file_backtests_by_path_and_runs_in_paper_mode_named_with_its
     assert report["metrics"]["trades"] > 100  # in and out every 4 bars
     assert "every 4" in (out / "report.html").read_text()
 
-    run = perpsbot("run", "--strategy", "mine.py:Flip", "--param", "every=2", "--duration", "4", *FAST, cwd=tmp_path)
+    run = perpsbot("run", "--strategy", "mine.py:Flip", "--param", "every=2", "--duration", "3", *FAST, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "strategy Flip (every=2)" in run.stdout
     assert re.search(r"strategy params\s+│ every 2\s", run.stdout) and re.search(r"strategy errors\s+│ 0\s", run.stdout)
@@ -77,7 +77,7 @@ def test_a_strategy_file_backtests_by_path_and_runs_in_paper_mode_named_with_its
 
 def test_a_strategy_that_raises_on_every_bar_holds_and_the_bot_runs_on(tmp_path: Path):
     (tmp_path / "broken.py").write_text(RAISES)
-    run = perpsbot("run", "--strategy", "broken.py:Broken", "--duration", "4", *FAST, cwd=tmp_path)
+    run = perpsbot("run", "--strategy", "broken.py:Broken", "--duration", "3", *FAST, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     errors = [d for s, d in events_of(tmp_path, "error") if d.get("stage") == "strategy"]
     assert len(errors) >= 2 and all("raised RuntimeError: no idea" in d["error"] for d in errors)
