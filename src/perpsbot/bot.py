@@ -38,9 +38,10 @@ from perpsbot.store.folder import StoreReplaced, open_stores
 from perpsbot.store.lock import StoreLock
 from perpsbot.store.spare import SpareSpace
 from perpsbot.store.sqlite import DiskFull, is_disk_full
+from perpsbot.strategy import loading
 from perpsbot.strategy.base import Decision, Strategy
-from perpsbot.strategy.baseline import MACrossover
 from perpsbot.strategy.orchestrator import StrategyOrchestrator
+from perpsbot.strategy.runner import StrategyError, StrategyRunner, market_inputs
 from perpsbot.telemetry.alerts import AlertRules, AlertWebhook
 from perpsbot.telemetry.metrics import BotMetrics
 from perpsbot.telemetry.server import TelemetryServer, TelemetryServerError, build_web_app
@@ -93,10 +94,6 @@ def window_spec(config: BotConfig, strategy: Strategy) -> WindowSpec:
     # Enough marks to cover the bar being built plus a little slack for the trailing stop.
     marks_per_bar = max(1, int(config.bar_seconds / config.interval) + 1)
     return WindowSpec(max_marks=min(10_000, 2 * marks_per_bar), max_bars=bars, bar_seconds=config.bar_seconds)
-
-
-def baseline_strategy(config: BotConfig) -> MACrossover:
-    return MACrossover(config.short_window, config.long_window, config.trailing_stop_pct)
 
 
 def streaming_service(
@@ -179,7 +176,11 @@ class PerpsBotBuilder:
         config = self._config
         clock = self._clock or WallClock()
         try:
-            exchange = self._exchange or self._default_exchange(config, clock)
+            strategy = self._strategy or loading.build(config)  # a bad strategy stops the start before anything opens
+        except StrategyError as exc:
+            raise BotError(str(exc)) from None
+        try:
+            exchange = self._exchange or self._default_exchange(config, clock, strategy.required_bars)
         except ExchangeError as exc:
             raise BotError(f"cannot set up exchange {config.exchange.value}: {exc}") from None
         try:
@@ -225,7 +226,6 @@ class PerpsBotBuilder:
                 await exchange.close()
                 raise
             BackupWorkflow.from_config(config).remove_abandoned_staging()  # what killed backups and restores left
-        strategy = self._strategy or baseline_strategy(config)
         market_data = MarketDataService(exchange, clock, events, config.symbols, window_spec(config, strategy))
         streaming = streaming_service(exchange, market_data, events, clock, config)
         risk = RiskManager(
@@ -244,6 +244,11 @@ class PerpsBotBuilder:
         )
         execution.pushed = PushedUpdates.for_exchange(exchange, execution, events, clock, list(config.symbols),
                                                       config.stream_quiet_seconds)
+        if isinstance(strategy, StrategyRunner):
+            strategy.bind(
+                market_inputs(exchange, market_data, streaming, clock.now, lambda: execution.account.equity, catalog),
+                lambda symbol, error: events.append(clock.now(), "error", symbol, stage="strategy", error=error),
+            )
         orchestrator = StrategyOrchestrator(
             strategy,
             market_data,
@@ -270,14 +275,14 @@ class PerpsBotBuilder:
         return PerpsBot(registry, _token=_BUILDER_TOKEN, store_lock=lock, store_replaced=replaced, spare=spare)
 
     @staticmethod
-    def _default_exchange(config: BotConfig, clock: Clock) -> Exchange:
+    def _default_exchange(config: BotConfig, clock: Clock, bars: int) -> Exchange:
         if config.exchange is ExchangeKind.COINBASE:
             from perpsbot.exchange.coinbase import CoinbaseExchange
 
             return CoinbaseExchange.from_config(config, clock)
         from perpsbot.exchange.sim import SimConfig, SimCore, SimExchange, default_products
 
-        warmup = float(config.bar_seconds * (config.long_window + 2))
+        warmup = float(config.bar_seconds * (bars + 1))  # history enough for the strategy's first decision
         core = SimCore(
             default_products(),
             SimConfig(seed=config.seed, starting_cash=config.sim_starting_cash, warmup_seconds=warmup),
@@ -373,6 +378,7 @@ class PerpsBot:
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
             opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
             opened_at=reg.execution.opened_at, venue=reg.exchange.capabilities.describe(),
+            **strategy_fields(reg.strategy.strategy),
         )
         self.spawn(self._controls_loop(), "running-controls")  # from here on, whatever the exchange does
         try:
@@ -641,8 +647,11 @@ class PerpsBot:
         if unknown:
             raise BotError(f"unknown product {unknown[0]}")
         strategy = reg.strategy.strategy
-        if change.changed_keys & {"short_window", "long_window", "trailing_stop_pct"}:
-            strategy = baseline_strategy(new_config)
+        if isinstance(strategy, StrategyRunner):
+            try:  # the same strategy object, its new parameters (a new strategy is refused)
+                loading.change_parameters(strategy, new_config)
+            except StrategyError as exc:
+                raise BotError(str(exc)) from None
         spec = window_spec(new_config, strategy)
         for symbol in change.removed_symbols:
             reg.market_data.remove_symbol(symbol)
@@ -660,14 +669,13 @@ class PerpsBot:
                 removed=change.removed_symbols, added=change.added_symbols, level=new_config.stream_level,
                 mark_source=new_config.mark_source, quiet_seconds=new_config.stream_quiet_seconds,
             )
-        reg.strategy.strategy = strategy
         reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_perpetual
         reg.risk.update_config(new_config)
         reg.execution.config = new_config
         self._registry = reg.with_updates(config=new_config)
         reg.events.append(
             reg.clock.now(), "config_changed", None, keys=sorted(change.changed_keys),
-            added=change.added_symbols, removed=change.removed_symbols,
+            added=change.added_symbols, removed=change.removed_symbols, **strategy_fields(strategy),
         )
         return change
 
@@ -689,6 +697,7 @@ class PerpsBot:
             "end_equity": account.equity,
             "equity_change": account.equity - self.start_equity if self.start_equity is not None else None,
             "positions": {s: p.size for s, p in account.positions.items() if not p.is_flat},
+            **strategy_fields(reg.strategy.strategy),
             "pnl": reg.execution.pnl().as_dict() if run_id is not None else None,
             **(reg.streaming.summary() if reg.streaming is not None else {}),
             **(reg.execution.pushed.summary() if reg.execution.pushed is not None else {}),
@@ -774,6 +783,13 @@ class PerpsBot:
                     self._store_lock.release()
 
 
+
+
+def strategy_fields(strategy: Strategy) -> dict[str, Any]:
+    """What the run's events and summary say of the strategy: its name, parameters, errors."""
+    if not isinstance(strategy, StrategyRunner):
+        return {"strategy": strategy.name}
+    return {"strategy": strategy.name, "strategy_params": strategy.params, "strategy_errors": strategy.errors}
 
 
 def _error_text(exc: BaseException) -> str:

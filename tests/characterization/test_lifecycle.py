@@ -30,12 +30,12 @@ async def test_apply_config_change_removes_a_symbol_from_every_service(make_bot,
     bot = await make_bot()
     await bot.run_cycle()
     reg = bot.registry
-    reg.strategy.strategy._extreme["ETH-PERP-INTX"] = D(1)
+    assert "ETH-PERP-INTX" in reg.strategy.strategy._symbols  # the strategy's per-symbol bars and state
     await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX",)))
     assert "ETH-PERP-INTX" not in reg.market_data.windows
     assert "ETH-PERP-INTX" not in reg.market_data.last_update
     assert "ETH-PERP-INTX" not in reg.strategy.last_decision
-    assert "ETH-PERP-INTX" not in reg.strategy.strategy._extreme
+    assert "ETH-PERP-INTX" not in reg.strategy.strategy._symbols
     exchange.quote_calls.clear()
     report = await bot.run_cycle()
     assert exchange.quote_calls == ["BTC-PERP-INTX"]

@@ -34,7 +34,7 @@ def test_a_synthetic_backtest_writes_its_report(tmp_path: Path):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["candles"] == 5000 and report["costs"]["fee_bps"] == "10"
-    assert report["strategy"]["trailing_stop_pct"] == "0" and report["metrics"]["trades"] > 10
+    assert report["strategy"]["params"]["trailing_stop_pct"] == "0" and report["metrics"]["trades"] > 10
     kinds = {json.loads(line)["kind"] for line in (out / "events.jsonl").read_text().splitlines()}
     assert {"bot_started", "decision", "risk_approved", "order_submitted", "order_placed", "fill"} <= kinds
     # Another process (another hash seed), the same command: the same bytes.

@@ -20,7 +20,8 @@ from perpsbot.risk.manager import RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.memory import MemoryEventStore, MemoryOrdersStore
 from perpsbot.strategy.base import MarketView, Target
-from perpsbot.strategy.baseline import DOWN, UP, CrossState, MACrossover
+from perpsbot.strategy.builtin.ma_crossover import MACrossover
+from perpsbot.strategy.runner import StrategyRunner
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 E0 = T0.timestamp()
@@ -68,6 +69,8 @@ def test_seeded_bars_count_as_appended_but_not_as_closed():
 
 # ----- the crossover --------------------------------------------------------------------
 
+UP, DOWN = 1, -1
+
 
 def fresh_cross(closes: list[float], short: int, long: int) -> int:
     """What the last close did, averaged afresh."""
@@ -82,40 +85,35 @@ def fresh_cross(closes: list[float], short: int, long: int) -> int:
     return 0
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=300),
-    st.integers(min_value=1, max_value=6),
-    st.integers(min_value=1, max_value=12),
-)
-def test_rolling_averages_give_the_crosses_of_fresh_averages(cents, short, extra):
-    long = short + extra
-    closes = [c / 4 for c in cents]  # quarters: sums are exact, so ties are real ties
-    state = CrossState(short, long)
-    for i, close in enumerate(closes):
-        assert state.push(close) == fresh_cross(closes[: i + 1], short, long), i
+def crossover(short: int, long: int) -> StrategyRunner:
+    return StrategyRunner(MACrossover(short_window=short, long_window=long, trailing_stop_pct=D(0)), 60,
+                          budget_ms=None, spec="ma_crossover")
 
 
 def view_of(window: MarkWindow, position: Position | None = None, *, reduce_only=False, shorts=True) -> MarketView:
     return MarketView("P", None, None, True, position, reduce_only, shorts, window)
 
 
-def test_the_strategy_following_a_window_decides_as_it_does_from_the_bars_alone():
-    closes = [10.0, 10, 10, 10, 9, 8, 12, 12, 11, 7, 7, 8, 13, 13, 13, 5]
-    followed, fresh = MACrossover(2, 5, D(0)), MACrossover(2, 5, D(0))
-    window = MarkWindow(max_marks=10, max_bars=6, bar_seconds=60)
-    answers = []
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=300),
+    st.integers(min_value=1, max_value=6),
+    st.integers(min_value=1, max_value=12),
+)
+def test_the_incremental_averages_give_the_crosses_of_fresh_averages(cents, short, extra):
+    long = short + extra
+    closes = [c / 4 for c in cents]  # quarters: sums are exact, so ties are real ties
+    strategy = crossover(short, long)
+    window = MarkWindow(max_marks=10, max_bars=long + 2, bar_seconds=60)
     for i, close in enumerate(closes):
         window.append_bar(E0 + 60 * i, close, close, close, close)
-        a = followed.decide(view_of(window))
-        b = fresh.decide(MarketView("P", window.bars, D(repr(close)), True, None, False, True))
-        assert (a.target, a.reason) == (b.target, b.reason), i
-        answers.append(a.target)
-    assert Target.LONG in answers and Target.SHORT in answers
+        target = strategy.decide(view_of(window)).target
+        expected = {UP: Target.LONG, DOWN: Target.SHORT, 0: Target.HOLD}[fresh_cross(closes[: i + 1], short, long)]
+        assert target is expected, i
 
 
 def test_the_strategy_starts_over_when_the_window_is_replaced_or_runs_ahead():
-    strategy = MACrossover(2, 4, D(0))
+    strategy = crossover(2, 4)
     window = MarkWindow(max_marks=10, max_bars=5, bar_seconds=60)
     up = [10.0, 10, 10, 10, 8, 14]  # the last bar crosses up
     for i, close in enumerate(up):
@@ -130,16 +128,6 @@ def test_the_strategy_starts_over_when_the_window_is_replaced_or_runs_ahead():
     for i, close in enumerate(up):
         other.append_bar(E0 + 30 * i, close, close, close, close)
     assert strategy.decide(view_of(other)).target is Target.LONG
-
-
-def test_a_zero_trailing_stop_is_off():
-    strategy = MACrossover(2, 5, D(0))
-    window = MarkWindow(max_marks=10, max_bars=6, bar_seconds=60)
-    for i, close in enumerate([100.0] * 6 + [50.0]):
-        window.append_bar(E0 + 60 * i, close, close, close, close)
-    held = Position("P", size=D(1), entry_price=D(100))
-    decision = strategy.decide(view_of(window, held))
-    assert "trailing stop" not in decision.reason
 
 
 # ----- the equity watch ------------------------------------------------------------------

@@ -1,20 +1,33 @@
+"""The MA crossover (the built-in, on the strategy API): crosses, reduce-only, shorts,
+the trailing stop."""
+
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
 
 from perpsbot.domain import Position
-from perpsbot.market.windows import Bar
+from perpsbot.market.windows import MarkWindow
 from perpsbot.strategy.base import MarketView, Target
-from perpsbot.strategy.baseline import MACrossover
+from perpsbot.strategy.builtin.ma_crossover import MACrossover
+from perpsbot.strategy.runner import StrategyRunner
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+E0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
-def bars(closes: list[float]) -> list[Bar]:
-    return [Bar(T0 + timedelta(seconds=i), D(str(c)), D(str(c)), D(str(c)), D(str(c))) for i, c in enumerate(closes)]
+def ma(short: int, long: int, stop: str, base: int = 1) -> StrategyRunner:
+    strategy = MACrossover(short_window=short, long_window=long, trailing_stop_pct=D(stop))
+    assert strategy.check() is None
+    return StrategyRunner(strategy, base, budget_ms=None, spec="ma_crossover")
+
+
+def window_of(closes: list[float], seconds: int = 1) -> MarkWindow:
+    window = MarkWindow(max_marks=10, max_bars=100, bar_seconds=seconds)
+    for i, close in enumerate(closes):
+        window.append_bar(E0 + seconds * i, close, close, close, close)
+    return window
 
 
 UP = [10.0, 10, 10, 10, 9, 8, 12]  # fast(2) crosses above slow(5) on the last bar
@@ -22,16 +35,14 @@ DOWN = [10.0, 10, 10, 10, 11, 12, 8]
 
 
 def view(closes, *, size="0", entry="0", reduce_only=False, shorts=True, closed=True, mark=None) -> MarketView:
-    series = bars(closes)
     position = Position("P", size=D(size), entry_price=D(entry)) if D(size) else None
-    return MarketView(
-        "P", series, D(str(mark if mark is not None else closes[-1])), closed, position, reduce_only, shorts
-    )
+    price = D(str(mark if mark is not None else closes[-1]))
+    return MarketView("P", None, price, closed, position, reduce_only, shorts, window_of(closes))
 
 
 @pytest.fixture
-def strategy() -> MACrossover:
-    return MACrossover(2, 5, D("0.05"))
+def strategy() -> StrategyRunner:
+    return ma(2, 5, "0.05")
 
 
 def test_bullish_cross_goes_long_and_bearish_goes_short(strategy):
@@ -83,5 +94,12 @@ def test_trailing_stop_for_a_short_tracks_the_lowest_mark(strategy):
 
 
 def test_windows_must_be_ordered():
-    with pytest.raises(ValueError):
-        MACrossover(5, 5, D("0.01"))
+    assert MACrossover(short_window=5, long_window=5, trailing_stop_pct=D("0.01")).check() is not None
+
+
+def test_a_zero_trailing_stop_is_off():
+    strategy = ma(2, 5, "0")
+    held = Position("P", size=D(1), entry_price=D(100))
+    window = window_of([100.0] * 6 + [50.0])
+    decision = strategy.decide(MarketView("P", None, D(50), True, held, False, True, window))
+    assert "trailing stop" not in decision.reason

@@ -246,8 +246,9 @@ def report_data(result: BacktestResult, data: DataReport, trades: Sequence[Trade
         },
         "fill_convention": FILL_CONVENTION,
         "strategy": {
-            "name": "ma_crossover", "short_window": cfg.short_window, "long_window": cfg.long_window,
-            "trailing_stop_pct": str(cfg.trailing_stop_pct), "enable_shorts": cfg.enable_shorts,
+            "name": result.strategy_name, "selected_as": cfg.strategy,
+            "params": {k: v if isinstance(v, bool | int | str) else str(v) for k, v in result.strategy_params.items()},
+            "enable_shorts": cfg.enable_shorts,
             "position_fraction": str(cfg.position_fraction), "leverage": str(cfg.leverage),
             "order_type": cfg.order_type.value,
         },

@@ -39,14 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from perpsbot.backtest.data import CandleSeries
-from perpsbot.bot import PerpsBotBuilder
+from perpsbot.bot import PerpsBotBuilder, strategy_fields
 from perpsbot.config import BotConfig, ConfigError
 from perpsbot.config.loader import Layer, build_config
 from perpsbot.domain import Fill, Order, Product, ProductType
 from perpsbot.domain.clock import SimulatedClock
 from perpsbot.exchange.sim.replay import FundingPayment, ReplayCosts, ReplayExchange
 from perpsbot.store.memory import MemoryEventStore, MemoryOrdersStore
+from perpsbot.strategy import loading
 from perpsbot.strategy.base import Decision, Target
+from perpsbot.strategy.runner import StrategyError
 
 CHUNK = 8192  # candles between progress reports
 # Settings a backtest decides itself; --param may set any other.
@@ -66,8 +68,9 @@ class BacktestError(ValueError):
 class BacktestSpec:
     symbol: str
     costs: ReplayCosts = field(default_factory=ReplayCosts)
-    params: Mapping[str, Any] = field(default_factory=dict)  # BotConfig settings (from --param)
+    params: Mapping[str, Any] = field(default_factory=dict)  # strategy parameters or bot settings (--param)
     starting_cash: Decimal | None = None  # None: the config's sim_starting_cash
+    strategy: str | None = None  # None: the config's (ma_crossover by default)
 
 
 @dataclass(repr=False)
@@ -90,6 +93,8 @@ class BacktestResult:
     risk_changes: list[dict[str, str]]  # every risk mode change: when, what
     risk_mode: str  # normal | reduce-only | killed, at the end
     elapsed_seconds: float  # wall time of the candle loop (not part of any report number)
+    strategy_name: str = ""
+    strategy_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def candles(self) -> int:
@@ -102,24 +107,49 @@ class BacktestResult:
 
 def backtest_config(spec: BacktestSpec, bar_seconds: int, data_dir: Path) -> BotConfig:
     """The bot's config for a backtest: defaults, the data's symbol and bar length,
-    then ``--param`` settings (checked as any config is)."""
-    unknown = sorted(set(spec.params) - set(BotConfig.model_fields))
-    if unknown:
-        raise BacktestError(f"--param {unknown[0]}: unknown setting ('perpsbot config show' lists them all)")
-    fixed = sorted(set(spec.params) & FIXED_KEYS)
+    then ``--param``: the strategy's parameters and bot settings (checked as any config is)."""
+    chosen = spec.strategy or spec.params.get("strategy") or BotConfig.model_fields["strategy"].default
+    settings, params = split_params(spec.params, str(chosen))
+    fixed = sorted(set(settings) & FIXED_KEYS)
     if fixed:
         raise BacktestError(f"--param {fixed[0]}: a backtest sets this itself (use --symbol / --timeframe)")
-    base = {"symbols": (spec.symbol,), "bar_seconds": bar_seconds, "data_dir": data_dir, "exchange": "sim"}
+    base: dict[str, Any] = {"symbols": (spec.symbol,), "bar_seconds": bar_seconds, "data_dir": data_dir,
+                            "exchange": "sim"}
+    flags: dict[str, Any] = {}  # the command's own flags: above --param, as on `run`
     if spec.starting_cash is not None:
-        base["sim_starting_cash"] = spec.starting_cash
+        flags["sim_starting_cash"] = spec.starting_cash
+    if spec.strategy is not None:
+        flags["strategy"] = spec.strategy
+    if params:
+        settings["strategy_params"] = params
     layers = [
         Layer("backtest", base, {k: "backtest" for k in base}),
-        Layer("param", dict(spec.params), {k: f"--param {k}" for k in spec.params}),
+        Layer("param", settings, {k: f"--param {k}" for k in settings}),
+        Layer("flag", flags, {"sim_starting_cash": "flag --cash", "strategy": "flag --strategy"}),
     ]
     try:
         return build_config(layers).config
     except ConfigError as exc:
         raise BacktestError(str(exc).splitlines()[0]) from None
+
+
+def split_params(given: Mapping[str, Any], strategy: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--param`` pairs as (bot settings, strategy parameters): a name the strategy
+    declares is its parameter, else it must be a bot setting."""
+    try:
+        declared = loading.resolve(strategy).declared()
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from None
+    settings = {k: v for k, v in given.items() if k in BotConfig.model_fields and k not in declared}
+    params = {k: v for k, v in given.items() if k in declared and k not in BotConfig.model_fields}
+    settings.update({k: v for k, v in given.items() if k in declared and k in BotConfig.model_fields})
+    unknown = sorted(set(given) - set(settings) - set(params))
+    if unknown:
+        raise BacktestError(
+            f"--param {unknown[0]}: unknown setting ('perpsbot config show' lists them all) and not a parameter "
+            f"of {strategy} (its parameters: {', '.join(declared) or 'none'})"
+        )
+    return settings, params
 
 
 def product_for(symbol: str) -> Product:
@@ -181,8 +211,12 @@ async def run_backtest(
         product, clock, bar_seconds=g, starting_cash=config.sim_starting_cash, costs=spec.costs,
         cash_currency=product.quote,
     )
+    try:
+        strategy = loading.build(config, timed=False)  # untimed: the same candles give the same trades anywhere
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from None
     events, orders = MemoryEventStore(), MemoryOrdersStore()
-    builder = PerpsBotBuilder(config).with_clock(clock).with_exchange(replay)
+    builder = PerpsBotBuilder(config).with_clock(clock).with_exchange(replay).with_strategy(strategy)
     # the memory stores duck-type the SQLite ones until issue 20 adds store protocols (narrow seams)
     bot = await builder.with_stores(events, orders).build()  # type: ignore[arg-type]  # no store protocol yet
     reg = bot.registry
@@ -193,7 +227,7 @@ async def run_backtest(
     account = await reg.execution.refresh_account()
     start_equity = account.equity
     events.append(clock.now(), "bot_started", None, run_id=run_id, symbols=config.symbols, profile="backtest",
-                  dry_run=False, equity=start_equity)
+                  dry_run=False, equity=start_equity, **strategy_fields(strategy))
 
     symbol = spec.symbol
     window = reg.market_data.windows[symbol]
@@ -226,8 +260,8 @@ async def run_backtest(
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         rows = zip(series.start[lo:hi], series.open[lo:hi], series.high[lo:hi], series.low[lo:hi],
-                   series.close[lo:hi], strict=True)
-        for t, o, h, low, c in rows:
+                   series.close[lo:hi], series.volume[lo:hi], strict=True)
+        for t, o, h, low, c, v in rows:
             end = t + g
             clock.epoch = end  # the loop only moves forward (SimulatedClock.set, without the check)
             if replay.busy:
@@ -237,7 +271,7 @@ async def run_backtest(
                     a, b = replay.equity_a, replay.equity_b
             else:
                 replay.price = c
-            window.append_bar(t, o, h, low, c)
+            window.append_bar(t, o, h, low, c, v)
             equity = a + b * c
             push(equity)
             watch(equity, end)
@@ -252,7 +286,8 @@ async def run_backtest(
 
     final = await execution.refresh_account()
     await execution.sync_orders()
-    summary = {"candles": n, "orders": execution.placed, "fills": len(replay.fills), "end_equity": final.equity}
+    summary = {"candles": n, "orders": execution.placed, "fills": len(replay.fills), "end_equity": final.equity,
+               **strategy_fields(strategy)}
     events.append(clock.now(), "bot_stopped", None, **summary)
     events.end_run(clock.now(), summary)
     rejections = Counter(e.data.get("code", "?") for e in events.query(kind="risk_rejected"))
@@ -269,5 +304,5 @@ async def run_backtest(
         start_equity=start_equity, end_equity=final.equity, fills=replay.fills,
         orders=orders.orders(run_id=run_id), funding=list(replay.funding), liquidations=replay.liquidations,
         events=events, risk_rejections=dict(sorted(rejections.items())), reasons=reasons, risk_changes=changes,
-        risk_mode=mode, elapsed_seconds=elapsed,
+        risk_mode=mode, elapsed_seconds=elapsed, strategy_name=strategy.name, strategy_params=strategy.params,
     )

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from perpsbot.backtest.data import MAX_CANDLES
-from perpsbot.cli.common import UserError, console, err_console
+from perpsbot.cli.common import StrategyOpt, UserError, console, err_console
 
 DEFAULT_OUT = Path("backtest-out")
 
@@ -67,9 +67,11 @@ def backtest(
             "--funding", metavar="RATE", help="perpetuals: funding rate per 8 h, settled hourly (e.g. 0.0001)"
         ),
     ] = None,
+    strategy: StrategyOpt = None,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", metavar="KEY=VALUE", help="any bot setting, e.g. short_window=20 (repeatable)"),
+        typer.Option("--param", metavar="NAME=VALUE",
+                     help="a strategy parameter or any bot setting, e.g. short_window=20 (repeatable)"),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for the report")] = DEFAULT_OUT,
     seed: Annotated[str, typer.Option(help="seed of the synthetic candles")] = "7",
@@ -129,7 +131,8 @@ def backtest(
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)  # one line, however long
     for line in report.repairs:
         err_console.print(f"[yellow]data repaired:[/] {line}", highlight=False)
-    spec = BacktestSpec(symbol, ReplayCosts(fee_bps=fee, slippage_bps=slip, funding_rate=rate), params, start_cash)
+    spec = BacktestSpec(symbol, ReplayCosts(fee_bps=fee, slippage_bps=slip, funding_rate=rate), params, start_cash,
+                        strategy)
     console.print(
         f"backtest {symbol}: {len(series):,} {describe_timeframe(series.bar_seconds)} candles, "
         f"fee {fee} bps, slippage {slip} bps" + (f", funding {rate} per 8 h" if rate else "")
@@ -162,6 +165,8 @@ def _summary(result: Any, paths: dict[str, Path]) -> None:
     rate = result.candles / result.elapsed_seconds if result.elapsed_seconds > 0 else float("inf")
     keys = ("net_pnl", "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "exposure", "trades", "win_rate",
             "profit_factor", "fees_paid", "funding_paid", "risk_rejections", "risk_mode_at_end")
+    params = ", ".join(f"{k}={v}" for k, v in result.strategy_params.items())
+    console.print(f"strategy {result.strategy_name}" + (f" ({params})" if params else ""), highlight=False)
     console.print("  ".join(f"{k.replace('_', ' ')} {_fmt(metrics.get(k))}" for k in keys), highlight=False)
     console.print(f"replayed {result.candles:,} candles in {result.elapsed_seconds:.2f} s ({rate:,.0f} candles/s)")
     console.print("report: " + ", ".join(str(p) for p in paths.values()), highlight=False)

@@ -35,6 +35,14 @@ ConfigOpt = Annotated[
 # Bounds of the whole-number options: a row count a table can show, and SQLite's INTEGER.
 LIMIT_MAX = 1_000_000
 ID_MAX = INT_LARGEST  # the largest whole number a setting or an id may be
+StrategyOpt = Annotated[
+    str | None,
+    typer.Option("--strategy", help="built-in name, entry point, path/to/file.py:Class or package.module:Class"),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", metavar="NAME=VALUE", help="a strategy parameter (or a bot setting); repeatable"),
+]
 RunOpt = Annotated[int | None, typer.Option("--run", min=1, max=ID_MAX, help="run id (default: the latest run)")]
 
 
@@ -46,9 +54,9 @@ def fail(message: str) -> None:
     raise UserError(message)
 
 
-def load(flags: Mapping[str, Any], config_file: Path | None) -> LoadedConfig:
+def load(flags: Mapping[str, Any], config_file: Path | None, sets: Mapping[str, Any] | None = None) -> LoadedConfig:
     try:
-        return load_config(config_file=config_file, flags=flags)
+        return load_config(config_file=config_file, flags=flags, sets=sets)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from perpsbot.cli import backtest as backtest_cmd
-from perpsbot.cli import backup_cmd, config_cmd, orders_cmd, records, risk, sim
+from perpsbot.cli import backup_cmd, config_cmd, orders_cmd, records, risk, sim, strategy_cmd
 from perpsbot.cli import data as data_cmd
 from perpsbot.cli import drift as drift_cmd
 from perpsbot.cli import run as run_cmd
@@ -30,6 +31,7 @@ app.command("resume")(risk.resume)
 app.add_typer(risk.app, name="risk")
 app.add_typer(config_cmd.app, name="config")
 app.command("backtest")(backtest_cmd.backtest)
+app.add_typer(strategy_cmd.app, name="strategy")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(sim.app, name="sim")
 app.command("backup")(backup_cmd.backup)
@@ -41,7 +43,8 @@ def main() -> None:
     try:
         app()  # usage errors and --help are handled (and exit) inside
     except UserError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
+        # one line, however long; the message as written (no markup, no :emoji: codes: "file.py:X:" stays)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

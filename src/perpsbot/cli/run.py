@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,24 +16,63 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
-from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, damaged_store, load
-from perpsbot.config import BotConfig
+from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder, strategy_fields
+from perpsbot.cli.common import (
+    ConfigOpt,
+    ParamOpt,
+    ProfileOpt,
+    StrategyOpt,
+    UserError,
+    console,
+    damaged_store,
+    load,
+)
+from perpsbot.config import BotConfig, LoadedConfig
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
 from perpsbot.store.folder import StoreDamaged
+from perpsbot.strategy.loading import with_declared_symbols
+from perpsbot.strategy.runner import StrategyError
 
 PLAIN_STATUS_EVERY_SECONDS = 10.0
 
 
-def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+def parse_sets(pairs: list[str] | None, flag: str = "--set") -> dict[str, str]:
     values: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set expects KEY=VALUE, got '{pair}'")
+            raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
         values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+def run_config(
+    named: dict[str, Any], sets: list[str] | None, params: list[str] | None, config_file: Path | None
+) -> LoadedConfig:
+    """``run``'s settings: its own flags (``named``; None: not given) over ``--set`` /
+    ``--param`` over the environment, the config file, the profile and the defaults."""
+    flags = {key: value for key, value in named.items() if value is not None}  # a flag not given keeps --set's
+    loaded = load(flags, config_file, sets=set_layer(sets, params))
+    try:
+        return with_declared_symbols(loaded)  # symbols nobody set: the strategy's own, if it names them
+    except StrategyError as exc:
+        raise UserError(str(exc)) from None
+
+
+def set_layer(sets: list[str] | None, params: list[str] | None) -> dict[str, Any]:
+    """``--set`` and ``--param`` as one layer: a ``--param`` naming a bot setting sets it,
+    any other name is a strategy parameter (``strategy_params``)."""
+    values: dict[str, Any] = parse_sets(sets)
+    strategy_params: dict[str, str] = {}
+    for key, value in parse_sets(params, "--param").items():
+        if key in BotConfig.model_fields:
+            values[key] = value
+        else:
+            strategy_params[key] = value
+    if strategy_params:
+        values["strategy_params"] = strategy_params
     return values
 
 
@@ -42,6 +82,8 @@ def run(
     interval: Annotated[float | None, typer.Option(help="seconds between cycles")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     seed: Annotated[int | None, typer.Option(help="simulator seed")] = None,
+    strategy: StrategyOpt = None,
+    param: ParamOpt = None,
     config: ConfigOpt = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="any setting, KEY=VALUE (repeatable), e.g. --set bar_seconds=2")
@@ -55,11 +97,10 @@ def run(
     yes: Annotated[bool, typer.Option("--yes", help="with --new-store: confirmed, without asking")] = False,
 ) -> None:
     """Run the bot. Paper mode on the built-in simulator unless the profile says otherwise."""
-    flags: dict[str, Any] = parse_sets(set_)
-    named = {"profile": profile, "symbols": symbols, "interval": interval, "duration": duration, "seed": seed}
-    flags.update({key: value for key, value in named.items() if value is not None})  # a flag not given keeps --set's
+    named = {"profile": profile, "symbols": symbols, "interval": interval, "duration": duration, "seed": seed,
+             "strategy": strategy}
     confirm = _new_store_confirmation(new_store, yes)
-    loaded = load(flags, config)
+    loaded = run_config(named, set_, param, config)
     cfg = loaded.config
     try:
         configure_logging(cfg, console)
@@ -108,7 +149,7 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
         loop.add_signal_handler(sig, on_signal)
     mode = "dry run" if cfg.dry_run else "trading"
     console.print(
-        f"perpsbot [bold]{cfg.profile.value}[/] on {cfg.exchange.value}, {mode}, "
+        f"perpsbot [bold]{cfg.profile.value}[/] on {cfg.exchange.value}, {mode}, strategy {_strategy_label(bot)}, "
         f"symbols {', '.join(cfg.symbols)}; data in {cfg.store_dir}, log in {cfg.log_path}. Ctrl-C stops."
     )
     try:
@@ -138,6 +179,12 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
             loop.remove_signal_handler(sig)
         summary = await bot.shutdown()
     return summary
+
+
+def _strategy_label(bot: PerpsBot) -> str:
+    shown = strategy_fields(bot.registry.strategy.strategy)
+    params = ", ".join(f"{k}={v}" for k, v in shown.get("strategy_params", {}).items())
+    return f"{shown['strategy']} ({params})" if params else str(shown["strategy"])
 
 
 def _money(value: Decimal | None) -> str:

@@ -1,4 +1,5 @@
-"""Layered configuration: profile < TOML file < ``PERPSBOT_*`` env < CLI flags.
+"""Layered configuration: defaults < profile < TOML file < ``PERPSBOT_*`` env < ``--set`` /
+``--param`` < a command's own flags (``--interval``, ``--strategy``, ...).
 
 Each layer holds only the keys it really sets, so a flag the user did not give
 can never override a lower layer. Every effective value remembers its source.
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from perpsbot.config.model import CANARY_LOCKS, BotConfig, Profile, _show
+from perpsbot.config.model import CANARY_LOCKS, BotConfig, Profile, _show, parse_pairs
 
 ENV_PREFIX = "PERPSBOT_"
 # Variables that steer loading itself rather than naming a setting.
@@ -45,6 +46,9 @@ SECRET_KEYS = frozenset(
     {k for k, f in BotConfig.model_fields.items() if "SecretStr" in str(f.annotation)} | {"api_key_name"}
 )
 MASK = "**********"
+# Settings whose NAME=VALUE pairs add up over the layers (a --param changes one
+# parameter, the file's others stay) instead of one layer replacing the other's.
+MERGED_KEYS = frozenset({"strategy_params"})
 
 
 class ConfigError(ValueError):
@@ -92,7 +96,7 @@ def file_layer(path: Path, values: Mapping[str, Any] | None = None, *, drop_unkn
     """A config file's layer. ``values``: the file's, when already read; ``drop_unknown``:
     leave unknown keys out (for a caller that reports them) instead of refusing them."""
     values = read_toml(path) if values is None else values
-    nested = [k for k, v in values.items() if isinstance(v, dict)]
+    nested = [k for k, v in values.items() if isinstance(v, dict) and k not in MERGED_KEYS]
     if nested:
         raise ConfigError(f"config error: {path}: sections are not supported, found [{nested[0]}]")
     origin = f"file {path}"
@@ -121,6 +125,12 @@ def flag_layer(flags: Mapping[str, Any]) -> Layer:
     given = {k: v for k, v in flags.items() if v is not None}
     _check_keys(given, "command-line flags")
     return Layer("flag", given, {k: f"flag --{k.replace('_', '-')}" for k in given})
+
+
+def set_layer(values: Mapping[str, Any]) -> Layer:
+    """``--set KEY=VALUE`` (and ``--param``): below the command's own flags, above the rest."""
+    _check_keys(values, "--set")
+    return Layer("set", dict(values), {k: f"--set {k}" for k in values})
 
 
 def _profile_of(layers: list[Layer]) -> tuple[Profile, str]:
@@ -196,7 +206,8 @@ def build_config(layers: list[Layer]) -> LoadedConfig:
         {k: f"profile {profile.value}" for k in PROFILE_DEFAULTS[profile]},
     )
     for layer in [base, *layers]:
-        merged.update(layer.values)
+        for key, value in layer.values.items():
+            merged[key] = _merged(key, merged.get(key), value, layer.sources[key])
         sources.update(layer.sources)
     merged["profile"] = profile
     sources["profile"] = profile_source
@@ -209,11 +220,23 @@ def build_config(layers: list[Layer]) -> LoadedConfig:
     return LoadedConfig(config, all_sources)
 
 
+def _merged(key: str, below: Any, value: Any, origin: str) -> Any:
+    if key not in MERGED_KEYS:
+        return value
+    pairs = [below or {}, value]
+    try:
+        parsed = [parse_pairs(p) if isinstance(p, str) else dict(p) for p in pairs]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"config error: {key} = {_show_input(value, key)} ({origin}): {exc}") from None
+    return {**parsed[0], **parsed[1]}
+
+
 def load_config(
     *,
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    sets: Mapping[str, Any] | None = None,
 ) -> LoadedConfig:
     """Load the effective config. ``config_file`` falls back to ``$PERPSBOT_CONFIG``."""
     environ = os.environ if environ is None else environ
@@ -223,6 +246,7 @@ def load_config(
     if config_file is not None:
         layers.append(file_layer(config_file))
     layers.append(env_layer(environ))
+    layers.append(set_layer(sets or {}))
     layers.append(flag_layer(flags or {}))
     return build_config(layers)
 

@@ -125,6 +125,18 @@ class BotConfig(BaseModel):
         Decimal("0.01"), ge=0, lt=1, description="trailing stop distance (0: no trailing stop)"
     )
 
+    strategy: str = Field(
+        "ma_crossover",
+        min_length=1,
+        description="built-in name, entry point, path/to/file.py:Class or package.module:Class",
+    )
+    strategy_params: dict[str, str] = Field(
+        default_factory=dict, description="the strategy's parameters, NAME=VALUE pairs, comma-separated"
+    )
+    strategy_budget_ms: float = Field(
+        250.0, ge=0, le=60_000, description="time a strategy may take per decision (0: no limit; backtests: none)"
+    )
+
     position_fraction: Decimal = Field(Decimal("0.1"), gt=0, le=1, description="share of equity per position")
     leverage: Decimal = Field(Decimal(1), ge=1, le=100, description="leverage requested on perp orders")
     margin_type: MarginType = Field(
@@ -341,6 +353,18 @@ class BotConfig(BaseModel):
                     raise ValueError(f"{symbol}: '{number}' is not a positive number")
         return value
 
+    @field_validator("strategy_params", mode="before")
+    @classmethod
+    def _strategy_params(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = parse_pairs(value)
+        if isinstance(value, dict):
+            value = {str(k).strip(): _param_text(v) for k, v in value.items()}
+            for name in value:
+                if not name.isidentifier():
+                    raise ValueError(f"'{name}' is not a parameter name")
+        return value
+
     @field_validator("http_port", mode="before")
     @classmethod
     def _port_off(cls, value: object) -> object:
@@ -449,6 +473,24 @@ class BotConfig(BaseModel):
     @property
     def required_bars(self) -> int:
         return self.long_window + 1
+
+
+def parse_pairs(text: str) -> dict[str, str]:
+    """``"a=1, b=x"`` as ``{"a": "1", "b": "x"}``."""
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected NAME=VALUE pairs, got '{part}'")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _param_text(value: object) -> str:
+    """A parameter value from TOML as the text the strategy parses (true, not True)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def parse_hours(value: str) -> tuple[time, time] | None:

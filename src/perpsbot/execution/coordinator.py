@@ -43,7 +43,7 @@ from perpsbot.execution.reconcile import LATE_FILL, LOST_ORDER_MARGIN, Reconcile
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore, OrdersStore
 from perpsbot.store.alerts import AlertBook
-from perpsbot.strategy.base import Decision, Target
+from perpsbot.strategy.base import Decision, OrderKind, OrderPlan, Target
 
 if TYPE_CHECKING:
     from perpsbot.execution.pushed import PushedUpdates
@@ -193,8 +193,12 @@ class ExecutionCoordinator:
                 # backtest's next-open fills. The opening order goes in behind it, sized and
                 # risk-checked against the position the close leaves.
                 held = expected = held + order.remaining * side.sign
-        if wants != 0 and held == 0:
-            size = self.entry_size(product, decision.mark)
+        plan = decision.plan
+        if wants != 0 and held == 0 and plan is not None and plan.order is OrderKind.POST_ONLY:
+            # No post-only flag on the Exchange port yet: placing a plain limit would pretend.
+            results.append(self._skip(decision, "post-only orders are not supported by the exchange port yet"))
+        elif wants != 0 and held == 0:
+            size = self.entry_size(product, decision.mark, plan)
             side = Side.BUY if wants > 0 else Side.SELL
             if size < product.min_size:
                 results.append(self._skip(decision, f"size {size} below the minimum {product.min_size}"))
@@ -202,23 +206,35 @@ class ExecutionCoordinator:
                 results.append(await self.submit(product, side, size, decision, closing=False, expected=expected))
         return results
 
-    def entry_size(self, product: Product, mark: Decimal) -> Decimal:
+    def entry_size(self, product: Product, mark: Decimal, plan: OrderPlan | None = None) -> Decimal:
+        """An entry's size: the decision's quantity, else its fraction of equity (else the
+        ``position_fraction`` setting), with leverage on a perpetual."""
+        if plan is not None and plan.quantity is not None:
+            return product.quantize_size(plan.quantity)
+        fraction = plan.fraction if plan is not None and plan.fraction is not None else self.config.position_fraction
         leverage = self.config.leverage if product.is_perpetual else Decimal(1)
-        notional = self.account.equity * self.config.position_fraction * leverage
+        notional = self.account.equity * fraction * leverage
         return product.quantize_size(notional / (mark * product.contract_size))
 
     def _skip(self, decision: Decision, detail: str) -> ExecutionResult:
         self.events.append(self.clock.now(), "order_skipped", decision.symbol, detail=detail)
         return ExecutionResult(None, "skipped", detail)
 
-    def _limit_price(self, product: Product, side: Side, mark: Decimal) -> Decimal:
-        offset = mark * self.config.limit_offset_bps / Decimal(10_000)
+    def _limit_price(self, product: Product, side: Side, mark: Decimal, offset_bps: Decimal) -> Decimal:
+        offset = mark * offset_bps / Decimal(10_000)
         return product.quantize_price(mark + offset if side is Side.BUY else mark - offset)
 
     def new_order(
-        self, product: Product, side: Side, size: Decimal, mark: Decimal, *, closing: bool, market: bool = False
+        self, product: Product, side: Side, size: Decimal, mark: Decimal, *, closing: bool, market: bool = False,
+        plan: OrderPlan | None = None,
     ) -> Order:
-        limit = self.config.order_type is OrderTypeSetting.LIMIT and not market
+        """``plan``: the decision's order type and limit offset, where it gives them."""
+        limit, offset = self.config.order_type is OrderTypeSetting.LIMIT, self.config.limit_offset_bps
+        if plan is not None and plan.order is not None:
+            limit = plan.order is OrderKind.LIMIT
+        if plan is not None and plan.limit_offset_bps is not None:
+            offset = plan.limit_offset_bps
+        limit = limit and not market
         return Order(
             client_order_id=self.new_client_order_id(),
             symbol=product.symbol,
@@ -226,7 +242,7 @@ class ExecutionCoordinator:
             type=OrderType.LIMIT if limit else OrderType.MARKET,
             size=product.quantize_size(size),
             created_at=self.clock.now(),
-            limit_price=self._limit_price(product, side, mark) if limit else None,
+            limit_price=self._limit_price(product, side, mark, offset) if limit else None,
             time_in_force=TimeInForce(self.config.time_in_force.value) if limit else TimeInForce.IOC,
             reduce_only=closing and product.is_perpetual,
             leverage=self.config.leverage if product.is_perpetual else Decimal(1),
@@ -272,7 +288,7 @@ class ExecutionCoordinator:
         (orders ahead of it still working), instead of the one held now."""
         assert decision.mark is not None
         started = time.perf_counter()  # latency is decision -> exchange ack, our own work included
-        order = self.new_order(product, side, size, decision.mark, closing=closing, market=market)
+        order = self.new_order(product, side, size, decision.mark, closing=closing, market=market, plan=decision.plan)
         refused = self.exchange.capabilities.refusal(
             order.type, order.time_in_force, order.reduce_only, self._margin_type(order.symbol)
         )

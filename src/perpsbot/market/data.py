@@ -118,7 +118,7 @@ class MarketDataService:
                 log.warning("warm-up of %s failed: %s", symbol, error)
                 self.events.append(self.clock.now(), "warmup_failed", symbol, error=error)
                 continue
-            self.windows[symbol].seed_bars([Bar(c.start, c.open, c.high, c.low, c.close) for c in candles])
+            self.windows[symbol].seed_bars([Bar(c.start, c.open, c.high, c.low, c.close, c.volume) for c in candles])
 
     async def update_marks(self, symbols: Iterable[str] | None = None) -> MarkUpdate:
         """Fetch a quote per symbol (all, or the ones given) concurrently; one symbol

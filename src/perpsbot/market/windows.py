@@ -23,6 +23,10 @@ class Bar:
     high: Decimal
     low: Decimal
     close: Decimal
+    volume: Decimal | None = None  # None: not known (a bar built from marks; a quote has no volume)
+
+
+_UNKNOWN = float("nan")  # the volume of a bar built from marks
 
 
 def _dec(value: float) -> Decimal:
@@ -42,8 +46,9 @@ class MarkWindow:
       (a backtest, or a candle feed); its close becomes the mark, stamped at the
       bar's end.
 
-    Closed bars are kept as floats — they feed indicators — with ``bars`` giving
-    them back as ``Bar`` values. The mark itself stays a ``Decimal`` (``last``).
+    Closed bars are kept as float rows (start, open, high, low, close, volume; volume
+    NaN where unknown) — they feed indicators — with ``bars`` giving them back as
+    ``Bar`` values. The mark itself stays a ``Decimal`` (``last``).
     Counters: ``bars_closed`` counts bars closed here (not warm-up seeds);
     ``appended`` counts every bar that entered the window, seeds included, so a
     reader keeping incremental state knows how many it has not seen yet.
@@ -53,7 +58,7 @@ class MarkWindow:
         # (exchange time as epoch seconds, price): a ``Mark`` is built only for the one read (``last``).
         self._marks: deque[tuple[float, Decimal]] = deque(maxlen=max_marks)
         self._last_mark: Mark | None = None
-        self._rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=max_bars)
+        self._rows: deque[tuple[float, float, float, float, float, float]] = deque(maxlen=max_bars)
         self.bar_seconds = bar_seconds
         self._bucket: int | None = None
         self._open = self._high = self._low = self._close = Decimal(0)
@@ -96,8 +101,14 @@ class MarkWindow:
     def bars(self) -> list[Bar]:
         """The closed bars, oldest first."""
         return [
-            Bar(EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c)) for s, o, h, lo, c in self._rows
+            Bar(EPOCH + timedelta(seconds=s), _dec(o), _dec(h), _dec(lo), _dec(c), None if v != v else _dec(v))
+            for s, o, h, lo, c, v in self._rows
         ]
+
+    @property
+    def rows(self) -> deque[tuple[float, float, float, float, float, float]]:
+        """The closed bars as they are kept (float rows, oldest first): read, never change."""
+        return self._rows
 
     def closes(self) -> list[float]:
         return [row[4] for row in self._rows]
@@ -146,18 +157,20 @@ class MarkWindow:
         self.last_close = float(self._close)
         self._rows.append(
             (float(self._bucket * self.bar_seconds), float(self._open), float(self._high), float(self._low),
-             self.last_close)
+             self.last_close, _UNKNOWN)
         )
         self.bars_closed += 1
         self.appended += 1
         self._start_bar(bucket, price)
         return True
 
-    def append_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
+    def append_bar(
+        self, start: float, open_: float, high: float, low: float, close: float, volume: float = _UNKNOWN
+    ) -> None:
         """Add a bar that is already closed (a candle starting at ``start``, epoch
         seconds). Its close is the mark, stamped at the bar's end. The caller feeds
         candles in time order."""
-        self._rows.append((start, open_, high, low, close))
+        self._rows.append((start, open_, high, low, close, volume))
         self.last_close = close
         self.bars_closed += 1
         self.appended += 1
@@ -171,7 +184,8 @@ class MarkWindow:
         for bar in bars:
             self.last_close = float(bar.close)
             self._rows.append(
-                (bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close)
+                (bar.start.timestamp(), float(bar.open), float(bar.high), float(bar.low), self.last_close,
+                 _UNKNOWN if bar.volume is None else float(bar.volume))
             )
             self.appended += 1
         if bars:

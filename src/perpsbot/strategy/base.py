@@ -21,12 +21,43 @@ class Target(str, enum.Enum):
     FLAT = "FLAT"
 
 
+class OrderKind(str, enum.Enum):
+    MARKET = "market"
+    LIMIT = "limit"  # at ``limit_offset_bps`` past the mark (a buy above it, a sell below)
+    POST_ONLY = "post_only"  # a limit that must rest on the book (maker only)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlan:
+    """How a decision wants to be carried out, where it says more than the bot's settings:
+    the entry's size (a fraction of equity or a quantity), its order type, and protective
+    levels (recorded with the decision; carried out by issue 17's protective orders)."""
+
+    fraction: Decimal | None = None
+    quantity: Decimal | None = None
+    order: OrderKind | None = None  # None: the order_type setting
+    limit_offset_bps: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    trailing_stop: Decimal | None = None
+
+    def recorded(self) -> dict[str, object]:
+        """The fields that are set, for the decision's event."""
+        shown: dict[str, object] = {} if self.order is None else {"order": self.order.value}
+        for name in ("fraction", "quantity", "limit_offset_bps", "stop_loss", "take_profit", "trailing_stop"):
+            value = getattr(self, name)
+            if value is not None:
+                shown[name] = value
+        return shown
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     symbol: str
     target: Target
     reason: str
     mark: Decimal | None = None
+    plan: OrderPlan | None = None  # None: sized and ordered as the bot's settings say
 
     @property
     def is_hold(self) -> bool:

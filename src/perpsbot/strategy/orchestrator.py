@@ -97,6 +97,7 @@ class StrategyOrchestrator:
                     target=decision.target,
                     reason=decision.reason,
                     mark=decision.mark if decision.mark is not None else view.mark,
+                    **(decision.plan.recorded() if decision.plan is not None else {}),
                 )
                 log.debug("process_symbol %s -> %s (%s)", symbol, decision.target.value, decision.reason)
             elif bar_closed:

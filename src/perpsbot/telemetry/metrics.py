@@ -61,6 +61,10 @@ class BotMetrics:
         self.alerts_fired = Counter(
             f"{PREFIX}_alerts", "Alerts fired, by rule and severity", ["rule", "severity"], registry=r
         )
+        self.strategy_errors = Counter(
+            f"{PREFIX}_strategy_errors", "Strategy answers dropped (raised, nonsense, over budget)", ["symbol"],
+            registry=r,
+        )
         ProcessCollector(namespace=PREFIX, registry=r)
         r.register(LiveCollector(bot))
 
@@ -77,6 +81,8 @@ class BotMetrics:
             self.risk_rejections.labels(reason=str(data.get("code"))).inc()
         elif kind == "backup_completed":
             self.backup_duration.observe(float(data["duration_seconds"]))
+        elif kind == "error" and data.get("stage") == "strategy":
+            self.strategy_errors.labels(symbol=symbol or "").inc()
         elif kind == "alert":
             self.alerts_fired.labels(rule=str(data.get("rule")), severity=str(data.get("severity"))).inc()
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from perpsbot.domain import AccountSnapshot, Candle, Fill, MarginType, OrderType, Product, Quote, TimeInForce
 from perpsbot.domain.clock import Clock
@@ -49,6 +50,16 @@ class SimExchange:
     async def quote(self, symbol: str) -> Quote:
         self._sync()
         return self.core.quote(symbol)
+
+    def funding_now(self, symbol: str) -> tuple[Decimal, datetime | None] | None:
+        """Not part of the port: a perpetual's last published funding rate (per funding
+        interval) and its next settlement; None for spot or before the first rate."""
+        self._sync()
+        model = self.core.market(symbol)
+        if not model.product.is_perpetual or not model.funding:
+            return None
+        last = model.funding[-1]
+        return last.rate, last.ts + timedelta(seconds=self.core.config.funding_interval_seconds)
 
     async def book(self, symbol: str, depth: int | None = None) -> OrderBook:
         """Not part of the port: the synthetic L2 book."""

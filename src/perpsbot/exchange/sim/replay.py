@@ -174,6 +174,15 @@ class ReplayExchange:
         self.equity_b = 0.0
         self._history: list[tuple[float, float, float, float, float]] | None = None
 
+    def funding_now(self, symbol: str) -> tuple[Decimal, datetime] | None:
+        """A perpetual's funding (what a strategy reads): the rate settled each hour
+        (``funding_rate`` per 8 h, spread over the hours) and the next hour's start."""
+        self._check_symbol(symbol)
+        if not self._perp:
+            return None
+        now = self.clock.now().timestamp()
+        return self._funding_step, EPOCH + timedelta(seconds=(now // 3600 + 1) * 3600)
+
     # ----- the replay loop -----------------------------------------------------------
 
     def on_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
