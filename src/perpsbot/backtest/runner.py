@@ -42,6 +42,7 @@ from perpsbot.backtest.data import CandleSeries
 from perpsbot.bot import PerpsBotBuilder
 from perpsbot.config import BotConfig, ConfigError
 from perpsbot.config.loader import Layer, build_config
+from perpsbot.config.retired import retired_product
 from perpsbot.domain import Fill, Order, Product, ProductType
 from perpsbot.domain.clock import SimulatedClock
 from perpsbot.exchange.sim.replay import FundingPayment, ReplayCosts, ReplayExchange
@@ -130,9 +131,12 @@ def product_for(symbol: str) -> Product:
     for spec in default_products():
         if spec.symbol == symbol:
             return spec.product
+    retired = retired_product(symbol)
+    if retired is not None:
+        raise BacktestError(retired)
     parts = symbol.split("-")
     if len(parts) < 2:
-        raise BacktestError(f"symbol '{symbol}' is not like BTC-USD or BTC-PERP-INTX")
+        raise BacktestError(f"symbol '{symbol}' is not like BTC-USD or BIP-20DEC30-CDE")
     perp = "PERP" in parts[1:]
     tiny = Decimal("0.00000001")
     return Product(

@@ -16,7 +16,7 @@ app = typer.Typer(help="Market data for backtests.", no_args_is_help=True)
 
 @app.command("download")
 def download(
-    symbol: Annotated[str, typer.Argument(help="product id, e.g. BTC-USD or BTC-PERP-INTX")],
+    symbol: Annotated[str, typer.Argument(help="product id, e.g. BTC-USD or BIP-20DEC30-CDE")],
     start: Annotated[str, typer.Option(help="first candle: ISO date/time (UTC) or unix seconds")],
     end: Annotated[
         str | None, typer.Option(help="end, exclusive: ISO date/time or unix seconds (default: now)")

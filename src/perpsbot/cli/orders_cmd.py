@@ -99,7 +99,7 @@ def cancel(
 
 
 def close(
-    symbol: Annotated[str, typer.Argument(help="the product whose position to close, e.g. BTC-PERP-INTX")],
+    symbol: Annotated[str, typer.Argument(help="the product whose position to close, e.g. BIP-20DEC30-CDE")],
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
 ) -> None:

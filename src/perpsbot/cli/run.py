@@ -38,7 +38,7 @@ def parse_sets(pairs: list[str] | None) -> dict[str, str]:
 
 def run(
     profile: ProfileOpt = None,
-    symbols: Annotated[str | None, typer.Option(help="comma-separated products, e.g. BTC-PERP-INTX,ETH-USD")] = None,
+    symbols: Annotated[str | None, typer.Option(help="comma-separated products, e.g. BIP-20DEC30-CDE,ETH-USD")] = None,
     interval: Annotated[float | None, typer.Option(help="seconds between cycles")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     seed: Annotated[int | None, typer.Option(help="simulator seed")] = None,

@@ -13,10 +13,9 @@ Accounting model
   Opening/increasing takes ``notional / leverage`` from cash into the
   position's margin; reducing returns the proportional margin plus the
   realised PnL. Fees are paid from cash. ``Position.funding`` is the net
-  funding *received* (negative when paid), counted every funding interval.
-  An INTX perpetual settles it in cash at once; a CFM future (``-CDE``) accrues
-  it and settles it twice a day, at 00:00 and 12:00 UTC (even once flat). Cash
-  pays from the position's margin if it runs out.
+  funding *received* (negative when paid), counted every funding interval and
+  settled in cash twice a day, at 00:00 and 12:00 UTC (even once flat), as Coinbase's
+  US perpetual-style futures do. Cash pays from the position's margin if it runs out.
 * Equity = cash (available + hold) + spot assets at mid + perp margin + perp
   unrealised PnL at mid (the mark) + funding accrued and not yet settled.
 
@@ -59,14 +58,14 @@ from perpsbot.exchange.port import (
     UnknownProduct,
 )
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
-from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
+from perpsbot.exchange.sim.products import SimProduct, default_market_params
 
 _BPS = Decimal(10_000)
 _ONE = Decimal(1)
 _LIVE = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
 _NO_BUY = -1
 _NO_SELL = 1 << 62
-_CFM_SETTLEMENT_US = 12 * 3600 * 1_000_000  # CFM funding is settled twice a day
+_SETTLEMENT_US = 12 * 3600 * 1_000_000  # funding is settled twice a day
 
 
 def _dec(value: object, name: str) -> Decimal:
@@ -176,7 +175,7 @@ class SimCore:
         self._balances: dict[str, list[Decimal]] = {self._cash: [cfg.starting_cash, ZERO]}
         self._positions: dict[str, Position] = {}
         self._margin: dict[str, Decimal] = {}
-        self._accrued: dict[str, Decimal] = {}  # CFM funding counted, not yet settled in cash
+        self._accrued: dict[str, Decimal] = {}  # funding counted, not yet settled in cash
         self._liq_price: dict[str, float] = {}
         self._orders: dict[str, _Rec] = {}
         self._resting: dict[str, list[_Rec]] = {s: [] for s in self._specs}
@@ -749,16 +748,13 @@ class SimCore:
         mark = model.mid
         payment = -pos.size * mark * pos.contract_size * rate
         pos.funding += payment
-        if is_cfm(model.product):
-            self._accrued[sym] = self._accrued.get(sym, ZERO) + payment
-        else:
-            self._pay(sym, model.product.quote, payment)
+        self._accrued[sym] = self._accrued.get(sym, ZERO) + payment
         self._funding_log.append(FundingEvent(sym, model.tick_time(n), rate, mark, pos.size, payment))
 
     def _settles_at(self, model: MarketModel, n: int) -> bool:
         """Whether the funding interval that ended at tick ``n`` ends on 00:00 or 12:00 UTC."""
         interval_us = self._funding_us
-        return to_us(model.tick_time(n)) // interval_us * interval_us % _CFM_SETTLEMENT_US == 0
+        return to_us(model.tick_time(n)) // interval_us * interval_us % _SETTLEMENT_US == 0
 
     def _pay(self, sym: str, currency: str, payment: Decimal) -> None:
         """Funding into cash; if cash runs out, the position's margin pays the rest."""
@@ -828,7 +824,7 @@ class SimCore:
         return total + sum(self._accrued.values(), ZERO)
 
     def accrued_funding(self, symbol: str) -> Decimal:
-        """Funding counted on a CFM future and not yet settled in cash."""
+        """Funding counted on a future and not yet settled in cash."""
         return self._accrued.get(symbol, ZERO)
 
     def account(self) -> AccountSnapshot:

@@ -267,7 +267,6 @@ class SimVenue:
         self.seed = core.config.seed if seed is None else seed
         self.user_id = self.make_id("user")
         self.default_portfolio_id = self.make_id("portfolio", "default")
-        self.intx_portfolio_id = self.make_id("portfolio", "intx")
         self._orders: dict[str, VenueOrder] = {}
         self._by_coid: dict[str, VenueOrder] = {}
         self._by_leg: dict[str, VenueOrder] = {}
