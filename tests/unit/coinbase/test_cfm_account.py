@@ -59,7 +59,7 @@ class ScriptedRest:
 async def test_funding_on_a_cfm_position_is_counted_each_time_the_listing_settles_one():
     rest = ScriptedRest()
     clock = ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC))
-    exchange = CoinbaseExchange(rest, clock, venues=("CFM",))  # type: ignore[arg-type]
+    exchange = CoinbaseExchange(rest, clock)  # type: ignore[arg-type]
     rest.hold(BIP, "LONG", "20", "90000")
     rest.hold(DATED, "SHORT", "5", "50100")
     rest.list_at("2026-12-04T03:00:00Z", "0.0004")
@@ -83,7 +83,7 @@ async def test_funding_on_a_cfm_position_is_counted_each_time_the_listing_settle
 async def test_the_listing_is_read_for_funding_once_a_minute_not_on_every_account_poll():
     rest = ScriptedRest()
     clock = ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC))
-    exchange = CoinbaseExchange(rest, clock, venues=("CFM",))  # type: ignore[arg-type]
+    exchange = CoinbaseExchange(rest, clock)  # type: ignore[arg-type]
     await exchange.products()  # the catalog knows the dated future is not a perpetual
     rest.hold(BIP, "LONG", "20", "90000")
     rest.hold(DATED, "SHORT", "5", "50100")
