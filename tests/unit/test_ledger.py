@@ -9,7 +9,7 @@ from perpsbot.execution.ledger import position_history
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def fill(n: int, side: Side, size: str, price: str, fee: str = "0", symbol: str = "BTC-PERP-INTX") -> Fill:
+def fill(n: int, side: Side, size: str, price: str, fee: str = "0", symbol: str = "BIP-20DEC30-CDE") -> Fill:
     return Fill(f"t{n}", f"c{n}", symbol, side, D(price), D(size), D(fee), Liquidity.TAKER, T0 + timedelta(seconds=n))
 
 
@@ -33,8 +33,9 @@ def test_long_then_flip_to_short_makes_two_episodes():
 
 
 def test_symbols_are_tracked_separately_and_open_positions_stay_open():
-    episodes = position_history([fill(1, Side.BUY, "1", "100"), fill(2, Side.SELL, "2", "50", symbol="ETH-PERP-INTX")])
+    episodes = position_history([fill(1, Side.BUY, "1", "100"),
+                                 fill(2, Side.SELL, "2", "50", symbol="ETP-20DEC30-CDE")])
     assert [(e.symbol, e.is_open, e.size) for e in episodes] == [
-        ("BTC-PERP-INTX", True, D(1)),
-        ("ETH-PERP-INTX", True, D(-2)),
+        ("BIP-20DEC30-CDE", True, D(1)),
+        ("ETP-20DEC30-CDE", True, D(-2)),
     ]

@@ -108,20 +108,20 @@ async def test_default_listing_through_the_port():
     products = {p.symbol: p for p in await ex.products()}
     assets = ("BTC", "ETH", "SOL", "DOGE", "XRP", "AVAX", "LINK")
     cfm = {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}
-    assert set(products) == {f"{a}-USD" for a in assets} | {f"{a}-PERP-INTX" for a in assets} | cfm
+    assert set(products) == {f"{a}-USD" for a in assets} | cfm
     bip = products["BIP-20DEC30-CDE"]
     assert bip.is_perpetual and bip.contract_size == D("0.01") and bip.base_increment == D(1)
+    assert bip.type is ProductType.PERPETUAL and bip.max_leverage == 10
+    assert bip.price_increment == D(5) and bip.min_size == D(1)
     assert products["ETP-20DEC30-CDE"].contract_size == D("0.1")
-    btc = products["BTC-PERP-INTX"]
-    assert btc.type is ProductType.PERPETUAL and btc.max_leverage == 20
-    assert btc.base_increment == D("0.0001") and btc.price_increment == D("0.1") and btc.min_size == D("0.0001")
+    assert products["ETP-20DEC30-CDE"].max_leverage == 10
     spot = products["BTC-USD"]
     assert spot.base_increment == D("0.00000001") and spot.min_size == D("0.00001")
-    assert products["SOL-PERP-INTX"].max_leverage == 10
-    snap = await ex.place_order(request("p", "BTC-PERP-INTX", Side.BUY, "0.05", leverage="5"))
+    snap = await ex.place_order(request("p", "BIP-20DEC30-CDE", Side.BUY, "5", leverage="5"))  # 0.05 BTC
     assert snap.status is OrderStatus.FILLED
     acct = await ex.account()
-    assert acct.positions["BTC-PERP-INTX"].size == D("0.05")
+    assert acct.positions["BIP-20DEC30-CDE"].size == D(5)
+    assert acct.positions["BIP-20DEC30-CDE"].contract_size == D("0.01")
     assert acct.equity < D(100_000)  # paid the spread and a fee
     assert acct.equity > D(99_900)
 

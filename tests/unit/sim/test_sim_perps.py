@@ -43,13 +43,14 @@ def test_funding_is_paid_every_interval_with_the_right_sign(premium, side):
     pays = (premium > 0) == (side is Side.BUY)
     assert (event.payment < 0) == pays
     acct = core.account()
-    assert acct.balances["USD"].available - cash_before == event.payment
+    assert acct.balances["USD"].available == cash_before  # accrued: settled in cash at 00:00 / 12:00 UTC
+    assert core.accrued_funding(PERP) == event.payment
     assert acct.positions[PERP].funding == event.payment
 
     core.advance_to(at(35))
     events = core.funding_log
     assert [e.ts for e in events] == [at(10), at(20), at(30)]
-    assert core.account().positions[PERP].funding == sum(e.payment for e in events)
+    assert core.account().positions[PERP].funding == sum(e.payment for e in events) == core.accrued_funding(PERP)
 
 
 def test_no_funding_without_a_position():
