@@ -39,3 +39,13 @@ def test_symbols_are_tracked_separately_and_open_positions_stay_open():
         ("BIP-20DEC30-CDE", True, D(1)),
         ("ETP-20DEC30-CDE", True, D(-2)),
     ]
+
+
+def test_a_future_realizes_contracts_times_their_contract_size():
+    fills = [fill(1, Side.BUY, "30", "90000", "1"), fill(2, Side.SELL, "50", "90100", "2")]  # 0.01 BTC contracts
+    long, short = position_history(fills, contract_sizes={"BIP-20DEC30-CDE": D("0.01")})
+    assert long.realized_pnl == D(30)  # 30 contracts x 0.01 BTC x +100
+    assert (short.size, short.entry_price, short.realized_pnl) == (D(-20), D(90100), D(0))
+    opened = position_history([fill(3, Side.SELL, "10", "89900")],
+                              {"BIP-20DEC30-CDE": (D(10), D(90000), T0)}, {"BIP-20DEC30-CDE": D("0.01")})
+    assert opened[0].realized_pnl == D(-10) and opened[0].closed_at is not None

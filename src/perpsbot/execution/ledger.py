@@ -40,27 +40,36 @@ class PositionEpisode:
 
 
 def position_history(
-    fills: Iterable[Fill], opening: Mapping[str, tuple[Decimal, Decimal, datetime]] | None = None
+    fills: Iterable[Fill],
+    opening: Mapping[str, tuple[Decimal, Decimal, datetime]] | None = None,
+    contract_sizes: Mapping[str, Decimal] | None = None,
 ) -> list[PositionEpisode]:
     """Replay fills in order. A fill that flips a position closes one episode and opens the next.
     ``opening``: positions held before the first fill, ``(signed size, price, since)`` per
-    symbol (a run inherits what the one before it left): each starts an episode at that price."""
+    symbol (a run inherits what the one before it left): each starts an episode at that price.
+    ``contract_sizes``: what one unit of a future's size is in its base (1 if not given), so
+    PnL is contracts x contract size x the price move."""
+    sizes = contract_sizes or {}
     episodes: list[PositionEpisode] = []
     live: dict[str, tuple[Position, PositionEpisode]] = {}
+
+    def fresh(symbol: str, size: Decimal = ZERO, price: Decimal = ZERO) -> Position:
+        return Position(symbol, size=size, entry_price=price, contract_size=sizes.get(symbol, Decimal(1)))
+
     for symbol, (size, price, since) in (opening or {}).items():
         if size:
             side = Side.BUY if size > 0 else Side.SELL
             episode = PositionEpisode(symbol, side, opened_at=since, max_size=abs(size), entry_price=price, size=size)
             episodes.append(episode)
-            live[symbol] = (Position(symbol, size=size, entry_price=price), episode)
+            live[symbol] = (fresh(symbol, size, price), episode)
     for fill in fills:
-        position, episode = live.get(fill.symbol, (Position(fill.symbol), None))  # type: ignore[assignment]  # no episode until it opens
+        position, episode = live.get(fill.symbol, (fresh(fill.symbol), None))  # type: ignore[assignment]  # no episode until it opens
         remaining = fill.size
         while remaining > 0:
             if episode is None or position.is_flat:
                 episode = PositionEpisode(fill.symbol, fill.side, opened_at=fill.ts)
                 episodes.append(episode)
-                position = Position(fill.symbol)
+                position = fresh(fill.symbol)
             held = abs(position.size)
             reducing = position.size != 0 and position.side is not fill.side
             part = min(remaining, held) if reducing else remaining
