@@ -402,6 +402,7 @@ def account_json(
 def portfolios_json(venue: SimVenue) -> list[dict[str, Any]]:
     return [
         {"name": "Default", "uuid": venue.default_portfolio_id, "type": "DEFAULT", "deleted": False},
+        {"name": "Trading", "uuid": venue.consumer_portfolio_id, "type": "CONSUMER", "deleted": False},
     ]
 
 

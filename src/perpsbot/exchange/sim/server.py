@@ -655,7 +655,7 @@ class SimServer:
 
     def _portfolio(self, request: web.Request) -> str:
         wanted = request.match_info["portfolio_uuid"]
-        if wanted != self.venue.default_portfolio_id:
+        if wanted not in (self.venue.default_portfolio_id, self.venue.consumer_portfolio_id):
             raise ApiError(404, "NOT_FOUND", f"portfolio {wanted} not found")
         return wanted
 

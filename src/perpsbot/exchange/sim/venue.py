@@ -267,6 +267,7 @@ class SimVenue:
         self.seed = core.config.seed if seed is None else seed
         self.user_id = self.make_id("user")
         self.default_portfolio_id = self.make_id("portfolio", "default")
+        self.consumer_portfolio_id = self.make_id("portfolio", "consumer")  # a second, user-made portfolio
         self._orders: dict[str, VenueOrder] = {}
         self._by_coid: dict[str, VenueOrder] = {}
         self._by_leg: dict[str, VenueOrder] = {}
