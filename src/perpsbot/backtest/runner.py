@@ -178,7 +178,8 @@ async def run_backtest(
     config = backtest_config(spec, series.bar_seconds, data_dir)
     product = product_for(spec.symbol)
     if spec.costs.funding_rate and not product.is_perpetual:
-        raise BacktestError(f"--funding applies to perpetuals; {spec.symbol} is spot")
+        kind = "a dated future (no funding)" if product.is_derivative else "spot"
+        raise BacktestError(f"--funding applies to perpetuals; {spec.symbol} is {kind}")
     g = series.bar_seconds
     clock = SimulatedClock(series.start[0])
     replay = ReplayExchange(

@@ -140,7 +140,7 @@ class ExecutionCoordinator:
         account = self._account
         held = dict(account.positions)
         for symbol, product in self.products.items():
-            if not product.is_perpetual and symbol not in held:
+            if not product.is_derivative and symbol not in held:
                 balance = account.balances.get(product.base)
                 if balance is not None and balance.total >= product.min_size:
                     held[symbol] = Position(symbol, size=balance.available)
@@ -195,7 +195,7 @@ class ExecutionCoordinator:
         return results
 
     def entry_size(self, product: Product, mark: Decimal) -> Decimal:
-        leverage = self.config.leverage if product.is_perpetual else Decimal(1)
+        leverage = self.config.leverage if product.is_derivative else Decimal(1)
         notional = self.account.equity * self.config.position_fraction * leverage
         return product.quantize_size(notional / (mark * product.contract_size))
 
@@ -220,8 +220,8 @@ class ExecutionCoordinator:
             created_at=self.clock.now(),
             limit_price=self._limit_price(product, side, mark) if limit else None,
             time_in_force=TimeInForce(self.config.time_in_force.value) if limit else TimeInForce.IOC,
-            reduce_only=closing and product.is_perpetual,
-            leverage=self.config.leverage if product.is_perpetual else Decimal(1),
+            reduce_only=closing and product.is_derivative,
+            leverage=self.config.leverage if product.is_derivative else Decimal(1),
         )
 
     async def flatten_all(self) -> list[ExecutionResult]:
@@ -533,7 +533,7 @@ class ExecutionCoordinator:
             if product is None:
                 continue
             fallback: Decimal | None = None
-            if product.is_perpetual:
+            if product.is_derivative:
                 position = account.positions.get(symbol)
                 size, fallback = (position.size, position.entry_price) if position else (ZERO, None)
             elif product.base in assets:

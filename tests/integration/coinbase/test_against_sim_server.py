@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -52,6 +52,10 @@ async def test_products_quote_book_and_candles(sim):
     assert products["BTC-USD"].type is ProductType.SPOT
     bip = products["BIP-20DEC30-CDE"]
     assert bip.type is ProductType.PERPETUAL and bip.max_leverage > 1 and bip.contract_size == D("0.01")
+    dated = products["BIT-26MAR27-CDE"]  # a dated future: margined like a perpetual, no funding
+    assert dated.type is ProductType.FUTURE and dated.contract_size == D("0.01") and dated.max_leverage == 10
+    assert dated.expiry == datetime(2027, 3, 26, 16, tzinfo=UTC)
+    assert bip.expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)
     quote = await exchange.quote("BIP-20DEC30-CDE")
     assert 0 < quote.bid < quote.ask and quote.ts.tzinfo is not None
     book = await exchange.book("BIP-20DEC30-CDE", 5)

@@ -37,7 +37,7 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
 
     spot_only = await call(client.get_products, product_type="SPOT")
     assert {p.product_id for p in spot_only.products} == {p.symbol for p in default_products()
-                                                          if not p.product.is_perpetual}
+                                                          if not p.product.is_derivative}
 
     single = await call(client.get_product, "ETP-20DEC30-CDE")
     assert single.product_id == "ETP-20DEC30-CDE" and single.quote_increment == "0.5"
@@ -230,7 +230,7 @@ async def test_a_cfm_perpetual_style_future_through_the_sdk(server: SimServer, e
     assert details["contract_expiry"].startswith("2030-12-20") and details["funding_interval"] == "3600s"
     assert details["contract_root_unit"] == "BTC" and NUMBER.match(details["funding_rate"])
     expiring = await call(client.get_products, product_type="FUTURE", contract_expiry_type="EXPIRING")
-    assert {p.product_id for p in expiring.products} == {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}
+    assert {p.product_id for p in expiring.products} == {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "BIT-26MAR27-CDE"}
 
     opened = await call(client.market_order_buy, "cfm-1", "BIP-20DEC30-CDE", base_size="3")
     assert opened.success
@@ -327,3 +327,22 @@ async def test_previews_gtd_stop_limit_and_edits_through_the_sdk(server: SimServ
     assert [(e.price, e.size) for e in after.edit_history] == [(new_price, "0.4")]
     refused = await call(client.edit_order, stop.success_response["order_id"], price=new_price)
     assert refused.success is False and refused.errors[0].edit_failure_reason == "ONLY_LIMIT_ORDER_EDITS_SUPPORTED"
+
+
+async def test_a_dated_future_is_listed_with_its_expiry_and_no_funding(server: SimServer, ed25519_key: ApiKey):
+    client = sdk(server, ed25519_key)
+    listed = await call(client.get_product, "BIT-26MAR27-CDE")
+    assert listed.product_type == "FUTURE" and listed.product_venue == "FCM" and listed.display_name == "BTC 26 MAR 27"
+    assert listed.base_increment == "1" and listed.base_min_size == "1"
+    details = listed.future_product_details
+    assert details["contract_expiry_type"] == "EXPIRING" and details["contract_size"] == "0.01"
+    assert details["contract_expiry"].startswith("2027-03-26") and details["contract_expiry_name"] == "26 MAR 2027"
+    assert not {"funding_rate", "funding_time", "funding_interval"} & set(details)
+    assert not {"funding_rate", "funding_time"} & set(details["perpetual_details"])
+    assert details["perpetual_details"]["max_leverage"] == "10"
+
+    opened = await call(client.market_order_sell, "dated-1", "BIT-26MAR27-CDE", base_size="2", leverage="2")
+    assert opened.success
+    [held] = (await call(client.list_futures_positions)).positions
+    assert (held["product_id"], held["side"], held["number_of_contracts"]) == ("BIT-26MAR27-CDE", "SHORT", "2")
+    assert held["expiration_time"].startswith("2027-03-26")

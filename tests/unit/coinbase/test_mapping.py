@@ -190,7 +190,7 @@ def test_bad_or_missing_fields_name_the_field(mutate, message):
         parse_order_response({})
 
 
-def test_products_map_spot_and_perpetuals_and_leave_expiring_futures_out_of_the_domain():
+def test_products_map_spot_perpetuals_and_dated_futures():
     listed = parse_products({"products": [spot_product("BTC-USD", "50000"), cfm_perp("BIP-20DEC30-CDE", "50010"),
                                           cfm_future("BIT-24APR26-CDE", "50100")], "num_products": 3})
     spot, perp, future = listed
@@ -203,7 +203,15 @@ def test_products_map_spot_and_perpetuals_and_leave_expiring_futures_out_of_the_
     assert perp.funding_rate == D("0.000012")
     assert future.is_future and not future.is_perpetual and future.contract_size == D("0.01")
     assert future.contract_expiry == datetime(2026, 4, 24, 15, tzinfo=UTC)
-    assert future.to_domain() is None
+    dated = future.to_domain()
+    assert dated.type is ProductType.FUTURE and dated.is_derivative and not dated.is_perpetual
+    assert dated.expiry == datetime(2026, 4, 24, 15, tzinfo=UTC) and dated.contract_size == D("0.01")
+    assert dated.base_increment == D(1) and dated.base == "BTC" and dated.quote == "USD"
+    assert dated.expired(datetime(2026, 4, 24, 15, tzinfo=UTC)) and not dated.expired(datetime(2026, 4, 24, tzinfo=UTC))
+    undated = cfm_future("BIT-24APR26-CDE", "50100")
+    undated["future_product_details"]["contract_expiry"] = ""
+    with pytest.raises(BadResponse, match="product BIT-24APR26-CDE: a dated future without a contract_expiry"):
+        parse_products({"products": [undated]})[0].to_domain()
 
 
 def test_a_cfm_perpetual_style_future_is_a_perpetual_sized_in_contracts():
@@ -218,7 +226,8 @@ def test_a_cfm_perpetual_style_future_is_a_perpetual_sized_in_contracts():
     assert domain.type is ProductType.PERPETUAL and domain.base == "BTC" and domain.quote == "USD"
     assert domain.contract_size == D("0.01") and domain.base_increment == D(1) and domain.min_size == D(1)
     assert domain.quantize_size(D("2.7")) == D(2)  # whole contracts
-    assert not dated.is_perpetual and dated.to_domain() is None
+    assert domain.expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)  # far out, but listed
+    assert not dated.is_perpetual and dated.to_domain().type is ProductType.FUTURE
 
 
 def test_a_future_without_details_is_refused():

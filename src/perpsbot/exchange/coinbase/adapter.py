@@ -233,8 +233,14 @@ class CoinbaseExchange:
         return LimitFok(request.size, request.limit_price)
 
     async def new_order(self, request: OrderRequest) -> NewOrder:
+        """The order as Coinbase takes it; one on a future past its listed expiry is refused
+        here (the exchange no longer trades it), never sent."""
         product = await self._product(request.symbol)
         derivative = product.product_type == "FUTURE"
+        expiry = product.contract_expiry
+        if derivative and expiry is not None and self.clock.now() >= expiry:
+            raise InvalidOrder("PRODUCT_EXPIRED", f"order {request.client_order_id}: {request.symbol} expired at "
+                               f"{expiry.isoformat()}; it no longer trades")
         return NewOrder(
             client_order_id=request.client_order_id,
             product_id=request.symbol,

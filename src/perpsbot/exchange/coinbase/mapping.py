@@ -325,16 +325,21 @@ class CoinbaseProduct:
         return self.product_type == "FUTURE"
 
     def to_domain(self) -> Product | None:
-        """Spot and perpetual products (CFM perpetual-style ones sized in contracts of
-        ``contract_size``); dated futures have no domain type yet (None)."""
+        """Spot products, perpetuals (CFM perpetual-style ones sized in contracts of
+        ``contract_size``) and dated futures (``ProductType.FUTURE``, in contracts too, with
+        their ``contract_expiry``); None for another product type."""
         if self.product_type == "SPOT":
             kind = ProductType.SPOT
         elif self.is_perpetual:
             kind = ProductType.PERPETUAL
+        elif self.is_future:
+            kind = ProductType.FUTURE
+            if self.contract_expiry is None:
+                raise BadResponse(f"product {self.product_id}: a dated future without a contract_expiry")
         else:
             return None
         leverage = Decimal(1)
-        if kind is ProductType.PERPETUAL and self.max_leverage is not None and self.max_leverage >= 1:
+        if kind is not ProductType.SPOT and self.max_leverage is not None and self.max_leverage >= 1:
             leverage = self.max_leverage
         try:
             return Product(
@@ -347,6 +352,7 @@ class CoinbaseProduct:
                 min_size=self.base_min_size if self.base_min_size > 0 else self.base_increment,
                 max_leverage=leverage,
                 contract_size=self.contract_size,
+                expiry=self.contract_expiry if kind is not ProductType.SPOT else None,
             )
         except DomainError as exc:
             raise BadResponse(f"product {self.product_id}: {exc}") from None

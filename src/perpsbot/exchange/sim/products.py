@@ -55,40 +55,44 @@ def _spot(symbol: str, base: str, base_inc: str, price_inc: str, min_size: str) 
     )
 
 
-def _cfm_perp(symbol: str, base: str, contract_size: str, price_inc: str, max_lev: int, mmr: str) -> Product:
-    """A US perpetual-style future (Coinbase Financial Markets): sized in whole contracts
-    of ``contract_size`` base units."""
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def _expiry_of(symbol: str) -> datetime:
+    """The expiry a CFM symbol names (``BIP-20DEC30-CDE``: 20 Dec 2030; the time of day is
+    not modelled: 16:00 UTC)."""
+    code = symbol.split("-")[1]
+    return datetime(2000 + int(code[5:7]), _MONTHS.index(code[2:5]) + 1, int(code[:2]), 16, tzinfo=UTC)
+
+
+def _cfm(symbol: str, base: str, contract_size: str, price_inc: str, max_lev: int, mmr: str,
+         kind: ProductType = ProductType.PERPETUAL) -> Product:
+    """A Coinbase Financial Markets future sized in whole contracts of ``contract_size`` base
+    units, expiring when its symbol says: a US perpetual-style one (far out, with funding)
+    or a dated one (``ProductType.FUTURE``: no funding)."""
     return Product(
         symbol=symbol,
         base=base,
         quote=_USD,
-        type=ProductType.PERPETUAL,
+        type=kind,
         base_increment=Decimal(1),
         price_increment=Decimal(price_inc),
         min_size=Decimal(1),
         max_leverage=Decimal(max_lev),
         contract_size=Decimal(contract_size),
         maintenance_margin_rate=Decimal(mmr),
+        expiry=_expiry_of(symbol),
     )
-
-
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-
-
-def cfm_expiry(product: Product) -> datetime:
-    """The expiry a CFM symbol names (``BIP-20DEC30-CDE``: 20 Dec 2030; the time of day is
-    not modelled: 16:00 UTC)."""
-    code = product.symbol.split("-")[1]
-    return datetime(2000 + int(code[5:7]), _MONTHS.index(code[2:5]) + 1, int(code[:2]), 16, tzinfo=UTC)
 
 
 def default_products() -> list[SimProduct]:
     """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD (increments like
-    Coinbase's listings), and the US perpetual-style futures on BTC (``BIP``, 0.01 BTC a
-    contract) and ETH (``ETP``, 0.1 ETH).
+    Coinbase's listings), the US perpetual-style futures on BTC (``BIP``, 0.01 BTC a
+    contract) and ETH (``ETP``, 0.1 ETH), and a dated BTC future expiring on 26 Mar 2027
+    (``BIT``, 0.01 BTC a contract, no funding).
 
-    A spot product and the future on the same asset share the underlying
-    index path; the perpetual-style future adds a mean-reverting premium (which drives its
+    A spot product and the futures on the same asset share the underlying
+    index path; a perpetual-style future adds a mean-reverting premium (which drives its
     funding rate). Maintenance margin is half the initial margin at maximum
     leverage, so a max-leverage position is not liquidated at its own entry.
     """
@@ -109,14 +113,19 @@ def default_products() -> list[SimProduct]:
                          mean_trade_size=8.0),
         ),
         SimProduct(
-            _cfm_perp("BIP-20DEC30-CDE", "BTC", "0.01", "5", 10, "0.05"),
+            _cfm("BIP-20DEC30-CDE", "BTC", "0.01", "5", 10, "0.05"),
             MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=40.0, trades_per_sec=4.0,
                          mean_trade_size=3.0),
         ),
         SimProduct(
-            _cfm_perp("ETP-20DEC30-CDE", "ETH", "0.1", "0.5", 10, "0.05"),
+            _cfm("ETP-20DEC30-CDE", "ETH", "0.1", "0.5", 10, "0.05"),
             MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=60.0, trades_per_sec=3.0,
                          mean_trade_size=4.0),
+        ),
+        SimProduct(
+            _cfm("BIT-26MAR27-CDE", "BTC", "0.01", "5", 10, "0.05", ProductType.FUTURE),
+            MarketParams(_BTC, spread_bps=1.5, level_step_bps=0.75, top_depth=20.0, trades_per_sec=2.0,
+                         mean_trade_size=2.0),
         ),
         *_alt_products(),
     ]

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from perpsbot.domain import ZERO, Candle, Fill, Liquidity, Position, Product
 from perpsbot.exchange.sim.market import OrderBook
-from perpsbot.exchange.sim.products import cfm_expiry
 from perpsbot.exchange.sim.venue import MarketTrade, OrderView, ProductStats, SimVenue
 
 GRPC_CODES = {
@@ -92,7 +91,7 @@ def error_body(error: str, message: str, details: str | None = None) -> dict[str
 
 
 def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict[str, Any]:
-    perp = product.is_perpetual
+    perp = product.is_derivative
     base_max = product.min_size * 1_000_000
     out: dict[str, Any] = {
         "product_id": product.symbol,
@@ -128,7 +127,7 @@ def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict
         "quote_display_symbol": product.quote,
         "view_only": False,
         "price_increment": num(product.price_increment),
-        "display_name": f"{product.base} PERP" if perp else f"{product.base}/{product.quote}",
+        "display_name": display_name(product),
         "product_venue": "FCM" if perp else "CBE",
         "approximate_quote_24h_volume": num((stats.volume_24h * stats.price).quantize(Decimal("0.01"))),
     }
@@ -137,46 +136,58 @@ def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict
     return out
 
 
+def display_name(product: Product) -> str:
+    """``BTC-USD`` -> "BTC/USD", a perpetual-style future "BTC PERP", a dated one "BTC 26 MAR 27"."""
+    if not product.is_derivative:
+        return f"{product.base}/{product.quote}"
+    if product.is_perpetual or product.expiry is None:
+        return f"{product.base} PERP"
+    return f"{product.base} {product.expiry.strftime('%d %b %y').upper()}"
+
+
 def cfm_details_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict[str, Any]:
-    """A US perpetual-style future as Advanced Trade lists it: EXPIRING (far out) yet with
-    a ``funding_interval`` and ``funding_rate``, and a PERP display name. ``perpetual_details``
-    carries the leverage cap (the simulator's margin is per position)."""
-    expiry = cfm_expiry(product)
+    """A CFM future as Advanced Trade lists it: EXPIRING with a ``contract_size``. A US
+    perpetual-style one (far out) adds a ``funding_interval`` and ``funding_rate`` and a PERP
+    display name; a dated one has no funding field. ``perpetual_details`` carries the
+    leverage cap (the simulator's margin is per position). A perpetual without an expiry
+    (one a test lists) is PERPETUAL, with no expiry fields."""
+    expiry = product.expiry
     code = product.symbol.split("-")[0]
-    interval = venue.core.config.funding_interval_seconds
-    left_ms = max(0, int((expiry - venue.core.now).total_seconds() * 1000))
-    return {
+    left_ms = max(0, int((expiry - venue.core.now).total_seconds() * 1000)) if expiry else 0
+    perp = product.is_perpetual
+    out: dict[str, Any] = {
         "venue": "cde",
         "contract_code": code,
         "contract_expiry": ts(expiry),
         "contract_size": num(product.contract_size),
         "contract_root_unit": product.base,
-        "group_description": f"{product.base} Perpetual-Style Futures",
+        "group_description": f"{product.base} Perpetual-Style Futures" if perp else f"{product.base} Futures",
         "contract_expiry_timezone": "UTC",
-        "group_short_description": f"{product.base} PERP",
+        "group_short_description": display_name(product),
         "risk_managed_by": "MANAGED_BY_FCM",
-        "contract_expiry_type": "EXPIRING",
+        "contract_expiry_type": expiry_type(product),
         "perpetual_details": {
             "open_interest": "0",
-            "funding_rate": num(stats.funding_rate),
-            "funding_time": ts(stats.funding_time),
             "max_leverage": num(product.max_leverage),
             "base_asset_uuid": "",
             "underlying_type": "SPOT",
         },
-        "contract_display_name": f"{product.base} PERP",
+        "contract_display_name": display_name(product),
         "time_to_expiry_ms": str(left_ms),
         "non_crypto": False,
-        "contract_expiry_name": expiry.strftime("%d %b %Y").upper(),
+        "contract_expiry_name": expiry.strftime("%d %b %Y").upper() if expiry else "",
         "twenty_four_by_seven": True,
         "open_interest": "0",
-        "funding_rate": num(stats.funding_rate),
-        "funding_time": ts(stats.funding_time),
-        "funding_interval": f"{num(Decimal(repr(interval)))}s",
         "index_price": num(stats.mid),
-        "display_name": f"{product.base} PERP",
+        "display_name": display_name(product),
         "futures_asset_type": "FUTURES_ASSET_TYPE_CRYPTO",
     }
+    if perp:
+        interval = venue.core.config.funding_interval_seconds
+        out["perpetual_details"].update(funding_rate=num(stats.funding_rate), funding_time=ts(stats.funding_time))
+        out.update(funding_rate=num(stats.funding_rate), funding_time=ts(stats.funding_time),
+                   funding_interval=f"{num(Decimal(repr(interval)))}s")
+    return out
 
 
 def levels_json(levels: Iterable[Any]) -> list[dict[str, str]]:
@@ -223,7 +234,7 @@ def order_configuration(view: OrderView) -> dict[str, Any]:
 def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
     order = view.order
     spec = order.spec
-    perp = spec.product.is_perpetual
+    perp = spec.product.is_derivative
     value_after_fees = view.filled_value + view.fees if spec.side.value == "BUY" else view.filled_value - view.fees
     completion = (view.filled_size / spec.size * 100) if spec.size else ZERO
     return {
@@ -272,16 +283,16 @@ def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
 
 
 def expiry_type(product: Product) -> str:
-    if not product.is_perpetual:
+    if not product.is_derivative:
         return "UNKNOWN_CONTRACT_EXPIRY_TYPE"
-    return "EXPIRING"
+    return "EXPIRING" if product.expiry is not None else "PERPETUAL"
 
 
 def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
     """An order in the ``user`` channel."""
     order = view.order
     spec = order.spec
-    perp = spec.product.is_perpetual
+    perp = spec.product.is_derivative
     value_after_fees = view.filled_value + view.fees if spec.side.value == "BUY" else view.filled_value - view.fees
     completion = (view.filled_size / spec.size * 100) if spec.size else ZERO
     return {
@@ -474,7 +485,7 @@ def fcm_position_json(product: Product, pos: Position, mark: Decimal) -> dict[st
     """``number_of_contracts``; the PnL figures count ``contract_size`` base units a contract."""
     return {
         "product_id": product.symbol,
-        "expiration_time": ts(cfm_expiry(product)),
+        "expiration_time": ts(product.expiry),
         "side": "LONG" if pos.size > 0 else "SHORT",
         "number_of_contracts": num(abs(pos.size)),
         "current_price": num(mark),
@@ -495,7 +506,7 @@ def breakdown_future_json(product: Product, pos: Position, mark: Decimal) -> dic
         "avg_entry_price": num(pos.entry_price),
         "current_price": num(mark),
         "unrealized_pnl": num(pos.unrealized_pnl(mark)),
-        "expiry": ts(cfm_expiry(product)),
+        "expiry": ts(product.expiry),
         "underlying_asset": product.base,
         "asset_img_url": "",
         "product_name": product.symbol,

@@ -545,7 +545,7 @@ class SimServer:
         for product in self.core.products():
             if wanted and product.symbol not in wanted:
                 continue
-            if product_type and product_type != ("FUTURE" if product.is_perpetual else "SPOT"):
+            if product_type and product_type != ("FUTURE" if product.is_derivative else "SPOT"):
                 continue
             if expiry and expiry != P.expiry_type(product):
                 continue
@@ -929,7 +929,7 @@ class SimServer:
                 continue
             if side and spec.side.value != side:
                 continue
-            if product_type and product_type != ("FUTURE" if spec.product.is_perpetual else "SPOT"):
+            if product_type and product_type != ("FUTURE" if spec.product.is_derivative else "SPOT"):
                 continue
             if start is not None and order.created_at < start:
                 continue
@@ -1151,13 +1151,13 @@ class SimServer:
 
     def _status_product(self, product: Product) -> dict[str, Any]:
         return {
-            "product_type": "FUTURE" if product.is_perpetual else "SPOT",
+            "product_type": "FUTURE" if product.is_derivative else "SPOT",
             "id": product.symbol,
             "base_currency": product.base,
             "quote_currency": product.quote,
             "base_increment": P.num(product.base_increment),
             "quote_increment": P.num(product.price_increment),
-            "display_name": f"{product.base}-{product.quote}" if not product.is_perpetual else f"{product.base} PERP",
+            "display_name": f"{product.base}-{product.quote}" if not product.is_derivative else P.display_name(product),
             "status": "online",
             "status_message": "",
             "min_market_funds": "1",

@@ -313,7 +313,7 @@ class SimVenue:
         """The cash currency, then every currency a spot product trades (perpetuals hold none)."""
         out = [self.core.config.cash_currency]
         for p in self.core.products():
-            for ccy in ([] if p.is_perpetual else [p.base]) + [p.quote]:
+            for ccy in ([] if p.is_derivative else [p.base]) + [p.quote]:
                 if ccy not in out:
                     out.append(ccy)
         for ccy in self.core.account().balances:
@@ -801,7 +801,7 @@ class SimVenue:
             return existing, False
         product = self._product_for_order(body.get("product_id"))
         position = self.core.account().positions.get(product.symbol)
-        if not product.is_perpetual or position is None or position.size == 0:
+        if not product.is_derivative or position is None or position.size == 0:
             raise OrderFailure(
                 "INVALID_REQUEST", f"no open position in {product.symbol}", "PREVIEW_INVALID_REDUCE_ONLY"
             )
@@ -852,8 +852,8 @@ class SimVenue:
         account = self.core.account()
         cash = account.balances.get(product.quote)
         cash_available = cash.available if cash else ZERO
-        margin = notional / spec.leverage if product.is_perpetual and spec.leverage > 0 else notional
-        if product.is_perpetual:
+        margin = notional / spec.leverage if product.is_derivative and spec.leverage > 0 else notional
+        if product.is_derivative:
             if not spec.reduce_only and margin + commission > cash_available:
                 errs.append("PREVIEW_INSUFFICIENT_FUND")
         elif spec.side is Side.BUY:
@@ -874,7 +874,7 @@ class SimVenue:
             best_bid=quote.bid,
             best_ask=quote.ask,
             is_max=False,
-            order_margin_total=margin if product.is_perpetual else ZERO,
+            order_margin_total=margin if product.is_derivative else ZERO,
             leverage=spec.leverage,
             long_leverage=spec.leverage,
             short_leverage=spec.leverage,
@@ -929,7 +929,7 @@ class SimVenue:
         if status in LIVE_STATUSES and spec.limit_price is not None and snaps:  # nothing held before a trigger
             left = max(ZERO, spec.size - filled)
             maker = self.core.config.maker_fee_bps / 10_000
-            if spec.product.is_perpetual:
+            if spec.product.is_derivative:
                 if not spec.reduce_only:
                     hold = left * spec.limit_price * spec.product.contract_size / spec.leverage * (1 + maker)
             elif spec.side is Side.BUY:
@@ -981,7 +981,7 @@ class SimVenue:
         account = self.core.account()
         for product in self.core.products():
             pos = account.positions.get(product.symbol)
-            if product.is_perpetual and pos is not None and pos.size != 0:
+            if product.is_derivative and pos is not None and pos.size != 0:
                 out.append((product, pos, self.core.market(product.symbol).mid))
         return out
 
@@ -1002,7 +1002,7 @@ class SimVenue:
             maintenance += pos.notional(mark) * product.maintenance_margin_rate
         for product in self.core.products():
             held = account.positions.get(product.symbol)
-            if product.is_perpetual and held is not None:
+            if product.is_derivative and held is not None:
                 realized += held.realized_pnl
                 funding += held.funding
         accrued = sum((self.core.accrued_funding(p.symbol) for p in self.core.products()), ZERO)
