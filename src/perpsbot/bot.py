@@ -24,6 +24,7 @@ from perpsbot.domain import Product
 from perpsbot.domain.clock import Clock, WallClock
 from perpsbot.exchange.port import Exchange, ExchangeError
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
+from perpsbot.execution.ledger import recorded_terms
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.market.streaming import StreamingService
 from perpsbot.redact import public_config
@@ -228,7 +229,7 @@ class PerpsBotBuilder:
             clock,
             positions=execution.positions,
             reduce_only=risk.is_reduce_only,
-            shorts_allowed=lambda symbol: config.enable_shorts and catalog[symbol].is_perpetual,
+            shorts_allowed=lambda symbol: config.enable_shorts and catalog[symbol].is_derivative,
         )
         registry = ServiceRegistry(
             config=config,
@@ -345,7 +346,7 @@ class PerpsBot:
             reg.clock.now(), "bot_started", None, run_id=run_id, symbols=reg.config.symbols,
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
             opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
-            opened_at=reg.execution.opened_at,
+            opened_at=reg.execution.opened_at, products=recorded_terms(reg.products[s] for s in reg.config.symbols),
         )
         self.spawn(self._controls_loop(), "running-controls")  # from here on, whatever the exchange does
         try:
@@ -617,7 +618,7 @@ class PerpsBot:
                 mark_source=new_config.mark_source, quiet_seconds=new_config.stream_quiet_seconds,
             )
         reg.strategy.strategy = strategy
-        reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_perpetual
+        reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_derivative
         reg.risk.update_config(new_config)
         reg.execution.config = new_config
         self._registry = reg.with_updates(config=new_config)

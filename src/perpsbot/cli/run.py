@@ -148,15 +148,17 @@ def status_view(bot: PerpsBot) -> Group:
     reg = bot.registry
     positions = reg.execution.positions()
     table = Table(title=f"perpsbot {bot.config.profile.value} - cycle {bot.cycles} ({bot.cycle_ms:.1f} ms)")
-    for column in ("symbol", "mark", "age s", "position", "entry", "unrealized", "last decision"):
+    for column in ("symbol", "expires", "mark", "age s", "position", "entry", "unrealized", "last decision"):
         table.add_column(column)
     for symbol in reg.market_data.symbols:
         mark = reg.market_data.mark(symbol)
         age = reg.market_data.mark_age(symbol)
         pos = positions.get(symbol)
         decision = reg.strategy.last_decision.get(symbol)
+        product = reg.products.get(symbol)
         table.add_row(
             symbol,
+            product.expiry.strftime("%Y-%m-%d") if product is not None and product.expiry else "-",
             _money(mark),
             "-" if age is None else f"{age:.1f}",
             "flat" if pos is None or pos.is_flat else str(pos.size),

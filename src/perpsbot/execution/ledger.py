@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from perpsbot.domain import ZERO, Fill, Position, Side
+from perpsbot.domain import ZERO, Fill, Position, Product, Side
 
 
 @dataclass
@@ -91,3 +91,23 @@ def position_history(
             remaining -= part
         live[fill.symbol] = (position, episode)
     return episodes
+
+
+def recorded_terms(products: Iterable[Product]) -> dict[str, dict[str, object]]:
+    """What the position history of a run needs of each product beyond its fills, as its
+    ``bot_started`` event records it: the contract size and, for a future, the expiry."""
+    return {p.symbol: {"contract_size": p.contract_size, "expiry": p.expiry} for p in products}
+
+
+def read_terms(recorded: Mapping[str, object] | None) -> dict[str, tuple[Decimal, datetime | None]]:
+    """``recorded_terms`` back from an event: symbol -> (contract size, expiry). An entry
+    that cannot be read is left out (a run recorded before they were kept has none)."""
+    out: dict[str, tuple[Decimal, datetime | None]] = {}
+    for symbol, terms in (recorded or {}).items():
+        try:
+            size = Decimal(str(terms["contract_size"]))  # type: ignore[index]  # any shape: the except below
+            expiry = terms.get("expiry")  # type: ignore[attr-defined]  # any shape: the except below
+            out[symbol] = (size, datetime.fromisoformat(expiry) if expiry else None)
+        except (KeyError, TypeError, AttributeError, ArithmeticError, ValueError):
+            continue
+    return out
