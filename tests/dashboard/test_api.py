@@ -120,7 +120,7 @@ async def test_the_state_shows_positions_orders_pnl_marks_and_risk(served: Serve
     btc_product = reg.products[BTC]
     [position] = s["positions"]
     assert position["symbol"] == BTC and position["side"] == "long" and position["size"] == "25"
-    assert position["leverage"] == "2"
+    assert position["leverage"] == "2" and position["expires"] == "2030-12-20"  # the future's listed expiry
     mark = reg.market_data.mark(BTC)
     assert position["mark"] == price(mark, btc_product)
     entry = reg.execution.account.positions[BTC].entry_price

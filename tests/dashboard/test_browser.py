@@ -73,6 +73,7 @@ async def shows_the_bot(page: Page, served: Served, btc_mark: str | None, eth_ma
     position = page.locator("#positions tbody tr", has_text=BTC)
     await expect(position).to_contain_text("long", timeout=WAIT_MS)
     await expect(position).to_contain_text("25")
+    await expect(position).to_contain_text("2030-12-20")  # its expiry
     await expect(page.locator("#marks tbody tr", has_text=BTC)).to_contain_text(str(btc_mark))
     await expect(page.locator("#marks tbody tr", has_text=ETH)).to_contain_text(str(eth_mark))
     await expect(page.locator("#marks tbody tr", has_text=BTC)).to_contain_text("fresh")
