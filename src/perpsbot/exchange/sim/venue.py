@@ -73,6 +73,7 @@ CORE_REJECTS: dict[str, tuple[str, str]] = {
     "leverage_too_high": ("INVALID_REQUEST", "PREVIEW_INVALID_LEVERAGE"),
     "reduce_only_would_increase": ("INVALID_REQUEST", "PREVIEW_INVALID_REDUCE_ONLY"),
     "unknown_product": ("INVALID_PRODUCT_ID", "PREVIEW_INVALID_PRODUCT_ID"),
+    "product_expired": ("ORDER_ENTRY_DISABLED", "UNKNOWN_PREVIEW_FAILURE_REASON"),
 }
 
 
