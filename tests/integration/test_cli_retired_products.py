@@ -52,6 +52,17 @@ def test_a_backtest_on_an_intx_product_is_refused(tmp_path: Path):
     assert CLOSED in line and "BIP-20DEC30-CDE instead" in line
 
 
+@pytest.mark.parametrize("command", [
+    ("close", "BTC-PERP-INTX"),
+    ("orders", "cancel", "--all", "--symbol", "BTC-PERP-INTX"),
+    ("data", "download", "BTC-PERP-INTX", "--start", "2026-01-01", "--base-url", "http://127.0.0.1:9"),
+])
+def test_commands_naming_an_intx_product_say_so_too(tmp_path: Path, command: tuple[str, ...]):
+    assert perpsbot("run", "--duration", "0.2", cwd=tmp_path).returncode == 0  # a store to post commands to
+    line = _one_error_line(perpsbot(*command, cwd=tmp_path))
+    assert CLOSED in line and "BIP-20DEC30-CDE instead" in line
+
+
 def test_the_default_symbols_are_a_spot_pair_and_a_us_perpetual_style_future(tmp_path: Path):
     shown = perpsbot("config", "show", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from perpsbot.cli.common import UserError, console, err_console
+from perpsbot.config.retired import retired_product
 
 app = typer.Typer(help="Market data for backtests.", no_args_is_help=True)
 
@@ -42,6 +43,9 @@ def download(
     )
 
     symbol = symbol.strip().upper()
+    retired = retired_product(symbol)
+    if retired is not None:
+        raise UserError(retired)
     try:
         name, seconds = parse_granularity(granularity)
         first = parse_time(start, "--start")
