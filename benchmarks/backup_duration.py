@@ -27,14 +27,14 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def fill(store: Path, events: int) -> None:
     log, book = EventStore(store / "events.db"), OrdersStore(store / "orders.db")
-    log.start_run(T0, "paper", {"symbols": ["BTC-PERP-INTX"]})
+    log.start_run(T0, "paper", {"symbols": ["BIP-20DEC30-CDE"]})
     log._conn.execute("BEGIN")
     book._conn.execute("BEGIN")
     for i in range(events // 2):
         at = T0 + timedelta(seconds=i)
-        order = Order(f"pb-{i:032x}", "BTC-PERP-INTX", Side.BUY, OrderType.MARKET, Decimal("0.01"), at)
+        order = Order(f"pb-{i:032x}", "BIP-20DEC30-CDE", Side.BUY, OrderType.MARKET, Decimal(1), at)  # a contract
         trade = Fill(f"t-{i}", order.client_order_id, order.symbol, Side.BUY, Decimal(60000 + i % 500),
-                     Decimal("0.01"), Decimal("0.3"), Liquidity.TAKER, at)
+                     Decimal(1), Decimal("0.3"), Liquidity.TAKER, at)
         order.record_fill(trade)
         book.upsert(order)
         book.add_fill(trade)

@@ -21,7 +21,7 @@ from perpsbot.config import BotConfig
 from perpsbot.domain.clock import ManualClock
 from perpsbot.exchange.sim import SimConfig, SimCore, SimExchange, default_products
 
-ALL = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX", "BTC-USD", "ETH-USD", "SOL-USD")
+ALL = ("BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "BIT-26MAR27-CDE", "BTC-USD", "ETH-USD", "SOL-USD")
 
 
 def pct(samples: list[float], p: float) -> float:

@@ -29,7 +29,7 @@ from perpsbot.domain import Side
 from perpsbot.domain.clock import ManualClock
 from perpsbot.store.sqlite import dumps
 
-SYMBOL = "BTC-PERP-INTX"
+SYMBOL = "BIP-20DEC30-CDE"
 
 
 async def timed(repeats: int, bot, health, after: int | None) -> tuple[float, float, float, float, int]:
@@ -49,7 +49,7 @@ async def timed(repeats: int, bot, health, after: int | None) -> tuple[float, fl
 async def main(args: argparse.Namespace) -> None:
     clock = ManualClock()
     with tempfile.TemporaryDirectory() as folder:
-        config = BotConfig(symbols=(SYMBOL, "ETH-PERP-INTX"), data_dir=Path(folder), long_window=200)
+        config = BotConfig(symbols=(SYMBOL, "ETP-20DEC30-CDE"), data_dir=Path(folder), long_window=200)
         bot = await PerpsBotBuilder(config).with_clock(clock).build()
         await bot.start()
         await bot.run_cycle()
@@ -57,7 +57,7 @@ async def main(args: argparse.Namespace) -> None:
         product = bot.registry.products[SYMBOL]
         for n in range(args.orders):
             side = Side.BUY if n % 2 == 0 else Side.SELL
-            await ex._place(ex.new_order(product, side, Decimal("0.01"), Decimal(1), closing=False, market=True),
+            await ex._place(ex.new_order(product, side, Decimal(1), Decimal(1), closing=False, market=True),
                             "benchmark", 0.0)
             clock.advance(1)
         await bot.run_cycle()

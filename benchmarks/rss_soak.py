@@ -32,7 +32,7 @@ from perpsbot.bot import PerpsBotBuilder
 from perpsbot.config import BotConfig
 from perpsbot.exchange.sim.keys import generate_key, write_key_file
 
-SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX", "DOGE-PERP-INTX", "XRP-PERP-INTX",
+SYMBOLS = ("BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "BIT-26MAR27-CDE", "DOGE-USD", "XRP-USD",
            "BTC-USD", "ETH-USD", "SOL-USD", "AVAX-USD", "LINK-USD")
 
 

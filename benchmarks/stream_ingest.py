@@ -42,7 +42,7 @@ from perpsbot.market.data import MarketDataService, WindowSpec
 from perpsbot.market.streaming import StreamingService
 from perpsbot.store import EventStore
 
-SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX", "DOGE-PERP-INTX", "XRP-PERP-INTX",
+SYMBOLS = ("BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "BIT-26MAR27-CDE", "DOGE-USD", "XRP-USD",
            "BTC-USD", "ETH-USD", "SOL-USD", "AVAX-USD", "LINK-USD")
 DATA = Path(__file__).parent / "data"
 

@@ -53,7 +53,7 @@ from perpsbot.exchange.coinbase.ws import CoinbaseWebSocket, StreamNotice
 from perpsbot.exchange.sim.keys import generate_key, write_key_file
 from perpsbot.strategy.base import Decision, MarketView, Target
 
-SYMBOL = "ETH-PERP-INTX"
+SYMBOL = "ETP-20DEC30-CDE"
 
 
 class Flip:

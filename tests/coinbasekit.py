@@ -75,42 +75,26 @@ def spot_product(product_id: str, price: str) -> dict[str, Any]:
     }
 
 
-def perp_product(product_id: str, price: str) -> dict[str, Any]:
-    base = product_id.split("-")[0]
+def cfm_future(product_id: str, price: str) -> dict[str, Any]:
+    """A dated future as Advanced Trade lists it: a FUTURE on the FCM venue, EXPIRING, with
+    a contract size and no funding."""
     return {
         "product_id": product_id, "price": price, "price_percentage_change_24h": "0.1", "volume_24h": "500",
-        "volume_percentage_change_24h": "2", "base_increment": "0.0001", "quote_increment": "0.1",
-        "quote_min_size": "10", "quote_max_size": "50000000", "base_min_size": "0.0001", "base_max_size": "100",
+        "volume_percentage_change_24h": "2", "base_increment": "1", "quote_increment": "5",
+        "quote_min_size": "10", "quote_max_size": "50000000", "base_min_size": "1", "base_max_size": "100",
         "base_name": "", "quote_name": "US Dollar", "watched": False, "is_disabled": False, "new": False,
         "status": "", "cancel_only": False, "limit_only": False, "post_only": False, "trading_disabled": False,
-        "auction_mode": False, "product_type": "FUTURE", "quote_currency_id": "USDC", "base_currency_id": "",
-        "mid_market_price": price, "base_display_symbol": base, "quote_display_symbol": "USDC",
-        "price_increment": "0.1", "display_name": f"{base} PERP", "product_venue": "INTX",
+        "auction_mode": False, "product_type": "FUTURE", "quote_currency_id": "USD", "base_currency_id": "",
+        "mid_market_price": price, "base_display_symbol": "BTC", "quote_display_symbol": "USD",
+        "price_increment": "5", "display_name": "BTC 24 APR 26", "product_venue": "FCM",
         "future_product_details": {
-            "venue": "", "contract_code": base, "contract_expiry": "", "contract_size": "1",
-            "contract_root_unit": base, "group_description": f"{base} Perpetual",
-            "contract_expiry_timezone": "", "group_short_description": f"{base} PERP",
-            "risk_managed_by": "MANAGED_BY_VENUE", "contract_expiry_type": "PERPETUAL",
-            "perpetual_details": {"open_interest": "12.5", "funding_rate": "0.000011",
-                                  "funding_time": "2026-03-02T13:00:00Z", "max_leverage": "20",
-                                  "base_asset_uuid": "", "underlying_type": "SPOT"},
-            "contract_display_name": f"{base} PERP", "time_to_expiry_ms": "0", "non_crypto": False,
-            "contract_expiry_name": "", "twenty_four_by_seven": True,
+            "venue": "cde", "contract_code": "BIT", "contract_expiry": "2026-04-24T15:00:00Z",
+            "contract_size": "0.01", "contract_root_unit": "BTC", "contract_expiry_type": "EXPIRING",
+            "risk_managed_by": "MANAGED_BY_FCM",
+            "perpetual_details": {"open_interest": "100", "funding_rate": "", "funding_time": None,
+                                  "max_leverage": "", "base_asset_uuid": "", "underlying_type": ""},
         },
     }
-
-
-def cfm_future(product_id: str, price: str) -> dict[str, Any]:
-    out = perp_product(product_id, price)
-    out.update(product_venue="FCM", quote_currency_id="USD", base_increment="1", base_min_size="1",
-               price_increment="5")
-    out["future_product_details"] = {
-        "venue": "cde", "contract_code": "BIT", "contract_expiry": "2026-04-24T15:00:00Z", "contract_size": "0.01",
-        "contract_root_unit": "BTC", "contract_expiry_type": "EXPIRING", "risk_managed_by": "MANAGED_BY_FCM",
-        "perpetual_details": {"open_interest": "100", "funding_rate": "", "funding_time": None,
-                              "max_leverage": "", "base_asset_uuid": "", "underlying_type": ""},
-    }
-    return out
 
 
 def cfm_perp(product_id: str, price: str) -> dict[str, Any]:
@@ -162,7 +146,7 @@ class FakeCoinbase:
 
     public_key: Any
     key_name: str = KEY_NAME
-    prices: dict[str, Decimal] = field(default_factory=lambda: {"BTC-USD": D(50_000), "BTC-PERP-INTX": D(50_010)})
+    prices: dict[str, Decimal] = field(default_factory=lambda: {"BTC-USD": D(50_000), "BIP-20DEC30-CDE": D(50_010)})
     spread: Decimal = D(10)
     usd: Decimal = D(100_000)
     btc: Decimal = D(0)
@@ -270,7 +254,6 @@ class FakeCoinbase:
             ("GET", "best_bid_ask"): self.best_bid_ask,
             ("GET", "product_book"): self.product_book,
             ("GET", "accounts"): self.accounts,
-            ("GET", "portfolios"): self.portfolios,
             ("POST", "orders"): self.create_order,
             ("POST", "orders/batch_cancel"): self.cancel,
             ("GET", "orders/historical/batch"): self.list_orders,
@@ -286,10 +269,6 @@ class FakeCoinbase:
             return self.candles, (parts[1],)
         if method == "GET" and len(parts) == 3 and parts[:2] == ["orders", "historical"]:
             return self.get_order, (parts[2],)
-        if method == "GET" and len(parts) == 3 and parts[:2] == ["intx", "portfolio"]:
-            return self.intx_summary, (parts[2],)
-        if method == "GET" and len(parts) == 3 and parts[:2] == ["intx", "positions"]:
-            return self.intx_positions, (parts[2],)
         return None, ()
 
     def _page(self, items: list[Any], key: str, query: dict[str, list[str]]) -> web.Response:
@@ -306,7 +285,7 @@ class FakeCoinbase:
         return mid - self.spread / 2, mid + self.spread / 2
 
     async def products(self, request: web.Request, query: Any, body: Any) -> web.Response:
-        items = [perp_product(p, str(v)) if p.endswith("-INTX") else spot_product(p, str(v))
+        items = [cfm_perp(p, str(v)) if p.endswith("-CDE") else spot_product(p, str(v))
                  for p, v in self.prices.items()]
         if self.cfm:
             items.append(cfm_future("BIT-24APR26-CDE", "50100"))
@@ -354,40 +333,6 @@ class FakeCoinbase:
             for c, v in (("USD", self.usd), ("BTC", self.btc), ("ETH", D(0)))
         ]
         return self._page(items, "accounts", query)
-
-    async def portfolios(self, request: web.Request, query: Any, body: Any) -> web.Response:
-        wanted = query.get("portfolio_type", [None])[0]
-        items = [{"name": "Default", "uuid": "default-portfolio", "type": "DEFAULT", "deleted": False},
-                 {"name": "Perps", "uuid": "intx-portfolio", "type": "INTX", "deleted": False}]
-        return web.json_response({"portfolios": [p for p in items if wanted in (None, p["type"])]})
-
-    def _upnl(self) -> Decimal:
-        return sum(((self.prices[s] - self.entry[s]) * q for s, q in self.positions.items()), D(0))
-
-    async def intx_summary(self, request: web.Request, query: Any, body: Any, uuid_: str) -> web.Response:
-        if uuid_ != "intx-portfolio":
-            return self._error(404, "NOT_FOUND", "portfolio not found")
-        total = self.usd + self._upnl()
-        native = {"userNativeCurrency": amount(str(total)), "rawCurrency": amount(str(total), "USDC")}
-        return web.json_response({"portfolios": [], "summary": {
-            "unrealized_pnl": {"userNativeCurrency": amount(str(self._upnl())),
-                               "rawCurrency": amount(str(self._upnl()), "USDC")},
-            "buying_power": native, "total_balance": native, "max_withdrawal_amount": native}})
-
-    async def intx_positions(self, request: web.Request, query: Any, body: Any, uuid_: str) -> web.Response:
-        out = []
-        for symbol, size in self.positions.items():
-            if size == 0:
-                continue
-            entry = {"userNativeCurrency": amount(str(self.entry[symbol])),
-                     "rawCurrency": amount(str(self.entry[symbol]), "USDC")}
-            out.append({"product_id": symbol, "product_uuid": "u", "portfolio_uuid": uuid_, "symbol": symbol,
-                        "vwap": entry, "entry_vwap": entry,
-                        "position_side": "FUTURES_POSITION_SIDE_LONG" if size > 0 else "FUTURES_POSITION_SIDE_SHORT",
-                        "margin_type": "MARGIN_TYPE_ISOLATED", "net_size": str(abs(size)), "buy_order_size": "0",
-                        "sell_order_size": "0", "im_contribution": "0.2", "leverage": "2",
-                        "unrealized_pnl": amount("0"), "mark_price": amount(str(self.prices[symbol]))})
-        return web.json_response({"positions": out, "summary": {"aggregated_pnl": amount("0")}})
 
     async def cfm_summary(self, request: web.Request, query: Any, body: Any) -> web.Response:
         if not self.cfm:
@@ -445,7 +390,7 @@ class FakeCoinbase:
             "pending_cancel": False, "size_in_quote": False, "total_fees": "0", "size_inclusive_of_fees": False,
             "total_value_after_fees": "0", "trigger_status": "INVALID_ORDER_TYPE",
             "order_type": "MARKET" if key == "market_market_ioc" else "LIMIT", "reject_reason": "", "settled": False,
-            "product_type": "FUTURE" if product_id.endswith("INTX") else "SPOT", "reject_message": "",
+            "product_type": "FUTURE" if product_id.endswith("-CDE") else "SPOT", "reject_message": "",
             "cancel_message": "", "order_placement_source": "RETAIL_ADVANCED", "outstanding_hold_amount": "0",
             "is_liquidation": False, "last_fill_time": None, "leverage": body.get("leverage", ""),
             "margin_type": body.get("margin_type", ""), "retail_portfolio_id": "default-portfolio",
@@ -461,7 +406,7 @@ class FakeCoinbase:
         fee = (size * price * D("0.006")).quantize(D("0.01"))
         sign = 1 if order["side"] == "BUY" else -1
         symbol = order["product_id"]
-        if symbol.endswith("-INTX"):
+        if symbol.endswith("-CDE"):  # a future: a position in contracts
             held = self.positions.get(symbol, D(0))
             if held == 0 or (held > 0) == (sign > 0):
                 self.entry[symbol] = price

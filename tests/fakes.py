@@ -35,9 +35,18 @@ FAKE_CAPABILITIES = VenueCapabilities(
 )
 
 
+# The US perpetual-style futures: whole contracts of 0.01 BTC / 0.1 ETH.
+CONTRACTS = {"BIP-20DEC30-CDE": ("BTC", D("0.01")), "ETP-20DEC30-CDE": ("ETH", D("0.1"))}
+
+
 def perp(symbol: str) -> Product:
-    base = symbol.split("-")[0]
-    return Product(symbol, base, "USD", ProductType.PERPETUAL, D("0.001"), D("0.01"), D("0.001"), D(20))
+    base, contract = CONTRACTS[symbol]
+    return Product(symbol, base, "USD", ProductType.PERPETUAL, D(1), D("0.01"), D(1), D(20), contract)
+
+
+def spot(symbol: str) -> Product:
+    base, quote = symbol.split("-")
+    return Product(symbol, base, quote, ProductType.SPOT, D("0.001"), D("0.01"), D("0.001"))
 
 
 @dataclass
@@ -94,7 +103,9 @@ class FakeExchange:
             request.size, D(0), Liquidity.TAKER, self.clock.now(),
         )
         self._fills.append(fill)
-        position = self._positions.setdefault(request.symbol, Position(request.symbol, leverage=request.leverage))
+        contract = next((p.contract_size for p in self.products_list if p.symbol == request.symbol), D(1))
+        position = self._positions.setdefault(
+            request.symbol, Position(request.symbol, leverage=request.leverage, contract_size=contract))
         position.apply_fill(request.side, request.size, price)
         if position.is_flat:
             del self._positions[request.symbol]

@@ -25,6 +25,7 @@ from perpsbot.domain import OrderType, Product, TimeInForce
 from perpsbot.domain.clock import Clock, WallClock
 from perpsbot.exchange.port import Exchange, ExchangeError, StreamingExchange
 from perpsbot.execution.coordinator import ExecutionCoordinator, ExecutionResult
+from perpsbot.execution.ledger import recorded_terms
 from perpsbot.execution.pushed import PushedUpdates
 from perpsbot.market.data import MarketDataService, MarkUpdate, WindowSpec
 from perpsbot.market.streaming import StreamingService
@@ -256,7 +257,7 @@ class PerpsBotBuilder:
             clock,
             positions=execution.positions,
             reduce_only=risk.is_reduce_only,
-            shorts_allowed=lambda symbol: config.enable_shorts and catalog[symbol].is_perpetual,
+            shorts_allowed=lambda symbol: config.enable_shorts and catalog[symbol].is_derivative,
         )
         registry = ServiceRegistry(
             config=config,
@@ -378,6 +379,7 @@ class PerpsBot:
             profile=reg.config.profile, dry_run=reg.config.dry_run, equity=account.equity, http_port=self.http_port,
             opening_positions={s: {"size": size, "price": price} for s, (size, price) in opening.items()},
             opened_at=reg.execution.opened_at, venue=reg.exchange.capabilities.describe(),
+            products=recorded_terms(reg.products[s] for s in reg.config.symbols),
             **strategy_fields(reg.strategy.strategy),
         )
         self.spawn(self._controls_loop(), "running-controls")  # from here on, whatever the exchange does
@@ -669,7 +671,7 @@ class PerpsBot:
                 removed=change.removed_symbols, added=change.added_symbols, level=new_config.stream_level,
                 mark_source=new_config.mark_source, quiet_seconds=new_config.stream_quiet_seconds,
             )
-        reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_perpetual
+        reg.strategy.shorts_allowed = lambda symbol: new_config.enable_shorts and reg.products[symbol].is_derivative
         reg.risk.update_config(new_config)
         reg.execution.config = new_config
         self._registry = reg.with_updates(config=new_config)

@@ -74,10 +74,10 @@ async def test_spot_crossover_trades_are_exactly_the_plain_computation(tmp_path)
 
 
 async def test_perp_long_short_crossover_reverses_with_two_orders_at_one_open(tmp_path):
-    series = synthetic_candles(8_000, seed=3, symbol="BTC-PERP-INTX")
+    series = synthetic_candles(8_000, seed=3, symbol="BIP-20DEC30-CDE")
     closes, opens = list(series.close), list(series.open)
     assert closest_call(closes, 10, 40) > 1e-6
-    result = await backtest(series, tmp_path, symbol="BTC-PERP-INTX", params={"short_window": 10, "long_window": 40},
+    result = await backtest(series, tmp_path, symbol="BIP-20DEC30-CDE", params={"short_window": 10, "long_window": 40},
                             fee_bps=5, slippage_bps=0)
     expected = reference_fills(opens, closes, 10, 40, shorts=True)
     got = [(int((f.ts.timestamp() - series.start[0]) // 60), f.side) for f in result.fills]
@@ -107,11 +107,12 @@ async def test_slippage_and_fees_are_charged_on_every_fill_and_add_up_in_the_rep
 
 
 async def test_perp_funding_is_paid_while_positions_are_held_and_shows_in_the_trades(tmp_path):
-    series = synthetic_candles(3_000, seed=5, symbol="ETH-PERP-INTX", start_price=3000.0)
-    result = await backtest(series, tmp_path, symbol="ETH-PERP-INTX", params={"enable_shorts": "false"},
+    series = synthetic_candles(3_000, seed=5, symbol="ETP-20DEC30-CDE", start_price=3000.0)
+    result = await backtest(series, tmp_path, symbol="ETP-20DEC30-CDE", params={"enable_shorts": "false"},
                             fee_bps=0, funding_rate="0.0008")
     assert result.funding and all(p.position_size > 0 for p in result.funding)  # long only
-    assert all(p.payment == -p.position_size * p.mark * D("0.0001") for p in result.funding)
+    # on the contracts held: contracts x 0.1 ETH x mark x (the 8-hour rate / 8)
+    assert all(p.payment == -p.position_size * D("0.1") * p.mark * D("0.0001") for p in result.funding)
     trades = trades_of(result)
     assert sum((t.funding for t in trades), D(0)) == sum((p.payment for p in result.funding), D(0))
     assert sum((t.net_pnl for t in trades), D(0)) == result.end_equity - result.start_equity
@@ -136,8 +137,8 @@ async def test_fixed_settings_and_bad_params_are_refused(tmp_path):
 
 
 async def run_and_report(tmp_path: Path, name: str, seed: int) -> Path:
-    series = synthetic_candles(6_000, seed=seed, symbol="BTC-PERP-INTX")
-    result = await backtest(series, tmp_path / name, symbol="BTC-PERP-INTX",
+    series = synthetic_candles(6_000, seed=seed, symbol="BIP-20DEC30-CDE")
+    result = await backtest(series, tmp_path / name, symbol="BIP-20DEC30-CDE",
                             params={"short_window": 10, "long_window": 60, "trailing_stop_pct": "0.004"},
                             fee_bps=5, slippage_bps=2, funding_rate="0.0001")
     out = tmp_path / name / "report"

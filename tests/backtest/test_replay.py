@@ -14,7 +14,7 @@ from perpsbot.exchange.sim.replay import ReplayCosts, ReplayExchange
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPOT = Product("TST-USD", "TST", "USD", ProductType.SPOT, D("0.001"), D("0.01"), D("0.001"))
-PERP = Product("TST-PERP-INTX", "TST", "USD", ProductType.PERPETUAL, D("0.001"), D("0.01"), D("0.001"), D(10),
+PERP = Product("TST-PERP", "TST", "USD", ProductType.PERPETUAL, D("0.001"), D("0.01"), D("0.001"), D(10),
                maintenance_margin_rate=D("0.05"))
 
 

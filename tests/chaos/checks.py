@@ -18,11 +18,11 @@ SIZE_TOLERANCE = Decimal("0.02")
 
 
 def intended_bound(fraction: Decimal, leverage: Decimal, max_equity: Decimal, min_mark: Decimal,
-                   tolerance: Decimal = SIZE_TOLERANCE) -> Decimal:
+                   tolerance: Decimal = SIZE_TOLERANCE, contract_size: Decimal = Decimal(1)) -> Decimal:
     """The largest position one entry can open: ``ExecutionCoordinator.entry_size`` is
-    ``position_fraction * equity * leverage / mark`` quantized down, so over a run it is
-    at most that at the highest equity and the lowest mark seen; plus ``tolerance``."""
-    return fraction * leverage * max_equity / min_mark * (1 + tolerance)
+    ``position_fraction * equity * leverage / (mark * contract_size)`` quantized down, so over
+    a run it is at most that at the highest equity and the lowest mark seen; plus ``tolerance``."""
+    return fraction * leverage * max_equity / (min_mark * contract_size) * (1 + tolerance)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from tests.chaos.checks import (
 )
 from tests.chaos.harness import ROOT, bot_config, check_state, check_write_ahead, ours, rows, start_server
 
-SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")
+SYMBOLS = ("BIP-20DEC30-CDE", "ETP-20DEC30-CDE")
 FRACTION = Decimal("0.01")
 LEVERAGE = Decimal(2)
 SAMPLE_SECONDS = 0.05
@@ -249,7 +249,9 @@ class CliChaosRun:
     # ----- checks -------------------------------------------------------------------------
 
     def bounds(self) -> dict[str, Decimal]:
-        return {s: intended_bound(FRACTION, LEVERAGE, self.max_equity, self.min_mark[s]) for s in self.symbols}
+        assert self.server is not None
+        return {s: intended_bound(FRACTION, LEVERAGE, self.max_equity, self.min_mark[s],
+                                  contract_size=self.server.venue.product(s).contract_size) for s in self.symbols}
 
     def reconciliation_exposures(self) -> list[Exposure]:
         out = []

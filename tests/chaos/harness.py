@@ -34,7 +34,7 @@ from perpsbot.exchange.sim.keys import generate_key, write_key_file
 from perpsbot.exchange.sim.server import SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
-SYMBOL = "BTC-PERP-INTX"
+SYMBOL = "BIP-20DEC30-CDE"
 # every fault kind on: WS drops and sequence gaps, 429 bursts, 5xx, orders accepted with
 # the answer lost, slow answers
 FAULTS = (

@@ -25,20 +25,23 @@ from tests.chaos.cli_harness import CliChaosRun, late_faults
 def test_the_bound_is_one_entry_at_the_highest_equity_and_lowest_mark():
     assert intended_bound(D("0.01"), D(2), D(100_000), D(100), tolerance=D(0)) == D(20)
     assert intended_bound(D("0.01"), D(2), D(100_000), D(100)) == D("20.4")
+    # in contracts: 2,000 USD at 90,000 is 2.22 contracts of 0.01 BTC
+    assert intended_bound(D("0.01"), D(2), D(100_000), D(90_000), tolerance=D(0),
+                          contract_size=D("0.01")) == D(2_000) / D(900)
 
 
 def test_exposure_over_the_bound_is_reported_once_per_symbol_and_source():
-    bounds = {"BTC-PERP-INTX": D("0.0204"), "ETH-PERP-INTX": D("0.68")}
+    bounds = {"BIP-20DEC30-CDE": D("2.04"), "ETP-20DEC30-CDE": D("68")}
     readings = [
-        Exposure("reconciliation 3", "BTC-PERP-INTX", D("0.02")),
-        Exposure("reconciliation 9", "BTC-PERP-INTX", D("-0.04")),
-        Exposure("reconciliation 12", "BTC-PERP-INTX", D("0.03")),
-        Exposure("venue sample", "ETH-PERP-INTX", D("0.68")),  # at the bound: fine
+        Exposure("reconciliation 3", "BIP-20DEC30-CDE", D(2)),
+        Exposure("reconciliation 9", "BIP-20DEC30-CDE", D(-4)),
+        Exposure("reconciliation 12", "BIP-20DEC30-CDE", D(3)),
+        Exposure("venue sample", "ETP-20DEC30-CDE", D(68)),  # at the bound: fine
     ]
     problems = exposure_violations(readings, bounds)
-    assert len(problems) == 1 and "BTC-PERP-INTX position -0.04 at reconciliation 9" in problems[0]
+    assert len(problems) == 1 and "BIP-20DEC30-CDE position -4 at reconciliation 9" in problems[0]
     assert "2.00x" in problems[0]
-    assert exposure_violations([Exposure("venue sample", "ETH-PERP-INTX", D("1.3"))], bounds)
+    assert exposure_violations([Exposure("venue sample", "ETP-20DEC30-CDE", D(130))], bounds)
 
 
 def test_an_order_we_closed_that_filled_is_reported():

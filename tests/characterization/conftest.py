@@ -10,18 +10,18 @@ from perpsbot.config import BotConfig
 from perpsbot.domain.clock import ManualClock
 from perpsbot.exchange.sim import SimCore, SimExchange
 from tests.characterization.simbot import PERP
-from tests.fakes import FakeExchange, perp
+from tests.fakes import FakeExchange, perp, spot
 from tests.unit.sim.simkit import T0, build_core
 
-SYMBOLS = ("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")
+PERPS = ("BIP-20DEC30-CDE", "ETP-20DEC30-CDE")
 
 
 @pytest.fixture
 def exchange(clock) -> FakeExchange:
     return FakeExchange(
         clock,
-        [perp(s) for s in SYMBOLS],
-        prices={"BTC-PERP-INTX": Decimal(100), "ETH-PERP-INTX": Decimal(50), "SOL-PERP-INTX": Decimal(10)},
+        [*(perp(s) for s in PERPS), spot("SOL-USD")],
+        prices={"BIP-20DEC30-CDE": Decimal(100), "ETP-20DEC30-CDE": Decimal(50), "SOL-USD": Decimal(10)},
     )
 
 
@@ -29,7 +29,7 @@ def exchange(clock) -> FakeExchange:
 def make_config(tmp_path: Path):
     def make(**overrides) -> BotConfig:
         values = dict(
-            symbols=("BTC-PERP-INTX", "ETH-PERP-INTX"),
+            symbols=("BIP-20DEC30-CDE", "ETP-20DEC30-CDE"),
             data_dir=tmp_path / "data",
             interval=1.0,
             bar_seconds=1,

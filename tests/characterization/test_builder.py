@@ -50,8 +50,8 @@ async def test_a_custom_registry_is_respected(make_bot, make_config):
 
 
 async def test_unknown_symbol_fails_the_build_with_the_known_ones(clock, exchange, make_config):
-    with pytest.raises(BotError, match="unknown product DOGE-PERP-INTX on fake; available: BTC-PERP-INTX"):
+    with pytest.raises(BotError, match="unknown product DOGE-USD on fake; available: BIP-20DEC30-CDE"):
         await (
-            PerpsBotBuilder(make_config(symbols=("DOGE-PERP-INTX",))).with_clock(clock).with_exchange(exchange).build()
+            PerpsBotBuilder(make_config(symbols=("DOGE-USD",))).with_clock(clock).with_exchange(exchange).build()
         )
     assert exchange.closed

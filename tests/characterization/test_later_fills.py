@@ -13,7 +13,7 @@ from perpsbot.exchange.port import OrderRequest, OrderSnapshot
 from perpsbot.strategy.base import Decision, Target
 from tests.fakes import FakeExchange, perp
 
-SYMBOL = "BTC-PERP-INTX"
+SYMBOL = "BIP-20DEC30-CDE"
 
 
 @dataclass

@@ -14,32 +14,32 @@ from perpsbot.strategy.base import Decision, Target
 
 async def test_apply_config_change_adds_a_symbol_everywhere_and_it_gets_marks_next_cycle(make_bot, make_config):
     bot = await make_bot()
-    change = await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX")))
-    assert change.added_symbols == ("SOL-PERP-INTX",)
+    change = await bot.apply_config_change(make_config(symbols=("BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "SOL-USD")))
+    assert change.added_symbols == ("SOL-USD",)
     reg = bot.registry
-    assert "SOL-PERP-INTX" in reg.market_data.windows
-    assert reg.config.symbols[-1] == "SOL-PERP-INTX"
+    assert "SOL-USD" in reg.market_data.windows
+    assert reg.config.symbols[-1] == "SOL-USD"
     report = await bot.run_cycle()
-    assert "SOL-PERP-INTX" in report.marks.updated
-    assert reg.market_data.mark("SOL-PERP-INTX") == D(10)
-    assert "SOL-PERP-INTX" in report.decisions
-    assert reg.events.query(kind="config_changed")[0].data["added"] == ["SOL-PERP-INTX"]
+    assert "SOL-USD" in report.marks.updated
+    assert reg.market_data.mark("SOL-USD") == D(10)
+    assert "SOL-USD" in report.decisions
+    assert reg.events.query(kind="config_changed")[0].data["added"] == ["SOL-USD"]
 
 
 async def test_apply_config_change_removes_a_symbol_from_every_service(make_bot, make_config, exchange):
     bot = await make_bot()
     await bot.run_cycle()
     reg = bot.registry
-    assert "ETH-PERP-INTX" in reg.strategy.strategy._symbols  # the strategy's per-symbol bars and state
-    await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX",)))
-    assert "ETH-PERP-INTX" not in reg.market_data.windows
-    assert "ETH-PERP-INTX" not in reg.market_data.last_update
-    assert "ETH-PERP-INTX" not in reg.strategy.last_decision
-    assert "ETH-PERP-INTX" not in reg.strategy.strategy._symbols
+    assert "ETP-20DEC30-CDE" in reg.strategy.strategy._symbols  # the strategy's per-symbol bars and state
+    await bot.apply_config_change(make_config(symbols=("BIP-20DEC30-CDE",)))
+    assert "ETP-20DEC30-CDE" not in reg.market_data.windows
+    assert "ETP-20DEC30-CDE" not in reg.market_data.last_update
+    assert "ETP-20DEC30-CDE" not in reg.strategy.last_decision
+    assert "ETP-20DEC30-CDE" not in reg.strategy.strategy._symbols
     exchange.quote_calls.clear()
     report = await bot.run_cycle()
-    assert exchange.quote_calls == ["BTC-PERP-INTX"]
-    assert set(report.decisions) == {"BTC-PERP-INTX"}
+    assert exchange.quote_calls == ["BIP-20DEC30-CDE"]
+    assert set(report.decisions) == {"BIP-20DEC30-CDE"}
 
 
 async def test_apply_config_change_updates_risk_and_execution_settings(make_bot, make_config):
@@ -59,8 +59,8 @@ async def test_apply_config_change_refuses_what_needs_a_restart_and_unknown_symb
     with pytest.raises(ConfigChangeRejected, match="seed"):
         await bot.apply_config_change(make_config(seed=123))
     with pytest.raises(BotError, match="unknown product"):
-        await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX", "XRP-PERP-INTX")))
-    assert bot.registry.market_data.symbols == ("BTC-PERP-INTX", "ETH-PERP-INTX")
+        await bot.apply_config_change(make_config(symbols=("BIP-20DEC30-CDE", "XRP-USD")))
+    assert bot.registry.market_data.symbols == ("BIP-20DEC30-CDE", "ETP-20DEC30-CDE")
 
 
 async def test_shutdown_cancels_background_tasks_and_persists_the_run(make_bot, exchange):
@@ -102,19 +102,19 @@ async def test_run_honours_duration(exchange, make_config):
 
 
 async def test_reduce_only_decisions_only_close(make_bot, exchange, clock, make_config):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     await bot.registry.market_data.update_marks()
-    opened = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "open", D(100)))
+    opened = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "open", D(100)))
     assert [r.outcome for r in opened] == ["placed"]
-    await bot.apply_config_change(make_config(symbols=("BTC-PERP-INTX",), reduce_only=True))
-    results = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.SHORT, "reverse", D(100)))
+    await bot.apply_config_change(make_config(symbols=("BIP-20DEC30-CDE",), reduce_only=True))
+    results = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.SHORT, "reverse", D(100)))
     # the closing half goes through, the opening half is refused
     assert [r.outcome for r in results] == ["placed", "rejected_by_risk"]
-    assert bot.registry.execution.position_size("BTC-PERP-INTX") == 0
+    assert bot.registry.execution.position_size("BIP-20DEC30-CDE") == 0
 
 
 async def test_summary_reports_order_latency_percentiles(make_bot):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     bot.registry.execution.latencies_ms.extend([float(i) for i in range(1, 101)])
     summary = bot.summary()
     assert summary["order_latency_p50_ms"] == 50.0
@@ -129,7 +129,7 @@ async def test_shutdown_records_the_run_metrics_in_an_event_and_the_summary(make
 
     from perpsbot.review.runmetrics import METRIC_FIELDS
 
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     for _ in range(4):
         clock.advance(1)
         await bot.run_cycle()

@@ -29,18 +29,18 @@ def resting(exchange):
 
 
 async def test_a_working_order_blocks_a_second_entry_for_its_symbol(make_bot, exchange):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     await bot.registry.market_data.update_marks()
     resting(exchange)
-    first = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    first = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "cross", D(100)))
     assert [r.outcome for r in first] == ["placed"]
-    again = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    again = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "cross", D(100)))
     assert [r.outcome for r in again] == ["skipped"] and "still OPEN" in again[0].detail
     assert len(exchange.requests) == 1
 
 
 async def test_not_found_right_after_a_timeout_leaves_the_order_pending_not_rejected(make_bot, exchange):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     await bot.registry.market_data.update_marks()
 
     async def timeout(request):
@@ -48,18 +48,18 @@ async def test_not_found_right_after_a_timeout_leaves_the_order_pending_not_reje
         raise TimeoutError("no answer")
 
     exchange.place_order = timeout
-    result = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    result = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "cross", D(100)))
     assert result[0].outcome == "failed" and "fate unknown" in result[0].detail
     stored = bot.registry.orders.get(exchange.requests[0].client_order_id)
     assert stored.status is OrderStatus.PENDING
     assert bot.registry.risk.error_streak == 1
     # and no second order goes out while its fate is unknown
-    again = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    again = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "cross", D(100)))
     assert again[0].outcome == "skipped" and len(exchange.requests) == 1
 
 
 async def test_a_placement_without_an_answer_is_given_up_after_order_timeout_seconds(make_bot, exchange):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",), order_timeout_seconds=0.2)
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",), order_timeout_seconds=0.2)
     await bot.registry.market_data.update_marks()
 
     async def never_answers(request):
@@ -68,14 +68,14 @@ async def test_a_placement_without_an_answer_is_given_up_after_order_timeout_sec
 
     exchange.place_order = never_answers
     started = time.monotonic()
-    result = await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    result = await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "cross", D(100)))
     assert 0.2 <= time.monotonic() - started < 2  # the configured wait, not the 10 s default
     assert result[0].outcome == "failed" and "fate unknown" in result[0].detail
     assert bot.registry.orders.get(exchange.requests[0].client_order_id).status is OrderStatus.PENDING
 
 
 async def test_an_unknown_fate_counts_toward_the_error_cooldown(make_bot, exchange):
-    bot = await make_bot(symbols=("BTC-PERP-INTX", "ETH-PERP-INTX"), error_streak_limit=2)
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE", "ETP-20DEC30-CDE"), error_streak_limit=2)
     await bot.registry.market_data.update_marks()
 
     async def down(*args):
@@ -84,7 +84,7 @@ async def test_an_unknown_fate_counts_toward_the_error_cooldown(make_bot, exchan
     exchange.place_order = down
     exchange.get_order = down
     outcomes = []
-    for symbol, mark in (("BTC-PERP-INTX", D(100)), ("ETH-PERP-INTX", D(50))):
+    for symbol, mark in (("BIP-20DEC30-CDE", D(100)), ("ETP-20DEC30-CDE", D(50))):
         try:
             outcomes.append(await bot.execute_decision(Decision(symbol, Target.LONG, "cross", mark)))
         except ExchangeUnavailable as exc:
@@ -94,9 +94,9 @@ async def test_an_unknown_fate_counts_toward_the_error_cooldown(make_bot, exchan
 
 
 async def test_a_failing_flatten_does_not_stop_the_cycle(make_bot, exchange):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     await bot.registry.market_data.update_marks()
-    await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "open", D(100)))
+    await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "open", D(100)))
     kill_file_path(bot.config).write_text(json.dumps({"flatten": True}))
 
     async def down(*args):
@@ -110,10 +110,10 @@ async def test_a_failing_flatten_does_not_stop_the_cycle(make_bot, exchange):
 
 
 async def test_a_working_order_the_exchange_forgot_is_closed_and_housekeeping_goes_on(make_bot, exchange):
-    bot = await make_bot(symbols=("BTC-PERP-INTX",))
+    bot = await make_bot(symbols=("BIP-20DEC30-CDE",))
     await bot.registry.market_data.update_marks()
     resting(exchange)
-    await bot.execute_decision(Decision("BTC-PERP-INTX", Target.LONG, "cross", D(100)))
+    await bot.execute_decision(Decision("BIP-20DEC30-CDE", Target.LONG, "cross", D(100)))
     cid = exchange.requests[0].client_order_id
     del exchange._orders[cid]
     report = await bot.run_cycle()

@@ -51,8 +51,11 @@ async def test_pnl_matches_the_exchange_after_a_flip_and_a_funding_settlement(tm
         assert mine.unrealized == theirs.unrealized_pnl(mark)
         assert report.equity(config.sim_starting_cash) == core.equity()
         assert report.net == core.equity() - config.sim_starting_cash
-        # equity from the balances: cash (on hold too) + the position's margin + its unrealized PnL
-        assert collateral_equity(core.account(), {PERP: mark}, bot.registry.products) == core.equity()
+        # equity from the balances: cash (on hold too) + the position's margin + its unrealized PnL,
+        # and the funding accrued since the last 00:00 / 12:00 UTC settlement (not in a balance yet)
+        balances = collateral_equity(core.account(), {PERP: mark}, bot.registry.products)
+        assert core.accrued_funding(PERP) == mine.funding
+        assert balances + core.accrued_funding(PERP) == core.equity()
         # without the exchange's funding figure the books are off by exactly the funding
         plain = pnl_from_fills(bot.registry.orders.fills(), {PERP: mark})
         assert plain.equity(config.sim_starting_cash) == core.equity() - mine.funding

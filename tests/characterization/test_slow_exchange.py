@@ -91,8 +91,8 @@ async def until(condition: Callable[[], bool], timeout: float) -> None:
 @pytest.fixture
 def slow_exchange() -> SlowExchange:
     return SlowExchange(
-        WallClock(), [perp("BTC-PERP-INTX"), perp("ETH-PERP-INTX")],
-        prices={"BTC-PERP-INTX": D(100), "ETH-PERP-INTX": D(50)},
+        WallClock(), [perp("BIP-20DEC30-CDE"), perp("ETP-20DEC30-CDE")],
+        prices={"BIP-20DEC30-CDE": D(100), "ETP-20DEC30-CDE": D(50)},
     )
 
 
@@ -140,10 +140,10 @@ async def test_a_kill_during_an_order_in_flight_refuses_the_next_order_and_flatt
     bot.stop()
     await asyncio.wait_for(runner, timeout=1.0)
     opening, closing = slow_exchange.requests[:2]
-    assert (opening.symbol, opening.side.value) == ("BTC-PERP-INTX", "BUY")
-    assert (closing.symbol, closing.side.value, closing.reduce_only) == ("BTC-PERP-INTX", "SELL", True)
-    assert all(r.symbol != "ETH-PERP-INTX" for r in slow_exchange.requests)  # refused: the bot was killed
-    refused = bot.registry.events.query(kind="risk_rejected", symbol="ETH-PERP-INTX")
+    assert (opening.symbol, opening.side.value) == ("BIP-20DEC30-CDE", "BUY")
+    assert (closing.symbol, closing.side.value, closing.reduce_only) == ("BIP-20DEC30-CDE", "SELL", True)
+    assert all(r.symbol != "ETP-20DEC30-CDE" for r in slow_exchange.requests)  # refused: the bot was killed
+    refused = bot.registry.events.query(kind="risk_rejected", symbol="ETP-20DEC30-CDE")
     assert refused and refused[0].data["code"] == "kill_switch"
 
 
@@ -172,7 +172,7 @@ async def test_stop_ends_the_run_within_a_second_while_a_call_hangs(slow_bot, sl
 async def test_an_order_in_flight_at_stop_stays_pending_and_the_next_start_adopts_it(
     slow_bot, slow_exchange, make_config
 ):
-    bot = await slow_bot(interval=1.0, symbols=("BTC-PERP-INTX",))
+    bot = await slow_bot(interval=1.0, symbols=("BIP-20DEC30-CDE",))
     slow_exchange.delays["place_order"] = 3.0
     runner = asyncio.create_task(bot.run())
     await until(lambda: "place_order" in slow_exchange.in_flight, timeout=2)
@@ -191,7 +191,7 @@ async def test_an_order_in_flight_at_stop_stays_pending_and_the_next_start_adopt
         (request.client_order_id, "not looked up: the bot stopped")
     ]
     slow_exchange.delays.clear()
-    again = await slow_bot(interval=1.0, symbols=("BTC-PERP-INTX",))  # start-up looks it up
+    again = await slow_bot(interval=1.0, symbols=("BIP-20DEC30-CDE",))  # start-up looks it up
     order = again.registry.orders.get(request.client_order_id)
     assert order is not None and order.status.value == "FILLED" and order.filled_size == request.size
     assert [f.client_order_id for f in again.registry.orders.fills()] == [request.client_order_id]
@@ -211,7 +211,7 @@ async def test_a_hung_account_or_fills_call_times_out_and_the_cycle_goes_on(slow
     slow_exchange.delays[call] = 3.0
     report = await asyncio.wait_for(bot.run_cycle(), timeout=1.0)
     assert report.errors["account"] == "TimeoutError: the exchange did not answer in time"
-    assert set(report.decisions) == {"BTC-PERP-INTX", "ETH-PERP-INTX"}  # the symbols' steps ran
+    assert set(report.decisions) == {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}  # the symbols' steps ran
 
 
 async def test_hung_candles_time_out_at_warm_up(slow_exchange, make_config, monkeypatch):
@@ -222,7 +222,7 @@ async def test_hung_candles_time_out_at_warm_up(slow_exchange, make_config, monk
         await asyncio.wait_for(bot.start(), timeout=1.5)
         failed = bot.registry.events.query(kind="warmup_failed")
         assert [(e.symbol, e.data["error"]) for e in failed] == [
-            ("BTC-PERP-INTX", "no candles within 0.2 s"), ("ETH-PERP-INTX", "no candles within 0.2 s"),
+            ("BIP-20DEC30-CDE", "no candles within 0.2 s"), ("ETP-20DEC30-CDE", "no candles within 0.2 s"),
         ]
     finally:
         await bot.shutdown()

@@ -22,7 +22,7 @@ from perpsbot.telemetry.health import evaluate
 from tests.characterization.test_cycle import RISE, drive
 
 ROOT = Path(__file__).resolve().parents[2]
-BTC, ETH = "BTC-PERP-INTX", "ETH-PERP-INTX"
+BTC, ETH = "BIP-20DEC30-CDE", "ETP-20DEC30-CDE"
 
 
 async def get(bot: PerpsBot, path: str) -> tuple[int, str]:

@@ -21,7 +21,7 @@ from tests.conftest import T0
 
 D = Decimal
 TOKEN = "test-dashboard-token-0123456789abcdef"
-BTC, ETH = "BTC-PERP-INTX", "ETH-PERP-INTX"
+BTC, ETH = "BIP-20DEC30-CDE", "ETP-20DEC30-CDE"
 
 
 @dataclass
@@ -34,7 +34,8 @@ class Served:
 
 
 async def trading_bot(data_dir: Path, clock: ManualClock) -> tuple[PerpsBot, str]:
-    """Started, cycled, long 0.25 BTC-PERP-INTX at 2x, a resting ETH-PERP-INTX limit buy
+    """Started, cycled, long 25 contracts of BIP-20DEC30-CDE (0.25 BTC) at 2x, a resting
+    ETP-20DEC30-CDE limit buy of 15 contracts (1.5 ETH)
     well below the market, snapshots over 40 s and three kinds of alert events. Returns
     the bot and the limit order's client id."""
     config = BotConfig(
@@ -48,23 +49,23 @@ async def trading_bot(data_dir: Path, clock: ManualClock) -> tuple[PerpsBot, str
     reg = bot.registry
     ex = reg.execution
     btc, eth = reg.products[BTC], reg.products[ETH]
-    bought = await ex._place(ex.new_order(btc, Side.BUY, D("0.25"), reg.market_data.mark(BTC), closing=False,
+    bought = await ex._place(ex.new_order(btc, Side.BUY, D(25), reg.market_data.mark(BTC), closing=False,
                                           market=True), "test", 0.0)
-    assert bought.order is not None and bought.order.filled_size == D("0.25")
+    assert bought.order is not None and bought.order.filled_size == D(25)
     below = reg.market_data.mark(ETH) * D("0.8")
-    resting = await ex._place(ex.new_order(eth, Side.BUY, D("1.5"), below, closing=False), "test", 0.0)
+    resting = await ex._place(ex.new_order(eth, Side.BUY, D(15), below, closing=False), "test", 0.0)
     assert resting.order is not None and not resting.order.status.is_terminal
     for _ in range(4):
         clock.advance(10)
         await bot.run_cycle()
         bot.record_snapshot()
     alerts = reg.alerts  # as the bot raises them: fire once, clear once, one-offs only listed
-    alerts.fire("mark_stale", "P1", "no mark update for 75 s on SOL-PERP-INTX", "SOL-PERP-INTX")
+    alerts.fire("mark_stale", "P1", "no mark update for 75 s on SOL-USD", "SOL-USD")
     alerts.fire("reconnects", "P2", "6 reconnects in 5 min")
     alerts.clear("reconnects")
     alerts.notify("fill_out_of_state", "P2", "a fill for an order already final")
     alerts.fire("reconciliation_mismatch", "P2", "positions disagree", action="reduce-only",
-                mismatches=["BTC-PERP-INTX: exchange 0.3 vs ours 0.25"])
+                mismatches=["BIP-20DEC30-CDE: exchange 30 vs ours 25"])
     return bot, resting.order.client_order_id
 
 

@@ -119,15 +119,15 @@ async def test_the_state_shows_positions_orders_pnl_marks_and_risk(served: Serve
     reg = served.bot.registry
     btc_product = reg.products[BTC]
     [position] = s["positions"]
-    assert position["symbol"] == BTC and position["side"] == "long" and position["size"] == "0.25"
-    assert position["leverage"] == "2"
+    assert position["symbol"] == BTC and position["side"] == "long" and position["size"] == "25"
+    assert position["leverage"] == "2" and position["expires"] == "2030-12-20"  # the future's listed expiry
     mark = reg.market_data.mark(BTC)
     assert position["mark"] == price(mark, btc_product)
     entry = reg.execution.account.positions[BTC].entry_price
-    assert position["unrealized"] == money(D("0.25") * (mark - entry))
+    assert position["unrealized"] == money(25 * D("0.01") * (mark - entry))  # contracts x 0.01 BTC
     [order] = s["orders"]
     assert order["client_order_id"] == served.limit_order_id
-    assert (order["symbol"], order["side"], order["type"], order["size"]) == (ETH, "BUY", "LIMIT", "1.5")
+    assert (order["symbol"], order["side"], order["type"], order["size"]) == (ETH, "BUY", "LIMIT", "15")
     assert order["status"] == "OPEN" and order["age_seconds"] == 40.0
     assert D(order["limit_price"]) < reg.market_data.mark(ETH)
     pnl = reg.execution.pnl()
@@ -151,7 +151,7 @@ async def test_alerts_active_and_recent(served: Served) -> None:
     # and the reconciliation mismatch are still on
     assert set(active) == {"mark_stale", "reconciliation_mismatch"}
     assert active["mark_stale"]["severity"] == "P1" and "75 s" in active["mark_stale"]["message"]
-    assert "exchange 0.3 vs ours 0.25" in active["reconciliation_mismatch"]["details"]
+    assert "exchange 30 vs ours 25" in active["reconciliation_mismatch"]["details"]
     assert [(a["kind"], a["rule"]) for a in alerts["recent"]] == [
         ("alert", "reconciliation_mismatch"), ("alert", "fill_out_of_state"), ("alert_cleared", "reconnects"),
         ("alert", "reconnects"), ("alert", "mark_stale"),
@@ -193,7 +193,7 @@ async def test_marks_age_into_stale_and_risk_and_health_show_through(served: Ser
     s = await state(served)
     assert {m["freshness"] for m in s["marks"]} == {"stale"} and s["marks"][0]["age_seconds"] == 12.0
     served.bot.registry.risk.enter_kill("test", "by hand")
-    served.health = {"status": "failing", "reasons": ["stale marks: BTC-PERP-INTX"]}
+    served.health = {"status": "failing", "reasons": ["stale marks: BIP-20DEC30-CDE"]}
     s = await state(served)
     assert s["risk"]["mode"] == "killed" and s["risk"]["kill_reasons"] == ["test"]
     assert s["health"] == served.health

@@ -72,13 +72,14 @@ async def shows_the_bot(page: Page, served: Served, btc_mark: str | None, eth_ma
     reg = served.bot.registry
     position = page.locator("#positions tbody tr", has_text=BTC)
     await expect(position).to_contain_text("long", timeout=WAIT_MS)
-    await expect(position).to_contain_text("0.25")
+    await expect(position).to_contain_text("25")
+    await expect(position).to_contain_text("2030-12-20")  # its expiry
     await expect(page.locator("#marks tbody tr", has_text=BTC)).to_contain_text(str(btc_mark))
     await expect(page.locator("#marks tbody tr", has_text=ETH)).to_contain_text(str(eth_mark))
     await expect(page.locator("#marks tbody tr", has_text=BTC)).to_contain_text("fresh")
     order = page.locator("#orders tbody tr", has_text=ETH)
     await expect(order).to_contain_text("LIMIT")
-    await expect(order).to_contain_text("1.5")
+    await expect(order).to_contain_text("15")
     await expect(page.locator("#equity")).to_have_text(str(money(reg.execution.account.equity)))
     await expect(page.locator("#pnl-fees")).to_have_text(str(money(reg.execution.pnl().fees)))
     await expect(page.locator("#health")).to_have_text("ok")

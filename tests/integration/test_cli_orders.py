@@ -27,8 +27,8 @@ def test_usage_errors_are_one_line_exit_2(tmp_path: Path):
     for args, message in (
         (("orders", "cancel"), "give either a CLIENT_ORDER_ID or --all"),
         (("orders", "cancel", "abc", "--all"), "give either a CLIENT_ORDER_ID or --all"),
-        (("orders", "cancel", "abc", "--symbol", "BTC-PERP-INTX"), "--symbol goes with --all"),
-        (("close", "BTC-PERP-INTX"), "no runs recorded yet for profile 'paper'"),
+        (("orders", "cancel", "abc", "--symbol", "BIP-20DEC30-CDE"), "--symbol goes with --all"),
+        (("close", "BIP-20DEC30-CDE"), "no runs recorded yet for profile 'paper'"),
         (("orders", "--profile", "dev", "cancel", "--all"), "no runs recorded yet for profile 'dev'"),
     ):
         result = perpsbot(*args, cwd=tmp_path)
@@ -41,10 +41,10 @@ def test_commands_wait_for_the_next_start_when_no_bot_runs(tmp_path: Path):
     assert run.returncode == 0, run.stderr
     unknown = perpsbot("orders", "cancel", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "no order nope in this profile's order store" in unknown.stderr
-    closed = perpsbot("close", "btc-perp-intx", cwd=tmp_path)
+    closed = perpsbot("close", "bip-20dec30-cde", cwd=tmp_path)
     assert closed.returncode == 0, closed.stderr
     assert "command 1 (close) posted" in closed.stdout and "runs when the bot next starts" in closed.stdout
-    cancel_all = perpsbot("orders", "cancel", "--all", "--symbol", "BTC-PERP-INTX", cwd=tmp_path)
+    cancel_all = perpsbot("orders", "cancel", "--all", "--symbol", "BIP-20DEC30-CDE", cwd=tmp_path)
     assert cancel_all.returncode == 0 and "command 2 (cancel_all) posted" in cancel_all.stdout
     assert [(c[1], c[3]) for c in _commands(tmp_path)] == [("close", 0), ("cancel_all", 0)]
     listing = perpsbot("orders", cwd=tmp_path)  # the group still lists orders
@@ -54,7 +54,7 @@ def test_commands_wait_for_the_next_start_when_no_bot_runs(tmp_path: Path):
     assert again.returncode == 0, again.stderr
     handled = _commands(tmp_path)
     assert all(c[3] for c in handled)
-    assert handled[0][4] in ("nothing to do: no position in BTC-PERP-INTX",) or handled[0][4].startswith("ok: ")
+    assert handled[0][4] in ("nothing to do: no position in BIP-20DEC30-CDE",) or handled[0][4].startswith("ok: ")
     assert handled[1][4].startswith("ok: ") and "order(s) cancelled" in handled[1][4]
 
 
@@ -76,7 +76,7 @@ def test_a_running_bot_answers_within_seconds(tmp_path: Path):
             if started and cycles:
                 break
             time.sleep(0.1)
-        result = perpsbot("close", "ETH-PERP-INTX", cwd=tmp_path)
+        result = perpsbot("close", "ETP-20DEC30-CDE", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "result: " in result.stdout, result.stdout
     finally:
@@ -93,7 +93,7 @@ def test_a_run_killed_without_a_shutdown_is_not_taken_for_a_running_bot(tmp_path
     db.commit()
     db.close()
     with StoreLock(store):  # what a running bot holds: the command waits for its answer
-        held = perpsbot("close", "BTC-PERP-INTX", cwd=tmp_path)
+        held = perpsbot("close", "BIP-20DEC30-CDE", cwd=tmp_path)
     assert "no result within 3 s" in held.stdout, held.stdout
-    dead = perpsbot("close", "BTC-PERP-INTX", cwd=tmp_path)  # the killed bot's lock died with it
+    dead = perpsbot("close", "BIP-20DEC30-CDE", cwd=tmp_path)  # the killed bot's lock died with it
     assert dead.returncode == 0 and "runs when the bot next starts" in dead.stdout, dead.stdout

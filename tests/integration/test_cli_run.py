@@ -26,7 +26,7 @@ def test_paper_run_trades_and_the_records_show_it(tmp_path: Path):
     shown = perpsbot("orders", cwd=tmp_path)
     assert shown.returncode == 0 and shown.stdout.count("FILLED") == len(orders)
     positions = perpsbot("positions", cwd=tmp_path)
-    assert positions.returncode == 0 and "BTC-PERP-INTX" in positions.stdout
+    assert positions.returncode == 0 and "BIP-20DEC30-CDE" in positions.stdout
     events = perpsbot("events", "--kind", "fill", cwd=tmp_path)
     assert events.returncode == 0 and events.stdout.count("trade_id=") == fills
 

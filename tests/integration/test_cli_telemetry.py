@@ -53,12 +53,12 @@ def test_run_prints_the_urls_and_serves_metrics_and_health(tmp_path: Path):
         assert health == {"status": "ok", "reasons": []}
         with urllib.request.urlopen(metrics_url, timeout=5) as resp:
             text = resp.read().decode()
-        assert 'perpsbot_mark_updates_total{symbol="BTC-PERP-INTX"}' in text
+        assert 'perpsbot_mark_updates_total{symbol="BIP-20DEC30-CDE"}' in text
         assert "perpsbot_cycle_seconds_count" in text
         token = (tmp_path / token_file).read_text().strip()
         request = urllib.request.Request(f"{base}/api/state", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=5) as resp:
-            assert "BTC-PERP-INTX" in resp.read().decode()
+            assert "BIP-20DEC30-CDE" in resp.read().decode()
         request = urllib.request.Request(f"{base}/api/state", headers={"Authorization": "Bearer " + "x" * 43})
         try:
             urllib.request.urlopen(request, timeout=5)

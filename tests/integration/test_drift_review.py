@@ -86,7 +86,7 @@ def seed_store(tmp_path: Path) -> Path:
         events.start_run(t0 + timedelta(hours=run), "paper", {**config, "retired_flag": True} if run == 2 else config)
         if run == 2:
             events.append(t0 + timedelta(hours=run, minutes=1), "alert", None, severity="P2", source="reconciliation")
-            events.append(t0 + timedelta(hours=run, minutes=2), "error", "BTC-PERP-INTX", stage="cycle", error="boom")
+            events.append(t0 + timedelta(hours=run, minutes=2), "error", "BIP-20DEC30-CDE", stage="cycle", error="boom")
         events.append(t0 + timedelta(hours=run, minutes=5), "run_metrics", None, **{**base, **changes})
         events.end_run(t0 + timedelta(hours=run, minutes=5), {})
     events.close()

@@ -24,22 +24,24 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def perp() -> Product:
-    return Product("BTC-PERP-INTX", "BTC", "USD", ProductType.PERPETUAL, D("0.0001"), D("0.1"), D("0.0001"), D(20))
+    """A US perpetual-style future: whole contracts of 0.01 BTC, $5 ticks."""
+    return Product("BIP-20DEC30-CDE", "BTC", "USD", ProductType.PERPETUAL, D(1), D(5), D(1), D(10),
+                   contract_size=D("0.01"))
 
 
 def order(size: str = "1") -> Order:
-    return Order("c1", "BTC-PERP-INTX", Side.BUY, OrderType.MARKET, D(size), NOW)
+    return Order("c1", "BIP-20DEC30-CDE", Side.BUY, OrderType.MARKET, D(size), NOW)
 
 
 def fill(trade: str, size: str, price: str, fee: str = "0") -> Fill:
-    return Fill(trade, "c1", "BTC-PERP-INTX", Side.BUY, D(price), D(size), D(fee), Liquidity.TAKER, NOW)
+    return Fill(trade, "c1", "BIP-20DEC30-CDE", Side.BUY, D(price), D(size), D(fee), Liquidity.TAKER, NOW)
 
 
 def test_quantize_size_rounds_down_and_price_to_increment():
     p = perp()
-    assert p.quantize_size(D("0.123456")) == D("0.1234")
-    assert p.quantize_price(D("100.04")) == D("100.0")
-    assert p.quantize_price(D("100.06")) == D("100.1")
+    assert p.quantize_size(D("2.99")) == D(2)
+    assert p.quantize_price(D("90002.4")) == D(90000)
+    assert p.quantize_price(D("90002.6")) == D(90005)
 
 
 def test_spot_product_refuses_leverage():
@@ -105,17 +107,18 @@ def test_overfill_is_refused():
 
 
 def test_position_realizes_pnl_on_close_and_flip():
-    pos = Position("BTC-PERP-INTX", leverage=D(2))
+    pos = Position("BIP-20DEC30-CDE", leverage=D(2), contract_size=D("0.01"))  # contracts of 0.01 BTC
     pos.apply_fill(Side.BUY, D(2), D(100))
     pos.apply_fill(Side.BUY, D(2), D(110))
     assert pos.entry_price == D(105)
-    assert pos.unrealized_pnl(D(115)) == D(40)
+    assert pos.unrealized_pnl(D(115)) == D("0.40")  # 4 contracts x 0.01 x +10
+    assert pos.notional(D(115)) == D("4.60")
     realized = pos.apply_fill(Side.SELL, D(6), D(120))
-    assert realized == D(60)  # 4 closed at +15
+    assert realized == D("0.60")  # 4 closed at +15
     assert pos.size == D(-2)
     assert pos.entry_price == D(120)  # the flipped remainder opened at the fill price
     pos.apply_fill(Side.BUY, D(2), D(100))
-    assert pos.is_flat and pos.realized_pnl == D(100)
+    assert pos.is_flat and pos.realized_pnl == D("1.00")
 
 
 def test_liquidation_price_long_and_short():

@@ -129,7 +129,7 @@ def test_each_record_is_one_json_line_with_its_fields_and_no_secret(tmp_path: Pa
     path = configure_logging(_config(tmp_path), Console(file=terminal, width=300))
     assert path == tmp_path / "data" / "paper" / "logs" / "perpsbot.jsonl"
     log = logging.getLogger("perpsbot.test")
-    log.info("placed %s with key %s", "pb-1", KEY_NAME, extra={"symbol": "BTC-PERP-INTX", "size": 2})
+    log.info("placed %s with key %s", "pb-1", KEY_NAME, extra={"symbol": "BIP-20DEC30-CDE", "size": 2})
     log.warning(
         "webhook failed",
         extra={"url": WEBHOOK, "dashboard_token": DASHBOARD_TOKEN, "headers": {"Authorization": BEARER}},
@@ -149,13 +149,13 @@ def test_each_record_is_one_json_line_with_its_fields_and_no_secret(tmp_path: Pa
     ]
     first = records[0]
     assert first["level"] == "info" and first["logger"] == "perpsbot.test"
-    assert first["timestamp"].endswith("Z") and first["symbol"] == "BTC-PERP-INTX" and first["size"] == 2
+    assert first["timestamp"].endswith("Z") and first["symbol"] == "BIP-20DEC30-CDE" and first["size"] == 2
     assert records[1]["dashboard_token"] == REDACTED and records[1]["headers"] == {"Authorization": REDACTED}
     assert records[1]["url"] == REDACTED
     failure = records[2]
     assert failure["level"] == "error" and "Traceback" in failure["exception"]
     assert "RuntimeError: signing failed for [REDACTED]" in failure["exception"]
-    assert "placed pb-1" in terminal.getvalue() and "symbol=BTC-PERP-INTX" in terminal.getvalue()
+    assert "placed pb-1" in terminal.getvalue() and "symbol=BIP-20DEC30-CDE" in terminal.getvalue()
 
 
 def test_the_log_rotates_by_size_and_keeps_the_configured_count(tmp_path: Path):

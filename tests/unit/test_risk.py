@@ -16,8 +16,9 @@ from perpsbot.risk.manager import OrderIntent, RiskManager, kill_file_path
 from perpsbot.risk.measures import is_off_hours, realized_volatility
 from perpsbot.store import EventStore
 
-SYM = "BTC-PERP-INTX"
-PERP = Product(SYM, "BTC", "USD", ProductType.PERPETUAL, D("0.001"), D("0.1"), D("0.001"), D(20), D(1), D("0.025"))
+SYM, ETH = "BIP-20DEC30-CDE", "ETP-20DEC30-CDE"
+CONTRACT = D("0.01")  # BTC a contract: an order of N contracts at a mark of 10,000 is N x 100 USD
+PERP = Product(SYM, "BTC", "USD", ProductType.PERPETUAL, D(1), D(5), D(1), D(20), CONTRACT, D("0.025"))
 # Monday 2026-03-02 12:00 UTC: a weekday, midday
 MONDAY_NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -39,15 +40,15 @@ def make(clock, events, tmp_path, *, age: float | None = 1.0, marks=None, **cfg)
     )
 
 
-def book(mid: str = "100", size: str = "1000", step: str = "0.01", levels: int = 5) -> OrderBook:
+def book(mid: str = "10000", size: str = "1000", step: str = "1", levels: int = 5) -> OrderBook:
     m, st = D(mid), D(step)
     bids = tuple(BookLevel(m - st * (i + 1), D(size)) for i in range(levels))
     asks = tuple(BookLevel(m + st * (i + 1), D(size)) for i in range(levels))
     return OrderBook(SYM, MONDAY_NOON, bids, asks)
 
 
-def buy(size: str, *, held: str = "0", mark: str = "100", leverage: str = "1", symbol: str = SYM) -> OrderIntent:
-    return OrderIntent(symbol, Side.BUY, D(size), D(mark), D(held), D(leverage))
+def buy(size: str, *, held: str = "0", mark: str = "10000", leverage: str = "1", symbol: str = SYM) -> OrderIntent:
+    return OrderIntent(symbol, Side.BUY, D(size), D(mark), D(held), D(leverage), CONTRACT)
 
 
 @pytest.fixture
@@ -83,16 +84,16 @@ def test_pre_trade_caps_block(clock, events, tmp_path, settings, intent, equity,
 
 
 def test_total_notional_counts_other_positions_at_their_marks(clock, events, tmp_path):
-    risk = make(clock, events, tmp_path, marks={"ETH-PERP-INTX": D(3_000)})
-    others = {"ETH-PERP-INTX": Position("ETH-PERP-INTX", size=D(2), entry_price=D(2_000))}
+    risk = make(clock, events, tmp_path, marks={ETH: D(3_000)})
+    others = {ETH: Position(ETH, size=D(20), entry_price=D(2_000), contract_size=D("0.1"))}  # 2 ETH
     assert risk.check(buy("80"), D(100_000), others, book()).approved  # 8,000 + 6,000
-    verdict = risk.check(buy("80"), D(100_000), {"ETH-PERP-INTX": Position("ETH-PERP-INTX", size=D(3))}, book())
+    verdict = risk.check(buy("80"), D(100_000), {ETH: Position(ETH, size=D(30), contract_size=D("0.1"))}, book())
     assert verdict.code == "max_total_notional"  # 8,000 + 9,000
 
 
 def test_account_leverage_caps_total_exposure_over_equity(clock, events, tmp_path):
-    risk = make(clock, events, tmp_path, max_position_equity_share=D(3), marks={"ETH-PERP-INTX": D(100)})
-    others = {"ETH-PERP-INTX": Position("ETH-PERP-INTX", size=D(20))}  # 2,000
+    risk = make(clock, events, tmp_path, max_position_equity_share=D(3), marks={ETH: D(100)})
+    others = {ETH: Position(ETH, size=D(200), contract_size=D("0.1"))}  # 2,000
     assert risk.check(buy("10"), D(1_000), others, book()).approved  # 3,000 / 1,000 = 3x
     assert risk.check(buy("11"), D(1_000), others, book()).code == "max_leverage"
 
@@ -136,7 +137,7 @@ def test_liquidation_buffer_refuses_positions_liquidated_too_close_to_the_mark(c
     ("the_book", "detail"),
     [
         (book(size="1"), "holds only 5 of 10"),
-        (book(step="0.5"), "bps from the mark"),
+        (book(step="50"), "bps from the mark"),
         (None, "no order book"),
     ],
 )
@@ -155,14 +156,14 @@ def test_mark_staleness_soft_warns_and_hard_blocks(clock, events, tmp_path):
 
 def test_reducing_orders_pass_stale_marks_caps_and_reduce_only(clock, events, tmp_path):
     risk = make(clock, events, tmp_path, age=999.0, reduce_only=True, max_order_notional=D(1))
-    close_long = OrderIntent(SYM, Side.SELL, D(200), D(100), D(200))
+    close_long = OrderIntent(SYM, Side.SELL, D(200), D(10_000), D(200), contract_size=CONTRACT)
     assert risk.check(close_long, D(10_000), {}, None).approved
 
 
 def test_reduce_only_blocks_opening_and_flipping(clock, events, tmp_path):
     risk = make(clock, events, tmp_path, reduce_only=True)
     assert risk.check(buy("1"), D(10_000), {}, book()).code == "reduce_only_mode"
-    flip = OrderIntent(SYM, Side.SELL, D(3), D(100), D(2))
+    flip = OrderIntent(SYM, Side.SELL, D(3), D(10_000), D(2), contract_size=CONTRACT)
     assert risk.check(flip, D(10_000), {}, book()).code == "reduce_only_mode"
 
 
@@ -264,9 +265,9 @@ def test_kill_switch_from_config_blocks_everything_but_flatten_orders(clock, eve
     risk = make(clock, events, tmp_path, kill_switch=True)
     assert risk.mode == "killed" and risk.kill_reasons == ["config"]
     assert risk.check(buy("1"), D(10_000), {}, book()).code == "kill_switch"
-    close = OrderIntent(SYM, Side.SELL, D(1), D(100), D(1))
+    close = OrderIntent(SYM, Side.SELL, D(1), D(10_000), D(1), contract_size=CONTRACT)
     assert risk.check(close, D(10_000), {}, None).code == "kill_switch"
-    flatten = OrderIntent(SYM, Side.SELL, D(1), D(100), D(1), flatten=True)
+    flatten = OrderIntent(SYM, Side.SELL, D(1), D(10_000), D(1), contract_size=CONTRACT, flatten=True)
     assert risk.check(flatten, D(10_000), {}, None).approved
 
 

@@ -18,8 +18,9 @@ from perpsbot.domain.clock import ManualClock
 from perpsbot.risk.manager import OrderIntent, RiskManager
 from perpsbot.store import EventStore
 
-SYM = "BTC-PERP-INTX"
-PERP = Product(SYM, "BTC", "USD", ProductType.PERPETUAL, D("0.01"), D("0.01"), D("0.01"), D(20), D(1), D("0.025"))
+SYM = "BIP-20DEC30-CDE"
+CONTRACT = D("0.01")  # BTC a contract
+PERP = Product(SYM, "BTC", "USD", ProductType.PERPETUAL, D(1), D("0.01"), D(1), D(20), CONTRACT, D("0.025"))
 CAP_NOTIONAL = D(20_000)
 MAX_LEVERAGE = D(3)
 DAILY_LOSS = D(300)
@@ -28,7 +29,7 @@ moves = st.tuples(st.just("move"), st.integers(min_value=-80, max_value=80))  # 
 orders = st.tuples(
     st.just("order"),
     st.sampled_from([Side.BUY, Side.SELL]),
-    st.integers(min_value=1, max_value=40_000),  # hundredths of a unit: up to 40,000 USD at 100
+    st.integers(min_value=1, max_value=40_000),  # contracts of 0.01: up to 40,000 USD at 100
     st.integers(min_value=1, max_value=5),  # leverage asked
 )
 
@@ -56,7 +57,7 @@ def test_approved_orders_never_break_a_limit(starting_cash, steps):
         mark = D(100)
         risk = RiskManager(config, clock, events, lambda s: 0.0, mark_of=lambda s: mark, products={SYM: PERP})
         cash = starting_cash
-        position = Position(SYM)
+        position = Position(SYM, contract_size=CONTRACT)
         day_start = cash
         loss_hit = False
         for step in steps:
@@ -64,14 +65,14 @@ def test_approved_orders_never_break_a_limit(starting_cash, steps):
             if step[0] == "move":
                 mark = (mark * (1 + D(step[1]) / 1000)).quantize(D("0.01"))
             else:
-                _, side, hundredths, leverage = step
-                size = D(hundredths) / 100
+                _, side, contracts, leverage = step
+                size = D(contracts)
                 equity = cash + position.unrealized_pnl(mark)
-                intent = OrderIntent(SYM, side, size, mark, position.size, D(leverage))
+                intent = OrderIntent(SYM, side, size, mark, position.size, D(leverage), CONTRACT)
                 verdict = risk.check(intent, equity, {SYM: position}, deep_book(mark))
                 if verdict.approved:
                     if not intent.reduces:
-                        after = abs(intent.post_trade_size) * mark
+                        after = abs(intent.post_trade_size) * CONTRACT * mark
                         assert after <= CAP_NOTIONAL, verdict
                         assert after / equity <= MAX_LEVERAGE, verdict
                         assert D(leverage) <= MAX_LEVERAGE, verdict

@@ -84,7 +84,8 @@ def trades_of(result: BacktestResult) -> list[Trade]:
     g = result.series.bar_seconds
     end = result.series.end
     trades = []
-    for number, episode in enumerate(position_history(result.fills), start=1):
+    for number, episode in enumerate(position_history(result.fills, contract_sizes={result.product.symbol: cs}),
+                                     start=1):
         first = by_trade_id[episode.trade_ids[0]]
         last = by_trade_id[episode.trade_ids[-1]]
         opened, closed = episode.opened_at, episode.closed_at

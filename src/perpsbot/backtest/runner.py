@@ -42,6 +42,7 @@ from perpsbot.backtest.data import CandleSeries
 from perpsbot.bot import PerpsBotBuilder, strategy_fields
 from perpsbot.config import BotConfig, ConfigError
 from perpsbot.config.loader import Layer, build_config
+from perpsbot.config.retired import retired_product
 from perpsbot.domain import Fill, Order, Product, ProductType
 from perpsbot.domain.clock import SimulatedClock
 from perpsbot.exchange.sim.replay import FundingPayment, ReplayCosts, ReplayExchange
@@ -160,9 +161,12 @@ def product_for(symbol: str) -> Product:
     for spec in default_products():
         if spec.symbol == symbol:
             return spec.product
+    retired = retired_product(symbol)
+    if retired is not None:
+        raise BacktestError(retired)
     parts = symbol.split("-")
     if len(parts) < 2:
-        raise BacktestError(f"symbol '{symbol}' is not like BTC-USD or BTC-PERP-INTX")
+        raise BacktestError(f"symbol '{symbol}' is not like BTC-USD or BIP-20DEC30-CDE")
     perp = "PERP" in parts[1:]
     tiny = Decimal("0.00000001")
     return Product(
@@ -204,7 +208,8 @@ async def run_backtest(
     config = backtest_config(spec, series.bar_seconds, data_dir)
     product = product_for(spec.symbol)
     if spec.costs.funding_rate and not product.is_perpetual:
-        raise BacktestError(f"--funding applies to perpetuals; {spec.symbol} is spot")
+        kind = "a dated future (no funding)" if product.is_derivative else "spot"
+        raise BacktestError(f"--funding applies to perpetuals; {spec.symbol} is {kind}")
     g = series.bar_seconds
     clock = SimulatedClock(series.start[0])
     replay = ReplayExchange(

@@ -10,13 +10,14 @@ from typing import Annotated
 import typer
 
 from perpsbot.cli.common import UserError, console, err_console
+from perpsbot.config.retired import retired_product
 
 app = typer.Typer(help="Market data for backtests.", no_args_is_help=True)
 
 
 @app.command("download")
 def download(
-    symbol: Annotated[str, typer.Argument(help="product id, e.g. BTC-USD or BTC-PERP-INTX")],
+    symbol: Annotated[str, typer.Argument(help="product id, e.g. BTC-USD or BIP-20DEC30-CDE")],
     start: Annotated[str, typer.Option(help="first candle: ISO date/time (UTC) or unix seconds")],
     end: Annotated[
         str | None, typer.Option(help="end, exclusive: ISO date/time or unix seconds (default: now)")
@@ -42,6 +43,9 @@ def download(
     )
 
     symbol = symbol.strip().upper()
+    retired = retired_product(symbol)
+    if retired is not None:
+        raise UserError(retired)
     try:
         name, seconds = parse_granularity(granularity)
         first = parse_time(start, "--start")

@@ -15,6 +15,7 @@ import typer
 
 from perpsbot.cli import records
 from perpsbot.cli.common import LIMIT_MAX, ConfigOpt, ProfileOpt, RunOpt, console, fail, load, open_existing_stores
+from perpsbot.config.retired import retired_product
 from perpsbot.store import EventStore
 from perpsbot.store.lock import StoreLock, StoreLocked
 
@@ -78,6 +79,9 @@ def cancel(
         fail("give either a CLIENT_ORDER_ID or --all")
     if symbol is not None and not all_orders:
         fail("--symbol goes with --all")
+    retired = retired_product(symbol) if symbol is not None else None
+    if retired is not None:
+        fail(retired)
     parent = ctx.obj or {}
     profile = profile if profile is not None else parent.get("profile")
     config = config if config is not None else parent.get("config")
@@ -99,7 +103,7 @@ def cancel(
 
 
 def close(
-    symbol: Annotated[str, typer.Argument(help="the product whose position to close, e.g. BTC-PERP-INTX")],
+    symbol: Annotated[str, typer.Argument(help="the product whose position to close, e.g. BIP-20DEC30-CDE")],
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -107,6 +111,9 @@ def close(
     symbol = symbol.strip().upper()
     if not symbol:
         fail("give a SYMBOL")
+    retired = retired_product(symbol)
+    if retired is not None:
+        fail(retired)
     events, store = open_existing_stores(load({"profile": profile}, config))
     try:
         post_and_wait(events, "close", symbol=symbol)

@@ -19,7 +19,7 @@ from perpsbot.cli.common import (
     open_existing_stores,
     pick_run,
 )
-from perpsbot.execution.ledger import position_history
+from perpsbot.execution.ledger import position_history, read_terms
 from perpsbot.execution.pnl import opening_positions
 
 
@@ -75,20 +75,25 @@ def positions(profile: ProfileOpt = None, config: ConfigOpt = None, run: RunOpt 
         fills = store.fills(run_id=run_id)
         if since is not None:  # fills from before the start (recorded late) are in the opening positions
             fills = [f for f in fills if f.ts >= since]
-        episodes = position_history(fills, {s: (size, price, since) for s, (size, price) in opening.items() if since})
+        terms = read_terms(started[0].data.get("products")) if started else {}
+        sizes = {s: size for s, (size, _) in terms.items()}
+        episodes = position_history(fills, {s: (size, price, since) for s, (size, price) in opening.items() if since},
+                                    sizes)
         snapshots = events.query(kind="snapshot", run_id=run_id, limit=1)
         marks = snapshots[0].data.get("marks", {}) if snapshots else {}
         table = Table(title=f"positions, run {run_id}")
-        for column in ("symbol", "side", "opened", "closed", "size", "entry", "exit", "realized", "fees", "unrealized",
-                       "status"):
+        for column in ("symbol", "expires", "side", "opened", "closed", "size", "entry", "exit", "realized", "fees",
+                       "unrealized", "status"):
             table.add_column(column)
         for ep in episodes:
             unrealized = "-"
             mark = marks.get(ep.symbol)
             if ep.is_open and mark is not None:
-                unrealized = _fmt((Decimal(mark) - ep.entry_price) * ep.size)
+                unrealized = _fmt((Decimal(mark) - ep.entry_price) * ep.size * sizes.get(ep.symbol, Decimal(1)))
+            expiry = terms.get(ep.symbol, (None, None))[1]
             table.add_row(
                 ep.symbol,
+                expiry.strftime("%Y-%m-%d %H:%M UTC") if expiry else "-",
                 "LONG" if ep.direction.value == "BUY" else "SHORT",
                 ep.opened_at.strftime("%H:%M:%S"),
                 ep.closed_at.strftime("%H:%M:%S") if ep.closed_at else "-",

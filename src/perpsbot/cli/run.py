@@ -78,7 +78,7 @@ def set_layer(sets: list[str] | None, params: list[str] | None) -> dict[str, Any
 
 def run(
     profile: ProfileOpt = None,
-    symbols: Annotated[str | None, typer.Option(help="comma-separated products, e.g. BTC-PERP-INTX,ETH-USD")] = None,
+    symbols: Annotated[str | None, typer.Option(help="comma-separated products, e.g. BIP-20DEC30-CDE,ETH-USD")] = None,
     interval: Annotated[float | None, typer.Option(help="seconds between cycles")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     seed: Annotated[int | None, typer.Option(help="simulator seed")] = None,
@@ -195,15 +195,17 @@ def status_view(bot: PerpsBot) -> Group:
     reg = bot.registry
     positions = reg.execution.positions()
     table = Table(title=f"perpsbot {bot.config.profile.value} - cycle {bot.cycles} ({bot.cycle_ms:.1f} ms)")
-    for column in ("symbol", "mark", "age s", "position", "entry", "unrealized", "last decision"):
+    for column in ("symbol", "expires", "mark", "age s", "position", "entry", "unrealized", "last decision"):
         table.add_column(column)
     for symbol in reg.market_data.symbols:
         mark = reg.market_data.mark(symbol)
         age = reg.market_data.mark_age(symbol)
         pos = positions.get(symbol)
         decision = reg.strategy.last_decision.get(symbol)
+        product = reg.products.get(symbol)
         table.add_row(
             symbol,
+            product.expiry.strftime("%Y-%m-%d") if product is not None and product.expiry else "-",
             _money(mark),
             "-" if age is None else f"{age:.1f}",
             "flat" if pos is None or pos.is_flat else str(pos.size),

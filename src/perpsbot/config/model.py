@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from perpsbot.config.retired import retired_product
 from perpsbot.domain import MarginType
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)?$")
@@ -93,6 +94,15 @@ def check_number(value: Any, *, whole: bool = False) -> None:
         raise ValueError(f"is too small to tell from 0: below {sys.float_info.min:g}")
 
 
+def _check_symbol(symbol: str) -> None:
+    """A product id, and one that still trades."""
+    if not SYMBOL_RE.match(symbol):
+        raise ValueError(f"'{symbol}' is not a product id like BTC-USD or BIP-20DEC30-CDE")
+    retired = retired_product(symbol)
+    if retired is not None:
+        raise ValueError(retired)
+
+
 def _number_type(annotation: Any) -> type | None:
     """int, float or Decimal when a field takes that number (or None), else None."""
     if get_origin(annotation) in (Union, types.UnionType):
@@ -108,7 +118,7 @@ class BotConfig(BaseModel):
 
     profile: Profile = Field(Profile.PAPER, description="paper | dev | canary | prod")
     exchange: ExchangeKind = Field(ExchangeKind.SIM, description="sim (built-in simulator) | coinbase")
-    symbols: tuple[str, ...] = Field(("BTC-PERP-INTX",), min_length=1, description="products to trade")
+    symbols: tuple[str, ...] = Field(("BTC-USD", "BIP-20DEC30-CDE"), min_length=1, description="products to trade")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between cycles")
     duration: float | None = Field(None, gt=0, description="stop after this many seconds (none: until Ctrl-C)")
     seed: int = Field(7, ge=0, description="simulator seed")
@@ -319,8 +329,7 @@ class BotConfig(BaseModel):
         if isinstance(value, list | tuple):
             cleaned = tuple(str(s).strip().upper() for s in value)
             for symbol in cleaned:
-                if not SYMBOL_RE.match(symbol):
-                    raise ValueError(f"'{symbol}' is not a product id like BTC-USD or BTC-PERP-INTX")
+                _check_symbol(symbol)
             if len(set(cleaned)) != len(cleaned):
                 raise ValueError("symbols are listed twice")
             return cleaned
@@ -339,8 +348,7 @@ class BotConfig(BaseModel):
             value = pairs
         if isinstance(value, dict):
             for symbol, number in value.items():
-                if not SYMBOL_RE.match(str(symbol)):
-                    raise ValueError(f"'{symbol}' is not a product id like BTC-USD or BTC-PERP-INTX")
+                _check_symbol(str(symbol))
                 try:
                     check_number(number)
                 except ValueError as exc:

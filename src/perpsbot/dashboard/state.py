@@ -135,6 +135,7 @@ def _pnl_and_positions(bot: PerpsBot) -> dict[str, Any]:
         pnl = rows.get(symbol)
         positions.append({
             "symbol": symbol,
+            "expires": product.expiry.date().isoformat() if product is not None and product.expiry else None,
             "side": "long" if position.size > 0 else "short",
             "size": size(position.size),
             "entry_price": price(position.entry_price, product),

@@ -39,6 +39,7 @@ class Side(str, enum.Enum):
 class ProductType(str, enum.Enum):
     SPOT = "SPOT"
     PERPETUAL = "PERPETUAL"
+    FUTURE = "FUTURE"  # a dated future: margined like a perpetual, no funding, refused once expired
 
 
 class MarginType(str, enum.Enum):
@@ -78,6 +79,7 @@ class Product:
     max_leverage: Decimal = Decimal(1)
     contract_size: Decimal = Decimal(1)
     maintenance_margin_rate: Decimal = Decimal("0.05")
+    expiry: datetime | None = None  # when a future stops trading (a dated one's is near, a perpetual-style one's far)
 
     def __post_init__(self) -> None:
         for name in ("base_increment", "price_increment", "min_size", "contract_size"):
@@ -87,10 +89,23 @@ class Product:
             raise DomainError(f"product {self.symbol}: max_leverage must be >= 1")
         if self.type is ProductType.SPOT and self.max_leverage != 1:
             raise DomainError(f"product {self.symbol}: spot products have no leverage")
+        if self.expiry is not None:
+            require_aware(self.expiry, f"product {self.symbol} expiry")
+        elif self.type is ProductType.FUTURE:
+            raise DomainError(f"product {self.symbol}: a dated future needs an expiry")
 
     @property
     def is_perpetual(self) -> bool:
+        """Funding is exchanged on it."""
         return self.type is ProductType.PERPETUAL
+
+    @property
+    def is_derivative(self) -> bool:
+        """A perpetual or a dated future: margined, sized in contracts, may be held short."""
+        return self.type is not ProductType.SPOT
+
+    def expired(self, at: datetime) -> bool:
+        return self.expiry is not None and at >= self.expiry
 
     def quantize_size(self, size: Decimal) -> Decimal:
         """Round a size down to the product's base increment (never up: up could exceed a cap)."""

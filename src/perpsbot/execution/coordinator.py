@@ -148,7 +148,7 @@ class ExecutionCoordinator:
         account = self._account
         held = dict(account.positions)
         for symbol, product in self.products.items():
-            if not product.is_perpetual and symbol not in held:
+            if not product.is_derivative and symbol not in held:
                 balance = account.balances.get(product.base)
                 if balance is not None and balance.total >= product.min_size:
                     held[symbol] = Position(symbol, size=balance.available)
@@ -212,7 +212,7 @@ class ExecutionCoordinator:
         if plan is not None and plan.quantity is not None:
             return product.quantize_size(plan.quantity)
         fraction = plan.fraction if plan is not None and plan.fraction is not None else self.config.position_fraction
-        leverage = self.config.leverage if product.is_perpetual else Decimal(1)
+        leverage = self.config.leverage if product.is_derivative else Decimal(1)
         notional = self.account.equity * fraction * leverage
         return product.quantize_size(notional / (mark * product.contract_size))
 
@@ -244,8 +244,8 @@ class ExecutionCoordinator:
             created_at=self.clock.now(),
             limit_price=self._limit_price(product, side, mark, offset) if limit else None,
             time_in_force=TimeInForce(self.config.time_in_force.value) if limit else TimeInForce.IOC,
-            reduce_only=closing and product.is_perpetual,
-            leverage=self.config.leverage if product.is_perpetual else Decimal(1),
+            reduce_only=closing and product.is_derivative,
+            leverage=self.config.leverage if product.is_derivative else Decimal(1),
         )
 
     async def flatten_all(self) -> list[ExecutionResult]:
@@ -594,7 +594,7 @@ class ExecutionCoordinator:
             if product is None:
                 continue
             fallback: Decimal | None = None
-            if product.is_perpetual:
+            if product.is_derivative:
                 position = account.positions.get(symbol)
                 size, fallback = (position.size, position.entry_price) if position else (ZERO, None)
             elif product.base in assets:

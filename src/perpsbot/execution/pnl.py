@@ -138,7 +138,7 @@ def collateral_equity(
     each perpetual's isolated margin (entry notional / leverage) plus its unrealized PnL
     at the mark. A currency or position without a mark is left out."""
     total = ZERO
-    spot_for = {p.base: s for s, p in products.items() if not p.is_perpetual and p.quote in collateral}
+    spot_for = {p.base: s for s, p in products.items() if not p.is_derivative and p.quote in collateral}
     for currency, balance in account.balances.items():
         if currency in collateral:
             total += balance.total
@@ -146,7 +146,7 @@ def collateral_equity(
             total += balance.total * marks[spot_for[currency]]  # type: ignore[operator]  # not None: checked above
     for symbol, position in account.positions.items():
         product = products.get(symbol)
-        if product is None or not product.is_perpetual or position.is_flat:
+        if product is None or not product.is_derivative or position.is_flat:
             continue
         mark = marks.get(symbol)
         if mark is None:

@@ -161,13 +161,13 @@ class Reconciler:
 
     def _is_perp(self, symbol: str) -> bool:
         product = self.execution.products.get(symbol)
-        return product is not None and product.is_perpetual
+        return product is not None and product.is_derivative
 
     def _spot_bases(self) -> dict[str, list[str]]:
         """Base currency -> the spot products trading it (their fills all move that balance)."""
         bases: dict[str, list[str]] = {}
         for symbol, product in self.execution.products.items():
-            if not product.is_perpetual:
+            if not product.is_derivative:
                 bases.setdefault(product.base, []).append(symbol)
         return bases
 
@@ -205,7 +205,7 @@ class Reconciler:
         product = self.execution.products.get(symbol)
         if product is None:
             return None
-        return symbol if product.is_perpetual else BALANCE + product.base
+        return symbol if product.is_derivative else BALANCE + product.base
 
     def _holding_mismatches(self, theirs: dict[str, Decimal]) -> bool:
         return any(self.expected_position(k) != theirs.get(k, ZERO) for k in set(theirs) | self._ledger_keys())
@@ -373,4 +373,4 @@ class Reconciler:
         if product is None or key is None:
             return True
         _, theirs = report.positions.get(key, (ZERO, ZERO))
-        return theirs == 0 or (not product.is_perpetual and abs(theirs) < product.min_size)
+        return theirs == 0 or (not product.is_derivative and abs(theirs) < product.min_size)

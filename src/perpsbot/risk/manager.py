@@ -356,7 +356,7 @@ class RiskManager:
         if total / equity > cap:
             return RiskVerdict(False, "max_leverage", f"account would be at {total / equity:.2f}x, cap {cap}x")
         product = self.products.get(intent.symbol)
-        if product is not None and product.is_perpetual:
+        if product is not None and product.is_derivative:
             distance = projected_liquidation_distance(
                 positions.get(intent.symbol), intent.symbol, intent.side, intent.size, intent.mark,
                 intent.leverage, product.maintenance_margin_rate, intent.contract_size,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -40,7 +40,7 @@ async def sim(request):
         await exchange.close()
 
 
-def order(cid: str, symbol: str = "BTC-PERP-INTX", side: Side = Side.BUY, size: str = "0.01",
+def order(cid: str, symbol: str = "BIP-20DEC30-CDE", side: Side = Side.BUY, size: str = "1",
           type_: OrderType = OrderType.MARKET, price: Decimal | None = None,
           tif: TimeInForce = TimeInForce.IOC, reduce_only: bool = False) -> OrderRequest:
     return OrderRequest(cid, symbol, side, type_, D(size), price, tif, reduce_only, D(2))
@@ -50,10 +50,15 @@ async def test_products_quote_book_and_candles(sim):
     server, exchange = sim
     products = {p.symbol: p for p in await exchange.products()}
     assert products["BTC-USD"].type is ProductType.SPOT
-    assert products["BTC-PERP-INTX"].type is ProductType.PERPETUAL and products["BTC-PERP-INTX"].max_leverage > 1
-    quote = await exchange.quote("BTC-PERP-INTX")
+    bip = products["BIP-20DEC30-CDE"]
+    assert bip.type is ProductType.PERPETUAL and bip.max_leverage > 1 and bip.contract_size == D("0.01")
+    dated = products["BIT-26MAR27-CDE"]  # a dated future: margined like a perpetual, no funding
+    assert dated.type is ProductType.FUTURE and dated.contract_size == D("0.01") and dated.max_leverage == 10
+    assert dated.expiry == datetime(2027, 3, 26, 16, tzinfo=UTC)
+    assert bip.expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)
+    quote = await exchange.quote("BIP-20DEC30-CDE")
     assert 0 < quote.bid < quote.ask and quote.ts.tzinfo is not None
-    book = await exchange.book("BTC-PERP-INTX", 5)
+    book = await exchange.book("BIP-20DEC30-CDE", 5)
     assert book.bids[0].price < book.asks[0].price  # a book that is not crossed
     assert book.bids[0].price <= quote.ask and book.asks[0].price >= quote.bid
     candles = await exchange.candles("BTC-USD", 60, 5)
@@ -67,14 +72,15 @@ async def test_place_get_cancel_fills_and_account(sim):
     before = await exchange.account()
     assert before.equity > 0 and "USD" in before.balances
     filled = await exchange.place_order(order("pb-m1"))
-    assert filled.status is OrderStatus.FILLED and filled.filled_size == D("0.01")
-    assert filled.fills and sum(f.size for f in filled.fills) == D("0.01")
+    assert filled.status is OrderStatus.FILLED and filled.filled_size == D(1)  # one contract: 0.01 BTC
+    assert filled.fills and sum(f.size for f in filled.fills) == D(1)
     assert all(f.client_order_id == "pb-m1" for f in filled.fills)
     after = await exchange.account()
-    assert after.positions["BTC-PERP-INTX"].size == D("0.01")
+    assert after.positions["BIP-20DEC30-CDE"].size == D(1)
+    assert after.positions["BIP-20DEC30-CDE"].contract_size == D("0.01")
     assert abs(after.equity - before.equity) < before.equity * D("0.01")  # fees and spread, no double count
-    far = (await exchange.quote("BTC-PERP-INTX")).bid * D("0.8")
-    resting = await exchange.place_order(order("pb-l1", type_=OrderType.LIMIT, price=far.quantize(D("0.1")),
+    far = (await exchange.quote("BIP-20DEC30-CDE")).bid * D("0.8")
+    resting = await exchange.place_order(order("pb-l1", type_=OrderType.LIMIT, price=(far / 5).quantize(D(1)) * 5,
                                                tif=TimeInForce.GTC))
     assert resting.status is OrderStatus.OPEN
     assert "pb-l1" in {o.client_order_id for o in await exchange.open_orders()}
@@ -89,7 +95,7 @@ async def test_place_get_cancel_fills_and_account(sim):
     start = filled.created_at - timedelta(minutes=1)
     spot = await exchange.place_order(order("pb-s1", symbol="BTC-USD", size="0.001"))
     assert {o.client_order_id for o in await exchange.orders_since(start)} >= {"pb-m1", "pb-l1", "pb-s1"}
-    perp_only = await exchange.orders_since(start, "BTC-PERP-INTX")
+    perp_only = await exchange.orders_since(start, "BIP-20DEC30-CDE")
     assert {o.client_order_id for o in perp_only} == {"pb-m1", "pb-l1"} and spot.symbol == "BTC-USD"
     # A fresh adapter (a restart) finds an order by client_order_id alone.
     fresh = CoinbaseExchange(exchange.rest, WallClock())
@@ -114,7 +120,7 @@ async def test_order_accepted_but_response_lost_is_adopted_never_duplicated(sim,
     same = [o for o in server.venue.orders() if o.client_order_id == f"pb-lost-{mode}"]
     assert len(same) == 1
     account = await exchange.account()
-    assert account.positions["BTC-PERP-INTX"].size == D("0.01")  # one order's worth, not two
+    assert account.positions["BIP-20DEC30-CDE"].size == D(1)  # one order's worth, not two
 
 
 async def test_a_key_the_server_does_not_trust_is_refused(sim):

@@ -33,7 +33,7 @@ class GoLong:
 
 def coinbase_config(server: SimServer, tmp_path: Path, **extra) -> BotConfig:
     values = dict(
-        profile="paper", exchange="coinbase", symbols=("BTC-PERP-INTX",), data_dir=tmp_path / "data",
+        profile="paper", exchange="coinbase", symbols=("ETP-20DEC30-CDE",), data_dir=tmp_path / "data",
         interval=0.05, bar_seconds=60, short_window=2, long_window=3, position_fraction=Decimal("0.01"),
         leverage=Decimal(2), mark_staleness_seconds=30, coinbase_rest_url=server.rest_url,
         coinbase_ws_url=server.ws_url, coinbase_ws_user_url=server.ws_url, ca_bundle=server.cert_path,
@@ -65,9 +65,9 @@ async def test_the_bot_trades_on_coinbase_pointed_at_the_simulator_server(tmp_pa
         assert summary["order_failure_rate_pct"] == 0.0 and summary["order_latency_p99_ms"] > 0
         assert 0 < summary["stream_heartbeat_lag_p95_ms"] <= summary["ws_message_lag_p99_ms"]
         assert summary["fills"] >= 1
-        assert summary["positions"]["BTC-PERP-INTX"] > 0
+        assert summary["positions"]["ETP-20DEC30-CDE"] > 0
         placed = [o for o in server.venue.orders() if o.client_order_id.startswith("pb-")]
-        assert len(placed) == 1 and placed[0].spec.symbol == "BTC-PERP-INTX"
+        assert len(placed) == 1 and placed[0].spec.symbol == "ETP-20DEC30-CDE"
 
 
 async def test_the_bot_refuses_to_start_when_the_server_refuses_the_key(tmp_path: Path):

@@ -213,7 +213,6 @@ async def test_the_futures_balance_pushed_moves_equity_and_margin_between_polls(
     server, bot = rig
     execution = bot.registry.execution
     pushed = execution.pushed
-    bot.registry.exchange._venues.discard("INTX")  # INTX is retired (issue 13): CFM decides equity
     await execution.refresh_account()
     order = await resting_buy(bot, BIP, "1")
     fill_at_venue(server, order)

@@ -110,7 +110,7 @@ async def test_an_attached_order_configuration_is_refused_not_dropped(server: Si
 async def test_move_funds_is_a_post_next_to_the_portfolio_breakdown(server: SimServer, ecdsa_key: ApiKey):
     client = sdk(server, ecdsa_key)
     portfolios = {p.type: p.uuid for p in (await call(client.get_portfolios)).portfolios}
-    default, perps = portfolios["DEFAULT"], portfolios["INTX"]
+    default, perps = portfolios["DEFAULT"], portfolios["CONSUMER"]
     moved = await call(client.move_portfolio_funds, "250.5", "USD", default, perps)
     assert (moved.source_portfolio_uuid, moved.target_portfolio_uuid) == (default, perps)
     assert (await call(client.get_portfolio_breakdown, default)).breakdown.portfolio["uuid"] == default

@@ -25,25 +25,25 @@ async def test_sdk_reads_products_books_accounts_and_candles(server: SimServer, 
     assert products.num_products == len(default_products())
     by_id = {p.product_id: p for p in products.products}
     assert set(by_id) == {p.symbol for p in default_products()}
-    assert {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"} <= set(by_id)
+    assert {"BTC-USD", "ETH-USD", "SOL-USD", "BIP-20DEC30-CDE", "ETP-20DEC30-CDE"} <= set(by_id)
     assert by_id["BTC-USD"].product_type == "SPOT" and by_id["BTC-USD"].base_increment == "0.00000001"
-    perp = by_id["BTC-PERP-INTX"]
-    assert perp.product_type == "FUTURE" and perp.product_venue == "INTX"
+    perp = by_id["BIP-20DEC30-CDE"]
+    assert perp.product_type == "FUTURE" and perp.product_venue == "FCM"
     details = perp.future_product_details
-    assert details["contract_expiry_type"] == "PERPETUAL"
-    assert details["perpetual_details"]["max_leverage"] == "20"
+    assert details["contract_expiry_type"] == "EXPIRING" and details["contract_size"] == "0.01"
+    assert details["perpetual_details"]["max_leverage"] == "10"
     assert NUMBER.match(details["perpetual_details"]["funding_rate"])
     assert all(isinstance(p.price, str) and NUMBER.match(p.price) for p in products.products)
 
     spot_only = await call(client.get_products, product_type="SPOT")
     assert {p.product_id for p in spot_only.products} == {p.symbol for p in default_products()
-                                                          if not p.product.is_perpetual}
+                                                          if not p.product.is_derivative}
 
-    single = await call(client.get_product, "ETH-PERP-INTX")
-    assert single.product_id == "ETH-PERP-INTX" and single.quote_increment == "0.01"
+    single = await call(client.get_product, "ETP-20DEC30-CDE")
+    assert single.product_id == "ETP-20DEC30-CDE" and single.quote_increment == "0.5"
 
-    books = await call(client.get_best_bid_ask, ["BTC-USD", "SOL-PERP-INTX"])
-    assert [b.product_id for b in books.pricebooks] == ["BTC-USD", "SOL-PERP-INTX"]
+    books = await call(client.get_best_bid_ask, ["BTC-USD", "ETP-20DEC30-CDE"])
+    assert [b.product_id for b in books.pricebooks] == ["BTC-USD", "ETP-20DEC30-CDE"]
     for book in books.pricebooks:
         assert Decimal(book.bids[0].price) < Decimal(book.asks[0].price)
 
@@ -186,41 +186,37 @@ async def test_order_failures_come_back_coinbase_shaped(server: SimServer, ecdsa
     assert retry.success is True  # ...so their client_order_id can be used again
 
 
-async def test_perpetual_positions_through_intx_and_cfm_views(server: SimServer, ed25519_key: ApiKey):
+async def test_futures_positions_through_the_cfm_views_and_the_portfolio_breakdown(server: SimServer,
+                                                                                    ed25519_key: ApiKey):
     client = sdk(server, ed25519_key)
-    portfolios = (await call(client.get_portfolios)).portfolios
-    intx = next(p["uuid"] for p in portfolios if p["type"] == "INTX")
+    default = next(p["uuid"] for p in (await call(client.get_portfolios)).portfolios if p["type"] == "DEFAULT")
 
-    opened = await call(client.market_order_buy, "perp-1", "ETH-PERP-INTX", base_size="2", leverage="4")
+    opened = await call(client.market_order_buy, "perp-1", "ETP-20DEC30-CDE", base_size="20", leverage="4")
     assert opened.success
     order = (await call(client.get_order, opened.success_response["order_id"])).order
     assert order.product_type == "FUTURE" and order.leverage == "4" and order.status == "FILLED"
 
-    positions = (await call(client.list_perps_positions, intx)).positions
+    positions = (await call(client.list_futures_positions)).positions
     assert len(positions) == 1
     pos = positions[0]
-    assert pos["product_id"] == "ETH-PERP-INTX" and pos["position_side"] == "POSITION_SIDE_LONG"
-    assert pos["net_size"] == "2" and pos["leverage"] == "4"
-    notional = Decimal(pos["position_notional"]["value"])
-    assert Decimal(pos["im_notional"]["value"]) == pytest.approx(notional / 4, rel=Decimal("0.01"))
-    assert Decimal(pos["liquidation_price"]["value"]) < Decimal(pos["entry_vwap"]["value"])
-
-    one = await call(client.get_perps_position, intx, "ETH-PERP-INTX")
-    assert one.position["net_size"] == "2"
-    summary = await call(client.get_perps_portfolio_summary, intx)
-    assert Decimal(summary.summary["total_balance"]["value"]) == pytest.approx(Decimal(100_000), rel=Decimal("0.01"))
-    balances = await call(client.get_perps_portfolio_balances, intx)
-    assert balances.portfolio_balances[0]["balances"][0]["asset"]["asset_name"] == "USD"
+    assert pos["product_id"] == "ETP-20DEC30-CDE" and pos["side"] == "LONG" and pos["number_of_contracts"] == "20"
+    notional = 20 * Decimal("0.1") * Decimal(pos["avg_entry_price"])  # contracts x 0.1 ETH x price
     fcm = (await call(client.get_futures_balance_summary)).balance_summary
-    assert Decimal(fcm["initial_margin"]["value"]) == Decimal(pos["im_notional"]["value"])
-    assert (await call(client.list_futures_positions)).positions == []  # an INTX perpetual is no CFM future
+    assert Decimal(fcm["initial_margin"]["value"]) == pytest.approx(notional / 4, rel=Decimal("0.01"))
+    assert Decimal(fcm["total_usd_balance"]["value"]) == pytest.approx(Decimal(100_000), rel=Decimal("0.01"))
+    one = await call(client.get_futures_position, "ETP-20DEC30-CDE")
+    assert one.position["number_of_contracts"] == "20"
+    breakdown = (await call(client.get_portfolio_breakdown, default)).breakdown
+    [held] = breakdown.futures_positions
+    assert held["product_id"] == "ETP-20DEC30-CDE" and held["amount"] == "20" and held["contract_size"] == "0.1"
+    assert breakdown.perp_positions == []
 
-    closed = await call(client.close_position, "perp-close", "ETH-PERP-INTX")
+    closed = await call(client.close_position, "perp-close", "ETP-20DEC30-CDE")
     assert closed.success
-    assert (await call(client.list_perps_positions, intx)).positions == []
+    assert (await call(client.list_futures_positions)).positions == []
 
     with pytest.raises(HTTPError) as info:
-        await call(client.get_perps_portfolio_summary, "not-a-portfolio")
+        await call(client.get_portfolio_breakdown, "not-a-portfolio")
     assert info.value.response.status_code == 404
 
 
@@ -234,7 +230,7 @@ async def test_a_cfm_perpetual_style_future_through_the_sdk(server: SimServer, e
     assert details["contract_expiry"].startswith("2030-12-20") and details["funding_interval"] == "3600s"
     assert details["contract_root_unit"] == "BTC" and NUMBER.match(details["funding_rate"])
     expiring = await call(client.get_products, product_type="FUTURE", contract_expiry_type="EXPIRING")
-    assert {p.product_id for p in expiring.products} == {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}
+    assert {p.product_id for p in expiring.products} == {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "BIT-26MAR27-CDE"}
 
     opened = await call(client.market_order_buy, "cfm-1", "BIP-20DEC30-CDE", base_size="3")
     assert opened.success
@@ -247,8 +243,6 @@ async def test_a_cfm_perpetual_style_future_through_the_sdk(server: SimServer, e
     assert Decimal(pos["unrealized_pnl"]) == move * 3 * Decimal("0.01")  # contracts x 0.01 BTC
     one = (await call(client.get_futures_position, "BIP-20DEC30-CDE")).position
     assert one["number_of_contracts"] == "3"
-    intx = next(p["uuid"] for p in (await call(client.get_portfolios)).portfolios if p["type"] == "INTX")
-    assert (await call(client.list_perps_positions, intx)).positions == []
 
     summary = (await call(client.get_futures_balance_summary)).balance_summary
     margin = Decimal(summary["initial_margin"]["value"])
@@ -333,3 +327,22 @@ async def test_previews_gtd_stop_limit_and_edits_through_the_sdk(server: SimServ
     assert [(e.price, e.size) for e in after.edit_history] == [(new_price, "0.4")]
     refused = await call(client.edit_order, stop.success_response["order_id"], price=new_price)
     assert refused.success is False and refused.errors[0].edit_failure_reason == "ONLY_LIMIT_ORDER_EDITS_SUPPORTED"
+
+
+async def test_a_dated_future_is_listed_with_its_expiry_and_no_funding(server: SimServer, ed25519_key: ApiKey):
+    client = sdk(server, ed25519_key)
+    listed = await call(client.get_product, "BIT-26MAR27-CDE")
+    assert listed.product_type == "FUTURE" and listed.product_venue == "FCM" and listed.display_name == "BTC 26 MAR 27"
+    assert listed.base_increment == "1" and listed.base_min_size == "1"
+    details = listed.future_product_details
+    assert details["contract_expiry_type"] == "EXPIRING" and details["contract_size"] == "0.01"
+    assert details["contract_expiry"].startswith("2027-03-26") and details["contract_expiry_name"] == "26 MAR 2027"
+    assert not {"funding_rate", "funding_time", "funding_interval"} & set(details)
+    assert not {"funding_rate", "funding_time"} & set(details["perpetual_details"])
+    assert details["perpetual_details"]["max_leverage"] == "10"
+
+    opened = await call(client.market_order_sell, "dated-1", "BIT-26MAR27-CDE", base_size="2", leverage="2")
+    assert opened.success
+    [held] = (await call(client.list_futures_positions)).positions
+    assert (held["product_id"], held["side"], held["number_of_contracts"]) == ("BIT-26MAR27-CDE", "SHORT", "2")
+    assert held["expiration_time"].startswith("2027-03-26")

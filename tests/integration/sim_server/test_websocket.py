@@ -34,11 +34,11 @@ async def test_the_sdk_ws_client_gets_real_shaped_market_and_user_messages(serve
                       base_url=server.plain_ws_url, on_message=raw.append, retry=False)
     await call(client.open)
     try:
-        await call(client.subscribe, ["BTC-USD", "ETH-PERP-INTX"], ["ticker", "level2"])
+        await call(client.subscribe, ["BTC-USD", "ETP-20DEC30-CDE"], ["ticker", "level2"])
         await call(client.heartbeats)
-        await call(client.user, ["ETH-PERP-INTX"])
+        await call(client.user, ["ETP-20DEC30-CDE"])
         await wait_for(lambda: {"ticker", "l2_data", "heartbeats", "user"} <= _channels(parsed(raw)))
-        order = await call(sdk(server, ed25519_key).market_order_sell, "ws-1", "ETH-PERP-INTX", base_size="1",
+        order = await call(sdk(server, ed25519_key).market_order_sell, "ws-1", "ETP-20DEC30-CDE", base_size="1",
                            leverage="2")
 
         def user_update_seen() -> bool:
@@ -58,15 +58,15 @@ async def test_the_sdk_ws_client_gets_real_shaped_market_and_user_messages(serve
 
     subscriptions = [m for m in messages if m["channel"] == "subscriptions"]
     assert subscriptions[-1]["events"][0]["subscriptions"] == {
-        "ticker": ["BTC-USD", "ETH-PERP-INTX"], "level2": ["BTC-USD", "ETH-PERP-INTX"],
-        "heartbeats": [], "user": ["ETH-PERP-INTX"],
+        "ticker": ["BTC-USD", "ETP-20DEC30-CDE"], "level2": ["BTC-USD", "ETP-20DEC30-CDE"],
+        "heartbeats": [], "user": ["ETP-20DEC30-CDE"],
     }
     l2 = [m for m in messages if m["channel"] == "l2_data"]
     first_events = {}
     for m in l2:
         for e in m["events"]:
             first_events.setdefault(e["product_id"], e)
-    assert {p: e["type"] for p, e in first_events.items()} == {"BTC-USD": "snapshot", "ETH-PERP-INTX": "snapshot"}
+    assert {p: e["type"] for p, e in first_events.items()} == {"BTC-USD": "snapshot", "ETP-20DEC30-CDE": "snapshot"}
     level = first_events["BTC-USD"]["updates"][0]
     assert set(level) == {"side", "event_time", "price_level", "new_quantity"} and level["side"] == "bid"
     assert any(e["type"] == "update" for m in l2 for e in m["events"])
@@ -88,9 +88,10 @@ async def test_the_sdk_ws_client_gets_real_shaped_market_and_user_messages(serve
         ("FILLED", "SELL", "Market", "FUTURE")
     assert mine["cumulative_quantity"] == "1" and mine["leaves_quantity"] == "0"
     positions = next(
-        e["positions"] for e in user if e.get("positions") and e["positions"]["perpetual_futures_positions"]
+        e["positions"] for e in user if e.get("positions") and e["positions"]["expiring_futures_positions"]
     )
-    assert positions["perpetual_futures_positions"][0]["net_size"] == "-1"
+    held = positions["expiring_futures_positions"][0]
+    assert (held["product_id"], held["side"], held["number_of_contracts"]) == ("ETP-20DEC30-CDE", "Short", "1")
 
 
 async def test_a_cfm_position_is_pushed_as_an_expiring_futures_position(server: SimServer, ed25519_key: ApiKey):
@@ -236,19 +237,19 @@ async def test_unsubscribe_stops_a_channel(stepped: tuple[SimServer, ManualClock
 async def test_other_channels_answer_with_snapshots(stepped: tuple[SimServer, ManualClock], feed: _Feed):
     server, clock = stepped
     for channel in ("market_trades", "candles", "status", "ticker_batch"):
-        await feed.send(type="subscribe", channel=channel, product_ids=["SOL-PERP-INTX"])
+        await feed.send(type="subscribe", channel=channel, product_ids=["ETP-20DEC30-CDE"])
     got = {m["channel"]: m for m in await feed.quiet()}
     assert {"market_trades", "candles", "status", "ticker_batch"} <= set(got)
     candle = got["candles"]["events"][0]["candles"][0]
-    assert candle["product_id"] == "SOL-PERP-INTX" and int(candle["start"]) % 300 == 0
+    assert candle["product_id"] == "ETP-20DEC30-CDE" and int(candle["start"]) % 300 == 0
     status = got["status"]["events"][0]["products"]
-    assert [p["id"] for p in status] == ["SOL-PERP-INTX"] and status[0]["product_type"] == "FUTURE"
+    assert [p["id"] for p in status] == ["ETP-20DEC30-CDE"] and status[0]["product_type"] == "FUTURE"
     assert "best_bid" not in got["ticker_batch"]["events"][0]["tickers"][0]
     clock.advance(5)
     server.step()
     updates = await feed.quiet()
     trades = [t for m in updates if m["channel"] == "market_trades" for e in m["events"] for t in e["trades"]]
-    assert trades and all(t["product_id"] == "SOL-PERP-INTX" and t["side"] in ("BUY", "SELL") for t in trades)
+    assert trades and all(t["product_id"] == "ETP-20DEC30-CDE" and t["side"] in ("BUY", "SELL") for t in trades)
 
 
 async def test_bad_subscriptions_get_error_messages(feed: _Feed):

@@ -66,7 +66,7 @@ def config(server: SimServer, tmp_path: Path, key: ApiKey, **extra: Any) -> BotC
     if not key_file.exists():
         write_key_file(key_file, key)
     values: dict[str, Any] = dict(
-        profile="paper", exchange="coinbase", symbols=("BTC-PERP-INTX", "ETH-USD"), data_dir=tmp_path / "data",
+        profile="paper", exchange="coinbase", symbols=("BIP-20DEC30-CDE", "ETH-USD"), data_dir=tmp_path / "data",
         interval=0.05, bar_seconds=60, short_window=2, long_window=3, position_fraction=Decimal("0.01"),
         coinbase_rest_url=server.plain_rest_url, coinbase_ws_url=server.plain_ws_url,
         coinbase_ws_user_url=server.plain_ws_url, api_key_file=key_file, stream_quiet_seconds=1.0,

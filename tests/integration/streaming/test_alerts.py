@@ -23,7 +23,7 @@ from perpsbot.strategy.base import Decision, Target
 from tests.characterization.test_telemetry import get, sample
 from tests.integration.streaming.conftest import start_bot, wait_for
 
-SYMBOLS = ("BTC-PERP-INTX", "ETH-USD")
+SYMBOLS = ("BIP-20DEC30-CDE", "ETH-USD")
 
 
 async def cycle_until(bot: PerpsBot, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -126,7 +126,7 @@ async def test_reconnect_storm_fires_p2_and_resolves_once_the_window_is_calm(ser
 async def test_failing_orders_fire_p2_and_successful_ones_resolve_it(server: SimServer, tmp_path: Path,
                                                                      key: ApiKey):
     bot = await start_bot(server, tmp_path, key, alert_order_failure_rate=0.5, alert_order_min_orders=2,
-                          alert_window_seconds=120, position_fraction="0.001", late_acceptance_seconds=0.5,
+                          alert_window_seconds=120, position_fraction="0.01", late_acceptance_seconds=0.5,
                           order_timeout_seconds=1)
     reg = bot.registry
     reg.exchange.rest.retry = RetryPolicy(attempts=1)

@@ -16,7 +16,7 @@ from perpsbot.risk.manager import OrderIntent
 
 from .conftest import book_equals_server, config, start_bot, step, wait_for
 
-SYMBOLS = ("BTC-PERP-INTX", "ETH-USD")
+SYMBOLS = ("BIP-20DEC30-CDE", "ETH-USD")
 
 
 def _server_subs(server: SimServer) -> dict[str, set[str]]:
@@ -155,14 +155,14 @@ async def test_a_symbol_added_live_gets_marks_within_one_cycle_then_from_the_str
     try:
         await wait_for(lambda: all(streaming.serving(s) for s in SYMBOLS))
         await bot.run_cycle()
-        new = config(server, tmp_path, key, symbols=(*SYMBOLS, "SOL-PERP-INTX"))
+        new = config(server, tmp_path, key, symbols=(*SYMBOLS, "SOL-USD"))
         await bot.apply_config_change(new)
         await bot.run_cycle()
-        assert md.mark("SOL-PERP-INTX") is not None and md.mark_age("SOL-PERP-INTX") < 1.0
-        await wait_for(lambda: streaming.serving("SOL-PERP-INTX"))
-        assert "SOL-PERP-INTX" in _server_subs(server)["level2"]
-        assert {"SOL-PERP-INTX"} <= _server_subs(server)["ticker"] & _server_subs(server)["market_trades"]
-        await wait_for(lambda: book_equals_server(streaming.books["SOL-PERP-INTX"], server, "SOL-PERP-INTX"))
+        assert md.mark("SOL-USD") is not None and md.mark_age("SOL-USD") < 1.0
+        await wait_for(lambda: streaming.serving("SOL-USD"))
+        assert "SOL-USD" in _server_subs(server)["level2"]
+        assert {"SOL-USD"} <= _server_subs(server)["ticker"] & _server_subs(server)["market_trades"]
+        await wait_for(lambda: book_equals_server(streaming.books["SOL-USD"], server, "SOL-USD"))
         assert (await bot.run_cycle()).marks.updated == ()
     finally:
         await bot.shutdown()
@@ -175,7 +175,7 @@ async def test_a_removed_symbol_is_unsubscribed_and_gone_everywhere(server: SimS
     try:
         await wait_for(lambda: all(streaming.serving(s) for s in SYMBOLS))
         await bot.run_cycle()
-        await bot.apply_config_change(config(server, tmp_path, key, symbols=("BTC-PERP-INTX",)))
+        await bot.apply_config_change(config(server, tmp_path, key, symbols=("BIP-20DEC30-CDE",)))
         await wait_for(lambda: all("ETH-USD" not in products for products in _server_subs(server).values()))
         await asyncio.sleep(0.2)  # messages in flight for it must not bring it back
         await bot.run_cycle()
@@ -187,7 +187,7 @@ async def test_a_removed_symbol_is_unsubscribed_and_gone_everywhere(server: SimS
                       reg.strategy.last_decision):
             assert gone not in table
         assert reg.market_data.mark_age(gone) is None
-        assert streaming.serving("BTC-PERP-INTX") and "BTC-PERP-INTX" in _server_subs(server)["level2"]
+        assert streaming.serving("BIP-20DEC30-CDE") and "BIP-20DEC30-CDE" in _server_subs(server)["level2"]
     finally:
         await bot.shutdown()
 
@@ -241,7 +241,8 @@ async def test_staleness_guard_fires_when_stream_and_polling_both_stop(server: S
     reg = bot.registry
     reg.exchange.rest.retry = RetryPolicy(attempts=1)  # a failed poll fails at once (retries are tested elsewhere)
     streaming = reg.streaming
-    intent = OrderIntent("BTC-PERP-INTX", Side.BUY, Decimal("0.001"), Decimal(90_000), Decimal(0))
+    intent = OrderIntent("BIP-20DEC30-CDE", Side.BUY, Decimal(1), Decimal(90_000), Decimal(0),
+                         contract_size=Decimal("0.01"))  # one contract: 0.01 BTC
     try:
         await wait_for(lambda: all(streaming.serving(s) for s in SYMBOLS))
         await asyncio.sleep(0.8)  # longer than the staleness limit: streamed marks keep the age low

@@ -9,9 +9,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
+from perpsbot.domain import OrderType, ProductType, Side
 from perpsbot.domain.clock import ManualClock
 from perpsbot.exchange.coinbase import CoinbaseExchange
 from perpsbot.exchange.coinbase.mapping import Obj
+from perpsbot.exchange.port import InvalidOrder, OrderRequest
 from tests.coinbasekit import amount, cfm_future, cfm_perp
 
 D = Decimal
@@ -59,7 +63,7 @@ class ScriptedRest:
 async def test_funding_on_a_cfm_position_is_counted_each_time_the_listing_settles_one():
     rest = ScriptedRest()
     clock = ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC))
-    exchange = CoinbaseExchange(rest, clock, venues=("CFM",))  # type: ignore[arg-type]
+    exchange = CoinbaseExchange(rest, clock)  # type: ignore[arg-type]
     rest.hold(BIP, "LONG", "20", "90000")
     rest.hold(DATED, "SHORT", "5", "50100")
     rest.list_at("2026-12-04T03:00:00Z", "0.0004")
@@ -83,7 +87,7 @@ async def test_funding_on_a_cfm_position_is_counted_each_time_the_listing_settle
 async def test_the_listing_is_read_for_funding_once_a_minute_not_on_every_account_poll():
     rest = ScriptedRest()
     clock = ManualClock(datetime(2026, 12, 4, 2, 30, tzinfo=UTC))
-    exchange = CoinbaseExchange(rest, clock, venues=("CFM",))  # type: ignore[arg-type]
+    exchange = CoinbaseExchange(rest, clock)  # type: ignore[arg-type]
     await exchange.products()  # the catalog knows the dated future is not a perpetual
     rest.hold(BIP, "LONG", "20", "90000")
     rest.hold(DATED, "SHORT", "5", "50100")
@@ -94,3 +98,19 @@ async def test_the_listing_is_read_for_funding_once_a_minute_not_on_every_accoun
     clock.advance(60)
     await exchange.account()
     assert rest.product_reads == [BIP, BIP]
+
+
+async def test_an_order_on_an_expired_dated_future_is_refused_before_it_is_sent():
+    rest = ScriptedRest()
+    clock = ManualClock(datetime(2026, 4, 24, 14, 59, tzinfo=UTC))  # a minute before BIT-24APR26-CDE expires
+    exchange = CoinbaseExchange(rest, clock)  # type: ignore[arg-type]
+    listed = {p.symbol: p for p in await exchange.products()}
+    assert listed[DATED].type is ProductType.FUTURE and listed[DATED].expiry == datetime(2026, 4, 24, 15, tzinfo=UTC)
+    buy = OrderRequest("pb-1", DATED, Side.BUY, OrderType.MARKET, D(2), leverage=D(2))
+    assert (await exchange.new_order(buy)).product_id == DATED  # still trading
+    clock.advance(60)
+    with pytest.raises(InvalidOrder, match=r"order pb-1: BIT-24APR26-CDE expired at 2026-04-24T15:00:00\+00:00; "
+                                           r"it no longer trades") as info:
+        await exchange.place_order(buy)  # ScriptedRest has no submit_order: nothing reached the exchange
+    assert info.value.reason == "PRODUCT_EXPIRED"
+    assert (await exchange.new_order(OrderRequest("pb-2", BIP, Side.BUY, OrderType.MARKET, D(1)))).product_id == BIP

@@ -32,8 +32,6 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_cfm_position,
     parse_cfm_summary,
     parse_fill,
-    parse_intx_position,
-    parse_intx_summary,
     parse_order_response,
     parse_product_book,
     parse_products,
@@ -52,7 +50,7 @@ from perpsbot.exchange.port import (
     RateLimited,
     ServerError,
 )
-from tests.coinbasekit import cfm_future, cfm_perp, perp_product, spot_product
+from tests.coinbasekit import cfm_future, cfm_perp, spot_product
 
 D = Decimal
 END = datetime(2026, 3, 31, 16, 0, tzinfo=UTC)
@@ -97,11 +95,11 @@ def test_market_order_takes_exactly_one_size():
 
 
 def test_order_body_adds_leverage_margin_type_and_reduce_only_for_perps():
-    order = NewOrder("pb-1", "BTC-PERP-INTX", Side.SELL, MarketIoc(base_size=D("0.01")), leverage=D("3"),
+    order = NewOrder("pb-1", "BIP-20DEC30-CDE", Side.SELL, MarketIoc(base_size=D("2")), leverage=D("3"),
                      margin_type=MarginType.ISOLATED, reduce_only=True)
     assert order.body() == {
-        "client_order_id": "pb-1", "product_id": "BTC-PERP-INTX", "side": "SELL",
-        "order_configuration": {"market_market_ioc": {"base_size": "0.01"}},
+        "client_order_id": "pb-1", "product_id": "BIP-20DEC30-CDE", "side": "SELL",
+        "order_configuration": {"market_market_ioc": {"base_size": "2"}},
         "leverage": "3", "margin_type": "ISOLATED", "reduce_only": True,
     }
     assert "client_order_id" not in order.body(preview=True)
@@ -191,27 +189,35 @@ def test_bad_or_missing_fields_name_the_field(mutate, message):
         parse_order_response({})
 
 
-def test_products_map_spot_and_perpetuals_and_leave_expiring_futures_out_of_the_domain():
-    listed = parse_products({"products": [spot_product("BTC-USD", "50000"), perp_product("BTC-PERP-INTX", "50010"),
+def test_products_map_spot_perpetuals_and_dated_futures():
+    listed = parse_products({"products": [spot_product("BTC-USD", "50000"), cfm_perp("BIP-20DEC30-CDE", "50010"),
                                           cfm_future("BIT-24APR26-CDE", "50100")], "num_products": 3})
     spot, perp, future = listed
     assert spot.to_domain().type is ProductType.SPOT and spot.base == "BTC" and spot.quote == "USD"
     assert spot.to_domain().price_increment == D("0.01") and spot.to_domain().min_size == D("0.00001")
-    assert perp.is_perpetual and perp.is_intx
+    assert perp.is_perpetual and perp.is_future and perp.venue == "FCM"
     domain = perp.to_domain()
-    assert domain.type is ProductType.PERPETUAL and domain.base == "BTC" and domain.max_leverage == D(20)
-    assert domain.base_increment == D("0.0001") and domain.price_increment == D("0.1")
-    assert perp.funding_rate == D("0.000011")
-    assert future.is_cfm and not future.is_perpetual and future.contract_size == D("0.01")
+    assert domain.type is ProductType.PERPETUAL and domain.base == "BTC" and domain.max_leverage == D(1)
+    assert domain.base_increment == D(1) and domain.price_increment == D(5)
+    assert perp.funding_rate == D("0.000012")
+    assert future.is_future and not future.is_perpetual and future.contract_size == D("0.01")
     assert future.contract_expiry == datetime(2026, 4, 24, 15, tzinfo=UTC)
-    assert future.to_domain() is None
+    dated = future.to_domain()
+    assert dated.type is ProductType.FUTURE and dated.is_derivative and not dated.is_perpetual
+    assert dated.expiry == datetime(2026, 4, 24, 15, tzinfo=UTC) and dated.contract_size == D("0.01")
+    assert dated.base_increment == D(1) and dated.base == "BTC" and dated.quote == "USD"
+    assert dated.expired(datetime(2026, 4, 24, 15, tzinfo=UTC)) and not dated.expired(datetime(2026, 4, 24, tzinfo=UTC))
+    undated = cfm_future("BIT-24APR26-CDE", "50100")
+    undated["future_product_details"]["contract_expiry"] = ""
+    with pytest.raises(BadResponse, match="product BIT-24APR26-CDE: a dated future without a contract_expiry"):
+        parse_products({"products": [undated]})[0].to_domain()
 
 
 def test_a_cfm_perpetual_style_future_is_a_perpetual_sized_in_contracts():
     listed = parse_products({"products": [cfm_perp("BIP-20DEC30-CDE", "90000"),
                                           cfm_future("BIT-24APR26-CDE", "50100")]})
     perp, dated = listed
-    assert perp.is_cfm and perp.is_perpetual and perp.contract_expiry_type == "EXPIRING"
+    assert perp.is_future and perp.is_perpetual and perp.contract_expiry_type == "EXPIRING"
     assert perp.funding_rate == D("0.000012") and perp.funding_interval == "3600s"
     assert perp.funding_time == datetime(2026, 12, 4, 3, tzinfo=UTC)
     assert perp.contract_expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)
@@ -219,11 +225,12 @@ def test_a_cfm_perpetual_style_future_is_a_perpetual_sized_in_contracts():
     assert domain.type is ProductType.PERPETUAL and domain.base == "BTC" and domain.quote == "USD"
     assert domain.contract_size == D("0.01") and domain.base_increment == D(1) and domain.min_size == D(1)
     assert domain.quantize_size(D("2.7")) == D(2)  # whole contracts
-    assert not dated.is_perpetual and dated.to_domain() is None
+    assert domain.expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)  # far out, but listed
+    assert not dated.is_perpetual and dated.to_domain().type is ProductType.FUTURE
 
 
 def test_a_future_without_details_is_refused():
-    broken = perp_product("BTC-PERP-INTX", "1")
+    broken = cfm_perp("BIP-20DEC30-CDE", "1")
     del broken["future_product_details"]
     with pytest.raises(BadResponse, match=r"products\[0\]\.future_product_details: missing"):
         parse_products({"products": [broken]})
@@ -302,11 +309,11 @@ def test_accounts_and_positions():
     ])])
     assert balances["USD"].available == D("101.5") and balances["USD"].hold == D(10)
     assert balances["BTC"].total == D("0.25")
-    intx = parse_intx_position(Obj({
-        "product_id": "ETH-PERP-INTX", "net_size": "1.5", "position_side": "FUTURES_POSITION_SIDE_SHORT",
-        "entry_vwap": {"userNativeCurrency": {"value": "3000", "currency": "USD"},
-                       "rawCurrency": {"value": "3001", "currency": "USDC"}}, "leverage": "2"}, "positions[0]"))
-    assert (intx.symbol, intx.size, intx.entry_price, intx.leverage) == ("ETH-PERP-INTX", D("-1.5"), D(3001), D(2))
+    short = parse_cfm_position(Obj({
+        "product_id": "ETP-20DEC30-CDE", "number_of_contracts": "15", "side": "FUTURES_POSITION_SIDE_SHORT",
+        "avg_entry_price": {"value": "3001", "currency": "USD"}, "leverage": "2"}, "positions[0]"), D("0.1"))
+    assert (short.symbol, short.size, short.entry_price, short.leverage) == ("ETP-20DEC30-CDE", D(-15), D(3001), D(2))
+    assert short.notional(D(3000)) == D(4500)  # 15 contracts x 0.1 ETH x 3000
     cfm = parse_cfm_position(Obj({"product_id": "BIP-20DEC30-CDE", "side": "LONG", "number_of_contracts": "2",
                                   "avg_entry_price": {"value": "49000.00", "currency": "USD"},
                                   "contract_size": "0.01", "leverage": "5"}, "positions[0]"))
@@ -318,16 +325,11 @@ def test_accounts_and_positions():
                                      "daily_realized_pnl": "0"}, "positions[0]"), D("0.01"))
     assert listed.size == D(-3) and listed.contract_size == D("0.01")
     assert listed.unrealized_pnl(D(90100)) == D(-3)  # the venue's own figure: contracts x 0.01 BTC x move
-    with pytest.raises(BadResponse, match=r"positions\[0\].position_side: unknown position side 'SIDEWAYS'"):
-        parse_intx_position(Obj({"symbol": "X", "net_size": "1", "position_side": "SIDEWAYS"}, "positions[0]"))
+    with pytest.raises(BadResponse, match=r"positions\[0\].side: unknown position side 'SIDEWAYS'"):
+        parse_cfm_position(Obj({"product_id": "X", "number_of_contracts": "1", "side": "SIDEWAYS"}, "positions[0]"))
 
 
 def test_derivative_summaries_and_fee_tier():
-    intx = parse_intx_summary({"summary": {
-        "total_balance": {"userNativeCurrency": {"value": "1000", "currency": "USD"},
-                          "rawCurrency": {"value": "1000.5", "currency": "USDC"}},
-        "unrealized_pnl": {"userNativeCurrency": {"value": "5", "currency": "USD"}}}})
-    assert intx.total_balance == D("1000.5") and intx.unrealized_pnl == D(5)
     cfm = parse_cfm_summary({"balance_summary": {"total_usd_balance": {"value": "10000.00", "currency": "USD"},
                                                  "cfm_usd_balance": {"value": "8000", "currency": "USD"},
                                                  "unrealized_pnl": {"value": "150.00", "currency": "USD"}}})
@@ -386,7 +388,7 @@ def test_a_failed_order_keeps_the_real_reason_behind_unknown_failure_reason(body
     assert error.reason == reason and reason in str(error)
 
 def test_a_404_outside_orders_is_not_found():
-    assert type(http_error(404, {"message": "no portfolio"}, "GET /api/v3/brokerage/intx/portfolio/x")) is NotFound
+    assert type(http_error(404, {"message": "no portfolio"}, "GET /api/v3/brokerage/cfm/positions/X")) is NotFound
 
 
 def test_times_with_nanoseconds_offsets_and_spaces():

@@ -108,11 +108,11 @@ def test_backoff_grows_until_the_cap():
 async def test_every_request_carries_its_own_jwt_bound_to_method_host_and_path(env):
     server, client = env
     await client.list_products()
-    await client.best_bid_ask(["BTC-USD", "BTC-PERP-INTX"])
+    await client.best_bid_ask(["BTC-USD", "BIP-20DEC30-CDE"])
     first, second = server.requests
     assert first.claims["uri"] == f"GET 127.0.0.1:{server.port}/api/v3/brokerage/products"
     assert second.claims["uri"] == f"GET 127.0.0.1:{server.port}/api/v3/brokerage/best_bid_ask"
-    assert second.query["product_ids"] == ["BTC-USD", "BTC-PERP-INTX"]
+    assert second.query["product_ids"] == ["BTC-USD", "BIP-20DEC30-CDE"]
 
 
 async def test_a_rejected_signature_is_an_authentication_error(env):

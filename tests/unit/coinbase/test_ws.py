@@ -55,8 +55,8 @@ CANDLES = envelope("candles", 3, [{"type": "update", "candles": [
 HEARTBEAT = envelope("heartbeats", 0, [{"current_time": "2026-04-07 14:30:10.000000000 +0000 UTC",
                                         "heartbeat_counter": 42}])
 USER = envelope("user", 7, [{"type": "update", "orders": [{
-    "order_id": "a1b2", "client_order_id": "pb-9", "cumulative_quantity": "0.4", "leaves_quantity": "0.6",
-    "avg_price": "68900", "total_fees": "0.1", "status": "OPEN", "product_id": "BTC-PERP-INTX",
+    "order_id": "a1b2", "client_order_id": "pb-9", "cumulative_quantity": "4", "leaves_quantity": "6",
+    "avg_price": "68900", "total_fees": "0.1", "status": "OPEN", "product_id": "BIP-20DEC30-CDE",
     "creation_time": TS, "order_side": "SELL", "order_type": "Limit", "cancel_reason": "", "reject_reason": ""}],
     "positions": {"perpetual_futures_positions": [], "expiring_futures_positions": []}}])
 FUTURES = envelope("futures_balance_summary", 9, [{"type": "snapshot", "fcm_balance_summary": {
@@ -85,7 +85,7 @@ def test_documented_messages_decode_into_typed_events_with_the_exchange_time():
     assert isinstance(beat, HeartbeatEvent) and beat.counter == 42
     (order,) = parse_envelope(USER).events
     assert isinstance(order, OrderUpdate) and order.status is OrderStatus.PARTIALLY_FILLED
-    assert (order.client_order_id, order.side, order.filled_size) == ("pb-9", Side.SELL, D("0.4"))
+    assert (order.client_order_id, order.side, order.filled_size) == ("pb-9", Side.SELL, D(4))
     (futures,) = parse_envelope(FUTURES).events
     assert isinstance(futures, FuturesBalanceEvent) and futures.values["total_usd_balance"] == D(10000)
     assert "intraday_margin_window_measure" not in futures.values

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -107,21 +107,25 @@ async def test_default_listing_through_the_port():
     ex = SimExchange(SimCore(default_products(), SimConfig(seed=7, warmup_seconds=30.0), start=T0), clock)
     products = {p.symbol: p for p in await ex.products()}
     assets = ("BTC", "ETH", "SOL", "DOGE", "XRP", "AVAX", "LINK")
-    cfm = {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE"}
-    assert set(products) == {f"{a}-USD" for a in assets} | {f"{a}-PERP-INTX" for a in assets} | cfm
+    cfm = {"BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "BIT-26MAR27-CDE"}
+    assert set(products) == {f"{a}-USD" for a in assets} | cfm
     bip = products["BIP-20DEC30-CDE"]
     assert bip.is_perpetual and bip.contract_size == D("0.01") and bip.base_increment == D(1)
+    assert bip.type is ProductType.PERPETUAL and bip.max_leverage == 10
+    assert bip.price_increment == D(5) and bip.min_size == D(1)
     assert products["ETP-20DEC30-CDE"].contract_size == D("0.1")
-    btc = products["BTC-PERP-INTX"]
-    assert btc.type is ProductType.PERPETUAL and btc.max_leverage == 20
-    assert btc.base_increment == D("0.0001") and btc.price_increment == D("0.1") and btc.min_size == D("0.0001")
+    assert products["ETP-20DEC30-CDE"].max_leverage == 10
+    assert bip.expiry == datetime(2030, 12, 20, 16, tzinfo=UTC)  # perpetual-style: far out
+    dated = products["BIT-26MAR27-CDE"]
+    assert dated.type is ProductType.FUTURE and not dated.is_perpetual and dated.is_derivative
+    assert dated.expiry == datetime(2027, 3, 26, 16, tzinfo=UTC) and dated.contract_size == D("0.01")
     spot = products["BTC-USD"]
     assert spot.base_increment == D("0.00000001") and spot.min_size == D("0.00001")
-    assert products["SOL-PERP-INTX"].max_leverage == 10
-    snap = await ex.place_order(request("p", "BTC-PERP-INTX", Side.BUY, "0.05", leverage="5"))
+    snap = await ex.place_order(request("p", "BIP-20DEC30-CDE", Side.BUY, "5", leverage="5"))  # 0.05 BTC
     assert snap.status is OrderStatus.FILLED
     acct = await ex.account()
-    assert acct.positions["BTC-PERP-INTX"].size == D("0.05")
+    assert acct.positions["BIP-20DEC30-CDE"].size == D(5)
+    assert acct.positions["BIP-20DEC30-CDE"].contract_size == D("0.01")
     assert acct.equity < D(100_000)  # paid the spread and a fee
     assert acct.equity > D(99_900)
 

@@ -296,7 +296,7 @@ def test_default_products_move_visibly_and_moving_averages_cross():
     for seed in range(5):
         core = build_core(*default_products(), seed=seed, warmup_seconds=60.0)
         core.advance_to(at(120))
-        for sym in ("BTC-USD", "BTC-PERP-INTX", "ETH-PERP-INTX", "SOL-PERP-INTX"):
+        for sym in ("BTC-USD", "BIP-20DEC30-CDE", "ETP-20DEC30-CDE", "SOL-USD"):
             closes = [float(c.close) for c in core.candles(sym, 1, 180)]
             assert len(closes) == 180
             assert (max(closes) - min(closes)) / closes[0] > 0.001, (seed, sym)
@@ -309,7 +309,7 @@ def test_default_products_move_visibly_and_moving_averages_cross():
 def test_default_products_start_near_their_reference_prices():
     core = build_core(*default_products(), warmup_seconds=0.0)
     assert core.quote("BTC-USD").bid == pytest.approx(Decimal(90_000), rel=Decimal("0.001"))
-    assert core.quote("ETH-PERP-INTX").bid == pytest.approx(Decimal(3_000), rel=Decimal("0.002"))
+    assert core.quote("ETP-20DEC30-CDE").bid == pytest.approx(Decimal(3_000), rel=Decimal("0.002"))
     assert core.quote("SOL-USD").bid == pytest.approx(Decimal(150), rel=Decimal("0.002"))
     for p in core.products():
         if p.is_perpetual:

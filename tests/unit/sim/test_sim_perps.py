@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from perpsbot.domain import Liquidity, OrderStatus, Position, Product, ProductType, Side, TimeInForce
+from perpsbot.exchange.port import OrderRejected
 from perpsbot.exchange.sim import MarketParams, SimCore, SimProduct
 from tests.unit.sim.simkit import T0, at, build_core, flat_underlying, request, sim_perp, sim_spot
 
@@ -43,13 +45,14 @@ def test_funding_is_paid_every_interval_with_the_right_sign(premium, side):
     pays = (premium > 0) == (side is Side.BUY)
     assert (event.payment < 0) == pays
     acct = core.account()
-    assert acct.balances["USD"].available - cash_before == event.payment
+    assert acct.balances["USD"].available == cash_before  # accrued: settled in cash at 00:00 / 12:00 UTC
+    assert core.accrued_funding(PERP) == event.payment
     assert acct.positions[PERP].funding == event.payment
 
     core.advance_to(at(35))
     events = core.funding_log
     assert [e.ts for e in events] == [at(10), at(20), at(30)]
-    assert core.account().positions[PERP].funding == sum(e.payment for e in events)
+    assert core.account().positions[PERP].funding == sum(e.payment for e in events) == core.accrued_funding(PERP)
 
 
 def test_no_funding_without_a_position():
@@ -168,3 +171,44 @@ def test_cfm_funding_accrues_every_interval_and_settles_in_cash_at_noon_and_midn
     assert len(core.funding_log) == 3 and core.accrued_funding(cfm.symbol) == 0
     assert core.account().balances["USD"].available == freed + sum(accrued)
     assert core.equity() == after_close.equity  # settling moves the accrued funding into cash
+
+
+def _dated_and_perp(expiry: datetime) -> tuple[SimProduct, SimProduct]:
+    """A dated future and a perpetual-style one on one index, with a premium (which funds the perpetual)."""
+    und = flat_underlying("TSTD", 100.0)
+    market = MarketParams(und, top_depth=50.0, mean_trade_size=2.0, premium_mean=0.001, premium_std=0.0)
+    dated = Product("TSD-26MAR27-CDE", "TST", "USD", ProductType.FUTURE, D(1), D("0.01"), D(1),
+                    max_leverage=D(10), contract_size=D("0.1"), expiry=expiry)
+    perp = Product("TSP-20DEC30-CDE", "TST", "USD", ProductType.PERPETUAL, D(1), D("0.01"), D(1),
+                   max_leverage=D(10), contract_size=D("0.1"))
+    return SimProduct(dated, market), SimProduct(perp, market)
+
+
+def test_a_dated_future_is_margined_like_a_perpetual_and_accrues_no_funding():
+    dated, perp = _dated_and_perp(T0 + timedelta(days=30))
+    core = build_core(dated, perp, funding_interval_seconds=10.0)
+    cash = core.account().balances["USD"].available
+    core.place_order(request("d", dated.symbol, Side.SELL, "10", leverage="2"), at(1))  # short: it is margined
+    core.place_order(request("p", perp.symbol, Side.SELL, "10", leverage="2"), at(1))
+    core.advance_to(at(35))
+    assert {e.symbol for e in core.funding_log} == {perp.symbol}  # three intervals, on the perpetual only
+    account = core.account()
+    held = account.positions[dated.symbol]
+    assert held.size == -10 and held.funding == 0 and core.accrued_funding(dated.symbol) == 0
+    notional = 10 * D("0.1") * held.entry_price  # contracts x 0.1 TST
+    assert core.margin(dated.symbol) == notional / 2
+    assert "TST" not in account.balances  # no asset bought: a future holds none
+    assert account.balances["USD"].available < cash - notional / 2  # both margins and the fees
+
+
+def test_an_order_on_an_expired_dated_future_is_refused_with_the_reason():
+    dated, perp = _dated_and_perp(at(60))
+    core = build_core(dated, perp)
+    core.place_order(request("before", dated.symbol, Side.BUY, "1", leverage="2"), at(59))
+    with pytest.raises(OrderRejected, match=r"after: TSD-26MAR27-CDE expired at 2026-01-01T00:01:00\+00:00; "
+                                            r"it no longer trades") as info:
+        core.place_order(request("after", dated.symbol, Side.SELL, "1", reduce_only=True), at(60))
+    assert info.value.reason == "product_expired"
+    assert core.get_order("after").status is OrderStatus.REJECTED and core.get_order("after").reject_reason == \
+        "product_expired"
+    assert core.place_order(request("perp", perp.symbol, Side.BUY, "1"), at(61)).status is OrderStatus.FILLED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -245,3 +245,16 @@ def test_a_liquidation_becomes_an_order_with_its_fill():
 def test_the_cfm_margin_window_is_intraday_on_weekdays_from_8_to_4_new_york_time(now: str, kind: str, ends: str):
     window, end = margin_window(datetime.fromisoformat(now))
     assert window == f"FCM_MARGIN_WINDOW_TYPE_{kind}" and end == datetime.fromisoformat(ends)
+
+
+def test_an_order_on_the_dated_future_after_its_expiry_fails_with_order_entry_disabled():
+    venue = SimVenue(SimCore(default_products(), SimConfig(seed=5, warmup_seconds=5.0)))
+    expired = datetime(2027, 3, 26, 16, 0, 1, tzinfo=UTC)  # BIT-26MAR27-CDE expired a second ago
+    venue.sync(expired)
+    with pytest.raises(OrderFailure) as info:
+        venue.create_order(order_body("late", "BIT-26MAR27-CDE", "BUY", "market_market_ioc", base_size="1"), expired)
+    assert info.value.error == "ORDER_ENTRY_DISABLED"
+    assert "BIT-26MAR27-CDE expired at 2027-03-26T16:00:00+00:00; it no longer trades" in info.value.message
+    order, created = venue.create_order(order_body("ok", "BIP-20DEC30-CDE", "BUY", "market_market_ioc",
+                                                   base_size="1"), expired)
+    assert created and venue.view(order).status == "FILLED"

@@ -131,7 +131,7 @@ function render(s) {
   setMoney("pnl-fees", s.pnl.fees, false); // a cost: never shown as a gain
 
   fillTable("positions", s.positions, "no open positions", (p) => [
-    cell(p.symbol), cell(p.side, p.side === "long" ? "pos" : "neg"), cell(p.size, "num"), cell(p.entry_price, "num"),
+    cell(p.symbol), cell(p.expires || "-", "muted"), cell(p.side, p.side === "long" ? "pos" : "neg"), cell(p.size, "num"), cell(p.entry_price, "num"),
     cell(p.mark, "num"), cell(p.notional, "num"), cell(p.unrealized, "num " + signClass(p.unrealized)),
     cell(p.realized, "num " + signClass(p.realized)), cell(p.leverage, "num"),
   ]);

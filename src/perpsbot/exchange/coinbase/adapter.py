@@ -1,15 +1,12 @@
 """``CoinbaseExchange``: the ``Exchange`` port on Coinbase Advanced Trade.
 
-Spot balances come from ``/accounts``; perpetual positions from the INTX portfolio
-(``/intx/positions``) and CFM futures (``/cfm/positions``). A derivatives venue the
-account has no access to (404 / 403) is switched off for the session, once, with a log
-line. Equity is what the perps can be margined with plus the spot assets:
+Spot balances come from ``/accounts``; futures positions (US perpetual-style and dated,
+sized in contracts) from ``/cfm/positions``. An account without access to futures
+(404 / 403) has them switched off for the session, once, with a log line. Equity is
+what the futures can be margined with plus the spot assets:
 
-* with an INTX portfolio: its ``total_balance`` (collateral + unrealized PnL) + the
-  non-cash spot assets at their ``-USD`` mid. Spot cash is not added: a portfolio the
-  perps cannot draw on would overstate what they may size against, and a venue that
-  shares one cash pool between spot and perps (the simulator) already counts it there;
-* else with CFM futures: ``total_usd_balance`` (spot USD + futures) + other cash + assets;
+* with CFM futures: ``total_usd_balance`` (spot USD + futures) + other cash + the
+  non-cash spot assets at their ``-USD`` mid;
 * else: spot cash (USD and USDC at par) + assets.
 
 Coinbase identifies orders by its own ``order_id``; the bot by ``client_order_id``. The
@@ -62,8 +59,6 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_cfm_position,
     parse_cfm_summary,
     parse_fill,
-    parse_intx_position,
-    parse_intx_summary,
     parse_order,
     parse_order_response,
     parse_product,
@@ -147,20 +142,18 @@ class CoinbaseExchange:
         endpoints: CoinbaseEndpoints | None = None,
         ssl: ssl_module.SSLContext | None = None,
         fills_from: datetime | None = None,
-        venues: tuple[str, ...] = ("INTX", "CFM"),
     ) -> None:
         self.rest = rest
         self.clock = clock
         self.endpoints = endpoints or CoinbaseEndpoints(rest_url=str(rest.base_url))
         self._ssl = ssl
-        self._venues = set(venues)
+        self._futures = True  # off once the account turns out to have no futures access
         self._catalog: dict[str, CoinbaseProduct] = {}
         self._order_ids: dict[str, str] = {}  # client_order_id -> order_id
         self._client_ids: dict[str, str] = {}  # order_id -> client_order_id
         self._fills: list[Fill] = []
         self._fill_ids: set[str] = set()
         self._fill_watermark = fills_from or (clock.now() - FILL_OVERLAP)
-        self._intx_portfolio: str | None = None
         self._funding_seen: dict[str, datetime] = {}  # symbol -> the funding_time last listed
         self._funding_paid: dict[str, Decimal] = {}  # symbol -> funding received (< 0: paid)
         self._funding_checked: dict[str, datetime] = {}  # symbol -> when its listing was last read for funding
@@ -254,8 +247,14 @@ class CoinbaseExchange:
         return LimitFok(request.size, request.limit_price)
 
     async def new_order(self, request: OrderRequest) -> NewOrder:
+        """The order as Coinbase takes it; one on a future past its listed expiry is refused
+        here (the exchange no longer trades it), never sent."""
         product = await self._product(request.symbol)
         derivative = product.product_type == "FUTURE"
+        expiry = product.contract_expiry
+        if derivative and expiry is not None and self.clock.now() >= expiry:
+            raise InvalidOrder("PRODUCT_EXPIRED", f"order {request.client_order_id}: {request.symbol} expired at "
+                               f"{expiry.isoformat()}; it no longer trades")
         return NewOrder(
             client_order_id=request.client_order_id,
             product_id=request.symbol,
@@ -379,12 +378,9 @@ class CoinbaseExchange:
                                          if c not in CASH_CURRENCIES and b.total != 0})
         cash = {c: b.total for c, b in balances.items() if c in CASH_CURRENCIES}
         positions: dict[str, Position] = {}
-        intx = await self._intx(positions) if "INTX" in self._venues else None
-        cfm = await self._cfm(positions) if "CFM" in self._venues and await self._lists_cfm() else None
+        cfm = await self._cfm(positions) if self._futures and await self._lists_cfm() else None
         self._besides_cfm = None
-        if intx is not None:
-            equity = intx.total_balance + assets
-        elif cfm is not None:
+        if cfm is not None:
             self._besides_cfm = sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
             equity = cfm.total_balance + self._besides_cfm
         else:
@@ -405,38 +401,15 @@ class CoinbaseExchange:
     async def _lists_cfm(self) -> bool:
         if not self._catalog:
             await self.products()
-        return any(p.is_cfm for p in self._catalog.values())
-
-    def _venue_off(self, venue: str, exc: ExchangeError) -> None:
-        self._venues.discard(venue)
-        log.info("%s derivatives unavailable for this account (%s); not asked again", venue, exc)
-
-    async def _intx(self, positions: dict[str, Position]) -> PerpSummary | None:
-        try:
-            if self._intx_portfolio is None:
-                body = await self.rest.list_portfolios(portfolio_type="INTX")
-                portfolios = Obj(body, "portfolios").objs("portfolios", optional=True)
-                if not portfolios:
-                    self._venue_off("INTX", NotFound("no INTX portfolio"))
-                    return None
-                self._intx_portfolio = portfolios[0].str("uuid")
-            summary = parse_intx_summary(await self.rest.intx_portfolio_summary(self._intx_portfolio))
-            listed = Obj(await self.rest.intx_positions(self._intx_portfolio), "intx_positions")
-        except (NotFound, AuthenticationError) as exc:
-            self._venue_off("INTX", exc)
-            return None
-        for item in listed.objs("positions", optional=True):
-            position = parse_intx_position(item)
-            if position.size != 0:
-                positions[position.symbol] = position
-        return summary
+        return any(p.is_future for p in self._catalog.values())
 
     async def _cfm(self, positions: dict[str, Position]) -> PerpSummary | None:
         try:
             summary = parse_cfm_summary(await self.rest.cfm_balance_summary())
             listed = Obj(await self.rest.cfm_positions(), "cfm_positions")
         except (NotFound, AuthenticationError) as exc:
-            self._venue_off("CFM", exc)
+            self._futures = False
+            log.info("futures unavailable for this account (%s); not asked again", exc)
             return None
         for item in listed.objs("positions", optional=True):
             position = parse_cfm_position(item, self._contract_size(item.str("product_id")))
@@ -497,7 +470,7 @@ class CoinbaseExchange:
 
     def is_cfm(self, symbol: str) -> bool:
         listed = self._catalog.get(symbol)
-        return listed is not None and listed.is_cfm
+        return listed is not None and listed.is_future
 
     def equity_with_futures(self, total_usd_balance: Decimal) -> Decimal | None:
         """Equity with a pushed CFM ``total_usd_balance`` in, the rest as last read (None:

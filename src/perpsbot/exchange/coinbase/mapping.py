@@ -145,8 +145,7 @@ class Obj:
         return to_decimal(value, self._where(key))
 
     def amount(self, key: builtins.str) -> Decimal:
-        """A money value: a plain string, ``{"value", "currency"}``, or INTX's
-        ``{"userNativeCurrency": {...}, "rawCurrency": {...}}`` (raw preferred)."""
+        """A money value: a plain string or ``{"value", "currency"}``."""
         return _amount(self.raw(key), self._where(key))
 
     def opt_amount(self, key: builtins.str) -> Decimal | None:
@@ -188,9 +187,6 @@ def to_decimal(value: Any, where: str) -> Decimal:
 
 def _amount(value: Any, where: str) -> Decimal:
     if isinstance(value, Mapping):
-        for inner in ("rawCurrency", "userNativeCurrency"):
-            if isinstance(value.get(inner), Mapping):
-                return _amount(value[inner], f"{where}.{inner}")
         if "value" in value:
             return to_decimal(value["value"], f"{where}.value")
         raise BadResponse(f"{where}: expected an amount object with a value")
@@ -301,7 +297,7 @@ class CoinbaseProduct:
 
     product_id: str
     product_type: str  # SPOT | FUTURE
-    venue: str | None  # CBE (spot), FCM (CFM futures), INTX (perpetuals)
+    venue: str | None  # CBE (spot), FCM (CFM futures)
     base: str
     quote: str
     base_increment: Decimal
@@ -319,7 +315,7 @@ class CoinbaseProduct:
 
     @property
     def is_perpetual(self) -> bool:
-        """An INTX perpetual, or a CFM perpetual-style future: Coinbase lists those as
+        """A perpetual, such as a CFM perpetual-style future: Coinbase lists those as
         EXPIRING (a far expiry, e.g. ``BIP-20DEC30-CDE``) with a ``funding_interval`` and a
         ``funding_rate``; a dated future has neither."""
         if self.product_type != "FUTURE":
@@ -327,24 +323,25 @@ class CoinbaseProduct:
         return self.contract_expiry_type == "PERPETUAL" or self.funding_interval is not None
 
     @property
-    def is_intx(self) -> bool:
-        return self.venue == "INTX" or self.product_id.endswith("-INTX")
-
-    @property
-    def is_cfm(self) -> bool:
-        return self.product_type == "FUTURE" and not self.is_intx
+    def is_future(self) -> bool:
+        return self.product_type == "FUTURE"
 
     def to_domain(self) -> Product | None:
-        """Spot and perpetual products (CFM perpetual-style ones sized in contracts of
-        ``contract_size``); dated futures have no domain type yet (None)."""
+        """Spot products, perpetuals (CFM perpetual-style ones sized in contracts of
+        ``contract_size``) and dated futures (``ProductType.FUTURE``, in contracts too, with
+        their ``contract_expiry``); None for another product type."""
         if self.product_type == "SPOT":
             kind = ProductType.SPOT
         elif self.is_perpetual:
             kind = ProductType.PERPETUAL
+        elif self.is_future:
+            kind = ProductType.FUTURE
+            if self.contract_expiry is None:
+                raise BadResponse(f"product {self.product_id}: a dated future without a contract_expiry")
         else:
             return None
         leverage = Decimal(1)
-        if kind is ProductType.PERPETUAL and self.max_leverage is not None and self.max_leverage >= 1:
+        if kind is not ProductType.SPOT and self.max_leverage is not None and self.max_leverage >= 1:
             leverage = self.max_leverage
         try:
             return Product(
@@ -357,6 +354,7 @@ class CoinbaseProduct:
                 min_size=self.base_min_size if self.base_min_size > 0 else self.base_increment,
                 max_leverage=leverage,
                 contract_size=self.contract_size,
+                expiry=self.contract_expiry if kind is not ProductType.SPOT else None,
             )
         except DomainError as exc:
             raise BadResponse(f"product {self.product_id}: {exc}") from None
@@ -826,17 +824,6 @@ def _signed(size: Decimal, side: str | None, where: str) -> Decimal:
     raise BadResponse(f"{where}: unknown position side {side!r}")
 
 
-def parse_intx_position(item: Obj) -> Position:
-    """``GET /intx/positions/{portfolio}``: ``net_size`` with ``position_side``, ``entry_vwap``."""
-    symbol = item.opt_str("product_id") or item.str("symbol")
-    size = _signed(item.decimal("net_size"), item.opt_str("position_side"), f"{item.path}.position_side")
-    entry = item.opt_amount("entry_vwap")
-    if entry is None:
-        entry = item.opt_amount("vwap") or ZERO
-    return Position(symbol, size=size, entry_price=entry if size else ZERO,
-                    leverage=item.opt_decimal("leverage") or Decimal(1))
-
-
 def parse_cfm_position(item: Obj, contract_size: Decimal = Decimal(1)) -> Position:
     """``GET /cfm/positions``: ``number_of_contracts`` with ``side`` LONG/SHORT and
     ``avg_entry_price``. The position does not say what a contract is: ``contract_size``
@@ -855,11 +842,6 @@ class PerpSummary:
 
     total_balance: Decimal
     unrealized_pnl: Decimal
-
-
-def parse_intx_summary(body: Any) -> PerpSummary:
-    summary = Obj(body, "").obj("summary")
-    return PerpSummary(summary.amount("total_balance"), summary.opt_amount("unrealized_pnl") or ZERO)
 
 
 def parse_cfm_summary(body: Any) -> PerpSummary:

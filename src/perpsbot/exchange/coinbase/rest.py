@@ -385,21 +385,6 @@ class CoinbaseRestClient:
     async def get_account(self, account_uuid: str) -> Any:
         return await self.request("GET", f"/accounts/{account_uuid}")
 
-    async def list_portfolios(self, portfolio_type: str | None = None) -> Any:
-        return await self.request("GET", "/portfolios", params={"portfolio_type": portfolio_type})
-
-    async def intx_portfolio_summary(self, portfolio_uuid: str) -> Any:
-        return await self.request("GET", f"/intx/portfolio/{portfolio_uuid}")
-
-    async def intx_positions(self, portfolio_uuid: str) -> Any:
-        return await self.request("GET", f"/intx/positions/{portfolio_uuid}")
-
-    async def intx_position(self, portfolio_uuid: str, symbol: str) -> Any:
-        return await self.request("GET", f"/intx/positions/{portfolio_uuid}/{symbol}")
-
-    async def intx_balances(self, portfolio_uuid: str) -> Any:
-        return await self.request("GET", f"/intx/balances/{portfolio_uuid}")
-
     async def cfm_balance_summary(self) -> Any:
         return await self.request("GET", "/cfm/balance_summary")
 

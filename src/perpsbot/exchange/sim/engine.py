@@ -9,14 +9,14 @@ Accounting model
   cost + fee; a sell needs the base asset. Resting orders put what they may
   spend on hold. A spot ``Position`` is kept per traded symbol for reporting
   (entry price, realised PnL, fees); the balances are the source of truth.
-* Perpetuals (settled in the cash currency): isolated margin per position.
+* Futures, perpetual-style and dated (settled in the cash currency): isolated margin
+  per position. A dated future has no funding, and refuses orders once expired.
   Opening/increasing takes ``notional / leverage`` from cash into the
   position's margin; reducing returns the proportional margin plus the
   realised PnL. Fees are paid from cash. ``Position.funding`` is the net
-  funding *received* (negative when paid), counted every funding interval.
-  An INTX perpetual settles it in cash at once; a CFM future (``-CDE``) accrues
-  it and settles it twice a day, at 00:00 and 12:00 UTC (even once flat). Cash
-  pays from the position's margin if it runs out.
+  funding *received* (negative when paid), counted every funding interval and
+  settled in cash twice a day, at 00:00 and 12:00 UTC (even once flat), as Coinbase's
+  US perpetual-style futures do. Cash pays from the position's margin if it runs out.
 * Equity = cash (available + hold) + spot assets at mid + perp margin + perp
   unrealised PnL at mid (the mark) + funding accrued and not yet settled.
 
@@ -59,14 +59,14 @@ from perpsbot.exchange.port import (
     UnknownProduct,
 )
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
-from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
+from perpsbot.exchange.sim.products import SimProduct, default_market_params
 
 _BPS = Decimal(10_000)
 _ONE = Decimal(1)
 _LIVE = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
 _NO_BUY = -1
 _NO_SELL = 1 << 62
-_CFM_SETTLEMENT_US = 12 * 3600 * 1_000_000  # CFM funding is settled twice a day
+_SETTLEMENT_US = 12 * 3600 * 1_000_000  # funding is settled twice a day
 
 
 def _dec(value: object, name: str) -> Decimal:
@@ -176,7 +176,7 @@ class SimCore:
         self._balances: dict[str, list[Decimal]] = {self._cash: [cfg.starting_cash, ZERO]}
         self._positions: dict[str, Position] = {}
         self._margin: dict[str, Decimal] = {}
-        self._accrued: dict[str, Decimal] = {}  # CFM funding counted, not yet settled in cash
+        self._accrued: dict[str, Decimal] = {}  # funding counted, not yet settled in cash
         self._liq_price: dict[str, float] = {}
         self._orders: dict[str, _Rec] = {}
         self._resting: dict[str, list[_Rec]] = {s: [] for s in self._specs}
@@ -197,7 +197,7 @@ class SimCore:
         for perp_pass in (False, True):
             for spec in self._specs.values():
                 p = spec.product
-                if p.is_perpetual == perp_pass and p.quote == self._cash:
+                if p.is_derivative == perp_pass and p.quote == self._cash:
                     self._value_product.setdefault(p.base, p.symbol)
         anchor = start if start is not None else cfg.start
         if anchor is not None:
@@ -275,7 +275,7 @@ class SimCore:
         if self._accrued.get(symbol):
             return True
         pos = self._positions.get(symbol)
-        return pos is not None and pos.size != 0 and self._specs[symbol].product.is_perpetual
+        return pos is not None and pos.size != 0 and self._specs[symbol].product.is_derivative
 
     def _on_tick(self, sym: str, model: MarketModel, n: int) -> None:
         if self._resting[sym]:
@@ -289,7 +289,7 @@ class SimCore:
             self._charge_funding(sym, model, n, pos)
         if model.last_funding_tick == n and self._accrued.get(sym) and self._settles_at(model, n):
             self._pay(sym, model.product.quote, self._accrued.pop(sym))
-        if pos is None or pos.size == 0 or not model.product.is_perpetual:
+        if pos is None or pos.size == 0 or not model.product.is_derivative:
             return
         liq = self._liq_price.get(sym)
         if liq is not None:
@@ -382,6 +382,10 @@ class SimCore:
         order = rec.order
         assert order is not None
         cid = order.client_order_id
+        if p.expired(ts):
+            assert p.expiry is not None  # expired: it has one
+            self._reject(rec, "product_expired", f"{cid}: {p.symbol} expired at {p.expiry.isoformat()}; "
+                         "it no longer trades", ts)
         if order.size < p.min_size:
             self._reject(rec, "invalid_size", f"{cid}: size {order.size} below the minimum {p.min_size}", ts)
         if order.size % p.base_increment != 0:
@@ -410,7 +414,7 @@ class SimCore:
 
     def _exposure(self, p: Product) -> Decimal:
         """Signed holding a reduce-only order may reduce."""
-        if p.is_perpetual:
+        if p.is_derivative:
             pos = self._positions.get(p.symbol)
             return pos.size if pos is not None else ZERO
         return self._balance(p.base)[0]
@@ -471,7 +475,7 @@ class SimCore:
         """A perp reduce-only order whose position closed while it filled: cancel the rest."""
         order = rec.order
         assert order is not None
-        if order.reduce_only and p.is_perpetual and self._positions[p.symbol].size == 0:
+        if order.reduce_only and p.is_derivative and self._positions[p.symbol].size == 0:
             order.transition(OrderStatus.CANCELLED, ts)
             return True
         return False
@@ -481,7 +485,7 @@ class SimCore:
         if order.type is not OrderType.LIMIT or order.time_in_force is not TimeInForce.GTC:
             return self._cash, ZERO
         assert order.limit_price is not None
-        if p.is_perpetual:
+        if p.is_derivative:
             if order.reduce_only:
                 return p.quote, ZERO
             return p.quote, order.limit_price * p.contract_size / order.leverage * (1 + self._maker)
@@ -495,7 +499,7 @@ class SimCore:
         order = rec.order
         assert order is not None
         inc, binc = p.price_increment, p.base_increment
-        if p.is_perpetual:
+        if p.is_derivative:
             pos = self._positions.get(p.symbol)
             pos = pos.copy() if pos is not None else Position(p.symbol, contract_size=p.contract_size)
             margin = self._margin.get(p.symbol, ZERO)
@@ -569,7 +573,7 @@ class SimCore:
         rate = self._maker if liquidity is Liquidity.MAKER else self._taker
         fee = price * size * p.contract_size * rate
         fill = Fill(self._next_trade_id(), order.client_order_id, p.symbol, order.side, price, size, fee, liquidity, ts)
-        if p.is_perpetual:
+        if p.is_derivative:
             pos = self._positions.get(p.symbol)
             if pos is None:
                 pos = self._positions[p.symbol] = Position(p.symbol, contract_size=p.contract_size)
@@ -645,7 +649,7 @@ class SimCore:
             order = rec.order
             assert order is not None
             want = int(order.remaining / binc)
-            if order.reduce_only and p.is_perpetual:
+            if order.reduce_only and p.is_derivative:
                 pos = self._positions.get(sym)
                 held = pos.size if pos is not None else ZERO
                 if held == 0 or (held > 0) == buy:
@@ -671,14 +675,14 @@ class SimCore:
             self._fill(rec, p, model.price(rec.limit_ticks), size, Liquidity.MAKER, ts)
             if order.status.is_terminal:
                 self._unrest(rec)
-            elif order.reduce_only and p.is_perpetual and self._positions[sym].size == 0:
+            elif order.reduce_only and p.is_derivative and self._positions[sym].size == 0:
                 self._cancel(rec, ts)
         self._after_position_change(sym, ts)
 
     def _after_position_change(self, sym: str, ts: datetime) -> None:
         """A flat perp position leaves nothing for resting reduce-only orders to do."""
         pos = self._positions.get(sym)
-        if pos is None or pos.size != 0 or not self._specs[sym].product.is_perpetual:
+        if pos is None or pos.size != 0 or not self._specs[sym].product.is_derivative:
             return
         for rec in list(self._resting[sym]):
             if rec.order.reduce_only:  # type: ignore[union-attr]  # a resting record has its order
@@ -749,16 +753,13 @@ class SimCore:
         mark = model.mid
         payment = -pos.size * mark * pos.contract_size * rate
         pos.funding += payment
-        if is_cfm(model.product):
-            self._accrued[sym] = self._accrued.get(sym, ZERO) + payment
-        else:
-            self._pay(sym, model.product.quote, payment)
+        self._accrued[sym] = self._accrued.get(sym, ZERO) + payment
         self._funding_log.append(FundingEvent(sym, model.tick_time(n), rate, mark, pos.size, payment))
 
     def _settles_at(self, model: MarketModel, n: int) -> bool:
         """Whether the funding interval that ended at tick ``n`` ends on 00:00 or 12:00 UTC."""
         interval_us = self._funding_us
-        return to_us(model.tick_time(n)) // interval_us * interval_us % _CFM_SETTLEMENT_US == 0
+        return to_us(model.tick_time(n)) // interval_us * interval_us % _SETTLEMENT_US == 0
 
     def _pay(self, sym: str, currency: str, payment: Decimal) -> None:
         """Funding into cash; if cash runs out, the position's margin pays the rest."""
@@ -821,14 +822,14 @@ class SimCore:
                 total += amount * self._models[self._value_product[ccy]].mid
         for sym, pos in self._positions.items():
             model = self._models[sym]
-            if model.product.is_perpetual:
+            if model.product.is_derivative:
                 total += self._margin.get(sym, ZERO)
                 if pos.size:
                     total += pos.unrealized_pnl(model.mid)
         return total + sum(self._accrued.values(), ZERO)
 
     def accrued_funding(self, symbol: str) -> Decimal:
-        """Funding counted on a CFM future and not yet settled in cash."""
+        """Funding counted on a future and not yet settled in cash."""
         return self._accrued.get(symbol, ZERO)
 
     def account(self) -> AccountSnapshot:

@@ -55,62 +55,44 @@ def _spot(symbol: str, base: str, base_inc: str, price_inc: str, min_size: str) 
     )
 
 
-def _perp(
-    symbol: str, base: str, base_inc: str, price_inc: str, min_size: str, max_lev: int, mmr: str
-) -> Product:
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def _expiry_of(symbol: str) -> datetime:
+    """The expiry a CFM symbol names (``BIP-20DEC30-CDE``: 20 Dec 2030; the time of day is
+    not modelled: 16:00 UTC)."""
+    code = symbol.split("-")[1]
+    return datetime(2000 + int(code[5:7]), _MONTHS.index(code[2:5]) + 1, int(code[:2]), 16, tzinfo=UTC)
+
+
+def _cfm(symbol: str, base: str, contract_size: str, price_inc: str, max_lev: int, mmr: str,
+         kind: ProductType = ProductType.PERPETUAL) -> Product:
+    """A Coinbase Financial Markets future sized in whole contracts of ``contract_size`` base
+    units, expiring when its symbol says: a US perpetual-style one (far out, with funding)
+    or a dated one (``ProductType.FUTURE``: no funding)."""
     return Product(
         symbol=symbol,
         base=base,
         quote=_USD,
-        type=ProductType.PERPETUAL,
-        base_increment=Decimal(base_inc),
-        price_increment=Decimal(price_inc),
-        min_size=Decimal(min_size),
-        max_leverage=Decimal(max_lev),
-        maintenance_margin_rate=Decimal(mmr),
-    )
-
-
-def _cfm_perp(symbol: str, base: str, contract_size: str, price_inc: str, max_lev: int, mmr: str) -> Product:
-    """A US perpetual-style future (Coinbase Financial Markets): sized in whole contracts
-    of ``contract_size`` base units."""
-    return Product(
-        symbol=symbol,
-        base=base,
-        quote=_USD,
-        type=ProductType.PERPETUAL,
+        type=kind,
         base_increment=Decimal(1),
         price_increment=Decimal(price_inc),
         min_size=Decimal(1),
         max_leverage=Decimal(max_lev),
         contract_size=Decimal(contract_size),
         maintenance_margin_rate=Decimal(mmr),
+        expiry=_expiry_of(symbol),
     )
 
 
-CFM_SUFFIX = "-CDE"
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-
-
-def is_cfm(product: Product) -> bool:
-    """A Coinbase Financial Markets future (``BIP-20DEC30-CDE``), not an INTX perpetual."""
-    return product.symbol.endswith(CFM_SUFFIX)
-
-
-def cfm_expiry(product: Product) -> datetime:
-    """The expiry a CFM symbol names (``BIP-20DEC30-CDE``: 20 Dec 2030; the time of day is
-    not modelled: 16:00 UTC)."""
-    code = product.symbol.split("-")[1]
-    return datetime(2000 + int(code[5:7]), _MONTHS.index(code[2:5]) + 1, int(code[:2]), 16, tzinfo=UTC)
-
-
 def default_products() -> list[SimProduct]:
-    """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD, their INTX-style
-    perpetuals (increments and leverage caps like Coinbase's listings), and the US
-    perpetual-style futures on BTC (``BIP``, 0.01 BTC a contract) and ETH (``ETP``, 0.1 ETH).
+    """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD (increments like
+    Coinbase's listings), the US perpetual-style futures on BTC (``BIP``, 0.01 BTC a
+    contract) and ETH (``ETP``, 0.1 ETH), and a dated BTC future expiring on 26 Mar 2027
+    (``BIT``, 0.01 BTC a contract, no funding).
 
-    A spot product and the perpetual on the same asset share the underlying
-    index path; the perpetual adds a mean-reverting premium (which drives its
+    A spot product and the futures on the same asset share the underlying
+    index path; a perpetual-style future adds a mean-reverting premium (which drives its
     funding rate). Maintenance margin is half the initial margin at maximum
     leverage, so a max-leverage position is not liquidated at its own entry.
     """
@@ -131,29 +113,19 @@ def default_products() -> list[SimProduct]:
                          mean_trade_size=8.0),
         ),
         SimProduct(
-            _perp("BTC-PERP-INTX", "BTC", "0.0001", "0.1", "0.0001", 20, "0.025"),
-            MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=0.6, trades_per_sec=6.0,
-                         mean_trade_size=0.03),
-        ),
-        SimProduct(
-            _perp("ETH-PERP-INTX", "ETH", "0.001", "0.01", "0.001", 20, "0.025"),
-            MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=10.0, trades_per_sec=5.0,
-                         mean_trade_size=0.6),
-        ),
-        SimProduct(
-            _perp("SOL-PERP-INTX", "SOL", "0.01", "0.01", "0.01", 10, "0.05"),
-            MarketParams(_SOL, spread_bps=2.5, level_step_bps=1.0, top_depth=200.0, trades_per_sec=3.0,
-                         mean_trade_size=10.0),
-        ),
-        SimProduct(
-            _cfm_perp("BIP-20DEC30-CDE", "BTC", "0.01", "5", 10, "0.05"),
+            _cfm("BIP-20DEC30-CDE", "BTC", "0.01", "5", 10, "0.05"),
             MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=40.0, trades_per_sec=4.0,
                          mean_trade_size=3.0),
         ),
         SimProduct(
-            _cfm_perp("ETP-20DEC30-CDE", "ETH", "0.1", "0.5", 10, "0.05"),
+            _cfm("ETP-20DEC30-CDE", "ETH", "0.1", "0.5", 10, "0.05"),
             MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=60.0, trades_per_sec=3.0,
                          mean_trade_size=4.0),
+        ),
+        SimProduct(
+            _cfm("BIT-26MAR27-CDE", "BTC", "0.01", "5", 10, "0.05", ProductType.FUTURE),
+            MarketParams(_BTC, spread_bps=1.5, level_step_bps=0.75, top_depth=20.0, trades_per_sec=2.0,
+                         mean_trade_size=2.0),
         ),
         *_alt_products(),
     ]
@@ -181,26 +153,6 @@ def _alt_products() -> list[SimProduct]:
             _spot("LINK-USD", "LINK", "0.01", "0.001", "0.1"),
             MarketParams(_LINK, spread_bps=3.0, level_step_bps=1.5, top_depth=350.0, trades_per_sec=1.5,
                          mean_trade_size=12.0),
-        ),
-        SimProduct(
-            _perp("DOGE-PERP-INTX", "DOGE", "1", "0.00001", "1", 10, "0.05"),
-            MarketParams(_DOGE, spread_bps=3.0, level_step_bps=1.5, top_depth=60_000.0, trades_per_sec=4.0,
-                         mean_trade_size=2_000.0),
-        ),
-        SimProduct(
-            _perp("XRP-PERP-INTX", "XRP", "1", "0.0001", "1", 10, "0.05"),
-            MarketParams(_XRP, spread_bps=2.5, level_step_bps=1.2, top_depth=25_000.0, trades_per_sec=4.0,
-                         mean_trade_size=900.0),
-        ),
-        SimProduct(
-            _perp("AVAX-PERP-INTX", "AVAX", "0.1", "0.01", "0.1", 10, "0.05"),
-            MarketParams(_AVAX, spread_bps=3.0, level_step_bps=1.5, top_depth=400.0, trades_per_sec=2.0,
-                         mean_trade_size=10.0),
-        ),
-        SimProduct(
-            _perp("LINK-PERP-INTX", "LINK", "0.1", "0.001", "0.1", 10, "0.05"),
-            MarketParams(_LINK, spread_bps=3.0, level_step_bps=1.5, top_depth=500.0, trades_per_sec=2.0,
-                         mean_trade_size=15.0),
         ),
     ]
 

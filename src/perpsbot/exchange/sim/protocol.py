@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from perpsbot.domain import ZERO, Candle, Fill, Liquidity, Position, Product
 from perpsbot.exchange.sim.market import OrderBook
-from perpsbot.exchange.sim.products import cfm_expiry, is_cfm
 from perpsbot.exchange.sim.venue import OrderView, ProductStats, SimVenue
 from perpsbot.exchange.stream import MarketTrade
 
@@ -93,7 +92,7 @@ def error_body(error: str, message: str, details: str | None = None) -> dict[str
 
 
 def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict[str, Any]:
-    perp = product.is_perpetual
+    perp = product.is_derivative
     base_max = product.min_size * 1_000_000
     out: dict[str, Any] = {
         "product_id": product.symbol,
@@ -129,81 +128,67 @@ def product_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict
         "quote_display_symbol": product.quote,
         "view_only": False,
         "price_increment": num(product.price_increment),
-        "display_name": f"{product.base} PERP" if perp else f"{product.base}/{product.quote}",
-        "product_venue": ("FCM" if is_cfm(product) else "INTX") if perp else "CBE",
+        "display_name": display_name(product),
+        "product_venue": "FCM" if perp else "CBE",
         "approximate_quote_24h_volume": num((stats.volume_24h * stats.price).quantize(Decimal("0.01"))),
     }
-    if perp and is_cfm(product):
+    if perp:
         out["future_product_details"] = cfm_details_json(product, stats, venue)
-    elif perp:
-        out["future_product_details"] = {
-            "venue": "intx",
-            "contract_code": product.base,
-            "contract_expiry": "",
-            "contract_size": num(product.contract_size),
-            "contract_root_unit": product.base,
-            "group_description": f"{product.base} Perpetual",
-            "contract_expiry_timezone": "",
-            "group_short_description": f"{product.base} PERP",
-            "risk_managed_by": "MANAGED_BY_VENUE",
-            "contract_expiry_type": "PERPETUAL",
-            "perpetual_details": {
-                "open_interest": "0",
-                "funding_rate": num(stats.funding_rate),
-                "funding_time": ts(stats.funding_time),
-                "max_leverage": num(product.max_leverage),
-                "base_asset_uuid": venue.account_id(product.base),
-                "underlying_type": "SPOT",
-            },
-            "contract_display_name": f"{product.base} PERP",
-            "time_to_expiry_ms": "0",
-            "non_crypto": False,
-            "contract_expiry_name": "",
-            "twenty_four_by_seven": True,
-        }
     return out
 
 
+def display_name(product: Product) -> str:
+    """``BTC-USD`` -> "BTC/USD", a perpetual-style future "BTC PERP", a dated one "BTC 26 MAR 27"."""
+    if not product.is_derivative:
+        return f"{product.base}/{product.quote}"
+    if product.is_perpetual or product.expiry is None:
+        return f"{product.base} PERP"
+    return f"{product.base} {product.expiry.strftime('%d %b %y').upper()}"
+
+
 def cfm_details_json(product: Product, stats: ProductStats, venue: SimVenue) -> dict[str, Any]:
-    """A US perpetual-style future as Advanced Trade lists it: EXPIRING (far out) yet with
-    a ``funding_interval`` and ``funding_rate``, and a PERP display name. ``perpetual_details``
-    carries the leverage cap as on the INTX listing (the simulator's margin is per position)."""
-    expiry = cfm_expiry(product)
+    """A CFM future as Advanced Trade lists it: EXPIRING with a ``contract_size``. A US
+    perpetual-style one (far out) adds a ``funding_interval`` and ``funding_rate`` and a PERP
+    display name; a dated one has no funding field. ``perpetual_details`` carries the
+    leverage cap (the simulator's margin is per position). A perpetual without an expiry
+    (one a test lists) is PERPETUAL, with no expiry fields."""
+    expiry = product.expiry
     code = product.symbol.split("-")[0]
-    interval = venue.core.config.funding_interval_seconds
-    left_ms = max(0, int((expiry - venue.core.now).total_seconds() * 1000))
-    return {
+    left_ms = max(0, int((expiry - venue.core.now).total_seconds() * 1000)) if expiry else 0
+    perp = product.is_perpetual
+    out: dict[str, Any] = {
         "venue": "cde",
         "contract_code": code,
         "contract_expiry": ts(expiry),
         "contract_size": num(product.contract_size),
         "contract_root_unit": product.base,
-        "group_description": f"{product.base} Perpetual-Style Futures",
+        "group_description": f"{product.base} Perpetual-Style Futures" if perp else f"{product.base} Futures",
         "contract_expiry_timezone": "UTC",
-        "group_short_description": f"{product.base} PERP",
+        "group_short_description": display_name(product),
         "risk_managed_by": "MANAGED_BY_FCM",
-        "contract_expiry_type": "EXPIRING",
+        "contract_expiry_type": expiry_type(product),
         "perpetual_details": {
             "open_interest": "0",
-            "funding_rate": num(stats.funding_rate),
-            "funding_time": ts(stats.funding_time),
             "max_leverage": num(product.max_leverage),
             "base_asset_uuid": "",
             "underlying_type": "SPOT",
         },
-        "contract_display_name": f"{product.base} PERP",
+        "contract_display_name": display_name(product),
         "time_to_expiry_ms": str(left_ms),
         "non_crypto": False,
-        "contract_expiry_name": expiry.strftime("%d %b %Y").upper(),
+        "contract_expiry_name": expiry.strftime("%d %b %Y").upper() if expiry else "",
         "twenty_four_by_seven": True,
         "open_interest": "0",
-        "funding_rate": num(stats.funding_rate),
-        "funding_time": ts(stats.funding_time),
-        "funding_interval": f"{num(Decimal(repr(interval)))}s",
         "index_price": num(stats.mid),
-        "display_name": f"{product.base} PERP",
+        "display_name": display_name(product),
         "futures_asset_type": "FUTURES_ASSET_TYPE_CRYPTO",
     }
+    if perp:
+        interval = venue.core.config.funding_interval_seconds
+        out["perpetual_details"].update(funding_rate=num(stats.funding_rate), funding_time=ts(stats.funding_time))
+        out.update(funding_rate=num(stats.funding_rate), funding_time=ts(stats.funding_time),
+                   funding_interval=f"{num(Decimal(repr(interval)))}s")
+    return out
 
 
 def levels_json(levels: Iterable[Any]) -> list[dict[str, str]]:
@@ -250,7 +235,7 @@ def order_configuration(view: OrderView) -> dict[str, Any]:
 def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
     order = view.order
     spec = order.spec
-    perp = spec.product.is_perpetual
+    perp = spec.product.is_derivative
     value_after_fees = view.filled_value + view.fees if spec.side.value == "BUY" else view.filled_value - view.fees
     completion = (view.filled_size / spec.size * 100) if spec.size else ZERO
     return {
@@ -291,8 +276,7 @@ def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
         ],
         "leverage": num(spec.leverage) if perp else "",
         "margin_type": (spec.margin_type or "CROSS") if perp else "UNKNOWN_MARGIN_TYPE",
-        "retail_portfolio_id": venue.intx_portfolio_id if perp and not is_cfm(spec.product)
-        else venue.default_portfolio_id,
+        "retail_portfolio_id": venue.default_portfolio_id,
         "originating_order_id": "",
         "attached_order_id": "",
         "attached_order_configuration": None,
@@ -300,16 +284,16 @@ def order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
 
 
 def expiry_type(product: Product) -> str:
-    if not product.is_perpetual:
+    if not product.is_derivative:
         return "UNKNOWN_CONTRACT_EXPIRY_TYPE"
-    return "EXPIRING" if is_cfm(product) else "PERPETUAL"
+    return "EXPIRING" if product.expiry is not None else "PERPETUAL"
 
 
 def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
     """An order in the ``user`` channel."""
     order = view.order
     spec = order.spec
-    perp = spec.product.is_perpetual
+    perp = spec.product.is_derivative
     value_after_fees = view.filled_value + view.fees if spec.side.value == "BUY" else view.filled_value - view.fees
     completion = (view.filled_size / spec.size * 100) if spec.size else ZERO
     return {
@@ -331,10 +315,8 @@ def ws_order_json(view: OrderView, venue: SimVenue) -> dict[str, Any]:
         "product_id": spec.symbol,
         "product_type": "FUTURE" if perp else "SPOT",
         "reject_reason": order.reject_reason,
-        "retail_portfolio_id": venue.intx_portfolio_id if perp and not is_cfm(spec.product)
-        else venue.default_portfolio_id,
-        "risk_managed_by": ("MANAGED_BY_FCM" if is_cfm(spec.product) else "MANAGED_BY_VENUE") if perp
-        else "UNKNOWN_RISK_MANAGEMENT_TYPE",
+        "retail_portfolio_id": venue.default_portfolio_id,
+        "risk_managed_by": "MANAGED_BY_FCM" if perp else "UNKNOWN_RISK_MANAGEMENT_TYPE",
         "status": view.status,
         "stop_price": num(spec.stop_price or ZERO),
         "time_in_force": spec.tif,
@@ -369,8 +351,7 @@ def fill_json(fill: Fill, order_id: str, venue: SimVenue) -> dict[str, Any]:
         "size_in_quote": in_quote,
         "user_id": venue.user_id,
         "side": fill.side.value,
-        "retail_portfolio_id": venue.intx_portfolio_id if product.is_perpetual and not is_cfm(product)
-        else venue.default_portfolio_id,
+        "retail_portfolio_id": venue.default_portfolio_id,
     }
 
 
@@ -433,137 +414,8 @@ def account_json(
 def portfolios_json(venue: SimVenue) -> list[dict[str, Any]]:
     return [
         {"name": "Default", "uuid": venue.default_portfolio_id, "type": "DEFAULT", "deleted": False},
-        {"name": "Perpetuals", "uuid": venue.intx_portfolio_id, "type": "INTX", "deleted": False},
+        {"name": "Trading", "uuid": venue.consumer_portfolio_id, "type": "CONSUMER", "deleted": False},
     ]
-
-
-def intx_position_json(venue: SimVenue, product: Product, pos: Position, mark: Decimal) -> dict[str, Any]:
-    ccy = product.quote
-    margin = venue.margin(product.symbol)
-    buy, sell = venue.open_order_sizes(product.symbol)
-    liq = pos.liquidation_price(product.maintenance_margin_rate)
-    unrealized = pos.unrealized_pnl(mark)
-    notional = pos.notional(mark)
-    return {
-        "product_id": product.symbol,
-        "product_uuid": venue.make_id("product", product.symbol),
-        "portfolio_uuid": venue.intx_portfolio_id,
-        "symbol": product.symbol,
-        "vwap": amount(pos.entry_price, ccy),
-        "entry_vwap": amount(pos.entry_price, ccy),
-        "position_side": "POSITION_SIDE_LONG" if pos.size > 0 else "POSITION_SIDE_SHORT",
-        "margin_type": "MARGIN_TYPE_ISOLATED",
-        "net_size": num(pos.size),
-        "buy_order_size": num(buy),
-        "sell_order_size": num(sell),
-        "im_contribution": num((margin / notional).quantize(Decimal("0.000001")) if notional else ZERO),
-        "unrealized_pnl": amount(unrealized, ccy),
-        "mark_price": amount(mark, ccy),
-        "liquidation_price": amount(product.quantize_price(liq) if liq else ZERO, ccy),
-        "leverage": num(pos.leverage.quantize(Decimal("0.01"))),
-        "im_notional": amount(margin, ccy),
-        "mm_notional": amount(notional * product.maintenance_margin_rate, ccy),
-        "position_notional": amount(notional, ccy),
-        "aggregated_pnl": amount(pos.realized_pnl + unrealized + pos.funding - pos.fees, ccy),
-    }
-
-
-def ws_perp_position_json(venue: SimVenue, product: Product, pos: Position, mark: Decimal) -> dict[str, Any]:
-    full = intx_position_json(venue, product, pos, mark)
-    return {
-        "product_id": product.symbol,
-        "portfolio_uuid": venue.intx_portfolio_id,
-        "vwap": full["vwap"]["value"],
-        "entry_vwap": full["entry_vwap"]["value"],
-        "position_side": "Long" if pos.size > 0 else "Short",
-        "margin_type": "Isolated",
-        "net_size": full["net_size"],
-        "buy_order_size": full["buy_order_size"],
-        "sell_order_size": full["sell_order_size"],
-        "leverage": full["leverage"],
-        "mark_price": full["mark_price"]["value"],
-        "liquidation_price": full["liquidation_price"]["value"],
-        "im_notional": full["im_notional"]["value"],
-        "mm_notional": full["mm_notional"]["value"],
-        "position_notional": full["position_notional"]["value"],
-        "unrealized_pnl": full["unrealized_pnl"]["value"],
-        "aggregated_pnl": full["aggregated_pnl"]["value"],
-    }
-
-
-def intx_summary_json(venue: SimVenue) -> dict[str, Any]:
-    s = venue.futures_summary()
-    ccy = venue.core.config.cash_currency
-    collateral = s["available"] + s["hold"] + s["margin"]
-    buffer = s["total"] - s["maintenance"]
-    return {
-        "portfolios": [{
-            "portfolio_uuid": venue.intx_portfolio_id,
-            "collateral": num(collateral),
-            "position_notional": num(s["notional"]),
-            "open_position_notional": num(s["notional"]),
-            "pending_fees": "0",
-            "borrow": "0",
-            "accrued_interest": "0",
-            "rolling_debt": "0",
-            "portfolio_initial_margin": num(
-                (s["margin"] / s["notional"]).quantize(Decimal("0.0001")) if s["notional"] else ZERO
-            ),
-            "portfolio_im_notional": amount(s["margin"], ccy),
-            "portfolio_maintenance_margin": num(
-                (s["maintenance"] / s["notional"]).quantize(Decimal("0.0001")) if s["notional"] else ZERO
-            ),
-            "portfolio_mm_notional": amount(s["maintenance"], ccy),
-            "liquidation_percentage": num(
-                (s["maintenance"] / s["total"] * 100).quantize(Decimal("0.01")) if s["total"] > 0 else ZERO
-            ),
-            "liquidation_buffer": num(buffer),
-            "margin_type": "MARGIN_TYPE_ISOLATED",
-            "margin_flags": "PORTFOLIO_MARGIN_FLAGS_UNSPECIFIED",
-            "liquidation_status": "PORTFOLIO_LIQUIDATION_STATUS_NOT_LIQUIDATING",
-            "unrealized_pnl": amount(s["unrealized_pnl"], ccy),
-            "total_balance": amount(s["total"], ccy),
-        }],
-        "summary": {
-            "unrealized_pnl": amount(s["unrealized_pnl"], ccy),
-            "buying_power": amount(s["available"], ccy),
-            "total_balance": amount(s["total"], ccy),
-            "max_withdrawal_amount": amount(s["available"], ccy),
-        },
-    }
-
-
-def intx_balances_json(venue: SimVenue) -> dict[str, Any]:
-    s = venue.futures_summary()
-    ccy = venue.core.config.cash_currency
-    return {
-        "portfolio_balances": [{
-            "portfolio_uuid": venue.intx_portfolio_id,
-            "balances": [{
-                "asset": {
-                    "asset_id": venue.make_id("asset", ccy),
-                    "asset_uuid": venue.make_id("asset", ccy),
-                    "asset_name": ccy,
-                    "status": "ACTIVE",
-                    "collateral_weight": "1",
-                    "account_collateral_limit": "",
-                    "ecosystem_collateral_limit_breached": False,
-                    "asset_icon_url": "",
-                    "supported_networks_enabled": True,
-                },
-                "quantity": num(s["available"] + s["hold"] + s["margin"]),
-                "hold": num(s["hold"] + s["margin"]),
-                "transfer_hold": "0",
-                "collateral_value": num(s["total"]),
-                "collateral_weight": "1",
-                "max_withdraw_amount": num(s["available"]),
-                "loan": "0",
-                "loan_collateral_requirement_usd": "0",
-                "pledged_quantity": "0",
-            }],
-            "is_margin_limit_reached": False,
-        }],
-    }
 
 
 def _margin_window(kind: str, s: Mapping[str, Decimal], *, channel: bool) -> dict[str, str]:
@@ -641,13 +493,33 @@ def fcm_position_json(product: Product, pos: Position, mark: Decimal) -> dict[st
     """``number_of_contracts``; the PnL figures count ``contract_size`` base units a contract."""
     return {
         "product_id": product.symbol,
-        "expiration_time": ts(cfm_expiry(product)),
+        "expiration_time": ts(product.expiry),
         "side": "LONG" if pos.size > 0 else "SHORT",
         "number_of_contracts": num(abs(pos.size)),
         "current_price": num(mark),
         "avg_entry_price": num(pos.entry_price),
         "unrealized_pnl": num(pos.unrealized_pnl(mark)),
         "daily_realized_pnl": num(pos.realized_pnl),
+    }
+
+
+def breakdown_future_json(product: Product, pos: Position, mark: Decimal) -> dict[str, Any]:
+    """A futures position in a portfolio breakdown's ``futures_positions``."""
+    ccy = product.quote
+    return {
+        "product_id": product.symbol,
+        "contract_size": num(product.contract_size),
+        "side": "FUTURES_POSITION_SIDE_LONG" if pos.size > 0 else "FUTURES_POSITION_SIDE_SHORT",
+        "amount": num(abs(pos.size)),
+        "avg_entry_price": num(pos.entry_price),
+        "current_price": num(mark),
+        "unrealized_pnl": num(pos.unrealized_pnl(mark)),
+        "expiry": ts(product.expiry),
+        "underlying_asset": product.base,
+        "asset_img_url": "",
+        "product_name": product.symbol,
+        "venue": "FCM",
+        "notional_value": amount(pos.notional(mark), ccy),
     }
 
 

@@ -149,7 +149,7 @@ class ReplayExchange:
         self._slip = c.slippage_bps / _BPS
         self._liq_fee = c.liquidation_fee_bps / _BPS
         self._funding_step = c.funding_rate / FUNDING_PERIOD_HOURS
-        self._perp = product.is_perpetual
+        self._perp = product.is_derivative
         self._cash_ccy = cash_currency
         self.starting_cash = starting_cash
         self._cash = starting_cash
@@ -300,7 +300,7 @@ class ReplayExchange:
             self._reject(rec, "reduce_only_would_increase", f"{cid}: reduce-only {order.side.value} would open "
                          f"or increase a position ({held})", ts)
         close = self._close_dec()
-        if not p.is_perpetual:
+        if not p.is_derivative:
             if buy:
                 cost = order.size * close * (1 + self._slip) * (1 + self._taker)
                 if self._pending:

@@ -41,7 +41,7 @@ from perpsbot.exchange.sim.engine import SimConfig, SimCore
 from perpsbot.exchange.sim.faults import Faults
 from perpsbot.exchange.sim.keys import ApiKey, AuthError, TrustStore, read_key_file
 from perpsbot.exchange.sim.market import BookLevel, OrderBook
-from perpsbot.exchange.sim.products import SimProduct, default_products, is_cfm
+from perpsbot.exchange.sim.products import SimProduct, default_products
 from perpsbot.exchange.sim.tls import ensure_certificate, server_context
 from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue, parse_decimal, parse_time
 
@@ -441,10 +441,6 @@ class SimServer:
             ("GET", f"{p}/portfolios/{{portfolio_uuid}}", self.h_portfolio_breakdown),
             ("GET", f"{p}/key_permissions", self.h_key_permissions),
             ("GET", f"{p}/transaction_summary", self.h_transaction_summary),
-            ("GET", f"{p}/intx/portfolio/{{portfolio_uuid}}", self.h_intx_portfolio),
-            ("GET", f"{p}/intx/positions/{{portfolio_uuid}}", self.h_intx_positions),
-            ("GET", f"{p}/intx/positions/{{portfolio_uuid}}/{{symbol}}", self.h_intx_position),
-            ("GET", f"{p}/intx/balances/{{portfolio_uuid}}", self.h_intx_balances),
             ("GET", f"{p}/cfm/balance_summary", self.h_cfm_balance_summary),
             ("GET", f"{p}/cfm/positions", self.h_cfm_positions),
             ("GET", f"{p}/cfm/positions/{{product_id}}", self.h_cfm_position),
@@ -550,7 +546,7 @@ class SimServer:
         for product in self.core.products():
             if wanted and product.symbol not in wanted:
                 continue
-            if product_type and product_type != ("FUTURE" if product.is_perpetual else "SPOT"):
+            if product_type and product_type != ("FUTURE" if product.is_derivative else "SPOT"):
                 continue
             if expiry and expiry != P.expiry_type(product):
                 continue
@@ -660,7 +656,7 @@ class SimServer:
 
     def _portfolio(self, request: web.Request) -> str:
         wanted = request.match_info["portfolio_uuid"]
-        if wanted not in (self.venue.default_portfolio_id, self.venue.intx_portfolio_id):
+        if wanted not in (self.venue.default_portfolio_id, self.venue.consumer_portfolio_id):
             raise ApiError(404, "NOT_FOUND", f"portfolio {wanted} not found")
         return wanted
 
@@ -722,7 +718,7 @@ class SimServer:
                 "allocation": 0.0, "cost_basis": P.amount(ZERO, ccy), "asset_img_url": "",
                 "is_cash": ccy_name == ccy,
             })
-        perps = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self._intx_positions()]
+        futures = [P.breakdown_future_json(prod, pos, mark) for prod, pos, mark in self.venue.perp_positions()]
         return _json({"breakdown": {
             "portfolio": portfolio,
             "portfolio_balances": {
@@ -734,8 +730,8 @@ class SimServer:
                 "perp_unrealized_pnl": P.amount(s["unrealized_pnl"], ccy),
             },
             "spot_positions": spot,
-            "perp_positions": perps,
-            "futures_positions": [],
+            "perp_positions": [],
+            "futures_positions": futures,
         }})
 
     async def h_key_permissions(self, request: web.Request) -> web.Response:
@@ -760,49 +756,16 @@ class SimServer:
             "has_promo_fee": False,
         })
 
-    async def h_intx_portfolio(self, request: web.Request) -> web.Response:
-        self._portfolio(request)
-        return _json(P.intx_summary_json(self.venue))
-
-    def _intx_positions(self) -> list[tuple[Product, Any, Decimal]]:
-        """Open positions in INTX perpetuals (the INTX views list no CFM futures)."""
-        return [(prod, pos, mark) for prod, pos, mark in self.venue.perp_positions() if not is_cfm(prod)]
-
-    def _cfm_positions(self) -> list[tuple[Product, Any, Decimal]]:
-        """Open positions in CFM futures (``-CDE``), sized in contracts."""
-        return [(prod, pos, mark) for prod, pos, mark in self.venue.perp_positions() if is_cfm(prod)]
-
-    async def h_intx_positions(self, request: web.Request) -> web.Response:
-        self._portfolio(request)
-        positions = [P.intx_position_json(self.venue, prod, pos, mark) for prod, pos, mark in self._intx_positions()]
-        total = ZERO
-        for _prod, pos, mark in self._intx_positions():
-            total += pos.realized_pnl + pos.unrealized_pnl(mark) + pos.funding - pos.fees
-        return _json({"positions": positions,
-                      "summary": {"aggregated_pnl": P.amount(total, self.core.config.cash_currency)}})
-
-    async def h_intx_position(self, request: web.Request) -> web.Response:
-        self._portfolio(request)
-        product = self._product(request, "symbol")
-        for prod, pos, mark in self._intx_positions():
-            if prod.symbol == product.symbol:
-                return _json({"position": P.intx_position_json(self.venue, prod, pos, mark)})
-        raise ApiError(404, "NOT_FOUND", f"no open position in {product.symbol}")
-
-    async def h_intx_balances(self, request: web.Request) -> web.Response:
-        self._portfolio(request)
-        return _json(P.intx_balances_json(self.venue))
-
     async def h_cfm_balance_summary(self, request: web.Request) -> web.Response:
         return _json({"balance_summary": P.fcm_balance_summary(self.venue, as_amounts=True)})
 
     async def h_cfm_positions(self, request: web.Request) -> web.Response:
         return _json({"positions": [P.fcm_position_json(prod, pos, mark)
-                                    for prod, pos, mark in self._cfm_positions()]})
+                                    for prod, pos, mark in self.venue.perp_positions()]})
 
     async def h_cfm_position(self, request: web.Request) -> web.Response:
         product = self._product(request)
-        for prod, pos, mark in self._cfm_positions():
+        for prod, pos, mark in self.venue.perp_positions():
             if prod.symbol == product.symbol:
                 return _json({"position": P.fcm_position_json(prod, pos, mark)})
         raise ApiError(404, "NOT_FOUND", f"no open position in {product.symbol}")
@@ -967,7 +930,7 @@ class SimServer:
                 continue
             if side and spec.side.value != side:
                 continue
-            if product_type and product_type != ("FUTURE" if spec.product.is_perpetual else "SPOT"):
+            if product_type and product_type != ("FUTURE" if spec.product.is_derivative else "SPOT"):
                 continue
             if start is not None and order.created_at < start:
                 continue
@@ -1194,13 +1157,13 @@ class SimServer:
 
     def _status_product(self, product: Product) -> dict[str, Any]:
         return {
-            "product_type": "FUTURE" if product.is_perpetual else "SPOT",
+            "product_type": "FUTURE" if product.is_derivative else "SPOT",
             "id": product.symbol,
             "base_currency": product.base,
             "quote_currency": product.quote,
             "base_increment": P.num(product.base_increment),
             "quote_increment": P.num(product.price_increment),
-            "display_name": f"{product.base}-{product.quote}" if not product.is_perpetual else f"{product.base} PERP",
+            "display_name": f"{product.base}-{product.quote}" if not product.is_derivative else P.display_name(product),
             "status": "online",
             "status_message": "",
             "min_market_funds": "1",
@@ -1208,10 +1171,9 @@ class SimServer:
 
     def _ws_positions(self) -> dict[str, Any]:
         return {
-            "perpetual_futures_positions": [P.ws_perp_position_json(self.venue, prod, pos, mark)
-                                            for prod, pos, mark in self._intx_positions()],
+            "perpetual_futures_positions": [],  # the venue lists its futures as expiring ones
             "expiring_futures_positions": [P.ws_fcm_position_json(prod, pos, mark)
-                                           for prod, pos, mark in self._cfm_positions()],
+                                           for prod, pos, mark in self.venue.perp_positions()],
         }
 
     def _publish_user(self, now: datetime) -> None:

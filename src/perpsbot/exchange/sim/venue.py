@@ -74,6 +74,7 @@ CORE_REJECTS: dict[str, tuple[str, str]] = {
     "leverage_too_high": ("INVALID_REQUEST", "PREVIEW_INVALID_LEVERAGE"),
     "reduce_only_would_increase": ("INVALID_REQUEST", "PREVIEW_INVALID_REDUCE_ONLY"),
     "unknown_product": ("INVALID_PRODUCT_ID", "PREVIEW_INVALID_PRODUCT_ID"),
+    "product_expired": ("ORDER_ENTRY_DISABLED", "UNKNOWN_PREVIEW_FAILURE_REASON"),
 }
 
 
@@ -258,7 +259,7 @@ class SimVenue:
         self.seed = core.config.seed if seed is None else seed
         self.user_id = self.make_id("user")
         self.default_portfolio_id = self.make_id("portfolio", "default")
-        self.intx_portfolio_id = self.make_id("portfolio", "intx")
+        self.consumer_portfolio_id = self.make_id("portfolio", "consumer")  # a second, user-made portfolio
         self._orders: dict[str, VenueOrder] = {}
         self._by_coid: dict[str, VenueOrder] = {}
         self._by_leg: dict[str, VenueOrder] = {}
@@ -304,7 +305,7 @@ class SimVenue:
         """The cash currency, then every currency a spot product trades (perpetuals hold none)."""
         out = [self.core.config.cash_currency]
         for p in self.core.products():
-            for ccy in ([] if p.is_perpetual else [p.base]) + [p.quote]:
+            for ccy in ([] if p.is_derivative else [p.base]) + [p.quote]:
                 if ccy not in out:
                     out.append(ccy)
         for ccy in self.core.account().balances:
@@ -792,7 +793,7 @@ class SimVenue:
             return existing, False
         product = self._product_for_order(body.get("product_id"))
         position = self.core.account().positions.get(product.symbol)
-        if not product.is_perpetual or position is None or position.size == 0:
+        if not product.is_derivative or position is None or position.size == 0:
             raise OrderFailure(
                 "INVALID_REQUEST", f"no open position in {product.symbol}", "PREVIEW_INVALID_REDUCE_ONLY"
             )
@@ -843,8 +844,8 @@ class SimVenue:
         account = self.core.account()
         cash = account.balances.get(product.quote)
         cash_available = cash.available if cash else ZERO
-        margin = notional / spec.leverage if product.is_perpetual and spec.leverage > 0 else notional
-        if product.is_perpetual:
+        margin = notional / spec.leverage if product.is_derivative and spec.leverage > 0 else notional
+        if product.is_derivative:
             if not spec.reduce_only and margin + commission > cash_available:
                 errs.append("PREVIEW_INSUFFICIENT_FUND")
         elif spec.side is Side.BUY:
@@ -865,7 +866,7 @@ class SimVenue:
             best_bid=quote.bid,
             best_ask=quote.ask,
             is_max=False,
-            order_margin_total=margin if product.is_perpetual else ZERO,
+            order_margin_total=margin if product.is_derivative else ZERO,
             leverage=spec.leverage,
             long_leverage=spec.leverage,
             short_leverage=spec.leverage,
@@ -920,7 +921,7 @@ class SimVenue:
         if status in LIVE_STATUSES and spec.limit_price is not None and snaps:  # nothing held before a trigger
             left = max(ZERO, spec.size - filled)
             maker = self.core.config.maker_fee_bps / 10_000
-            if spec.product.is_perpetual:
+            if spec.product.is_derivative:
                 if not spec.reduce_only:
                     hold = left * spec.limit_price * spec.product.contract_size / spec.leverage * (1 + maker)
             elif spec.side is Side.BUY:
@@ -972,7 +973,7 @@ class SimVenue:
         account = self.core.account()
         for product in self.core.products():
             pos = account.positions.get(product.symbol)
-            if product.is_perpetual and pos is not None and pos.size != 0:
+            if product.is_derivative and pos is not None and pos.size != 0:
                 out.append((product, pos, self.core.market(product.symbol).mid))
         return out
 
@@ -993,7 +994,7 @@ class SimVenue:
             maintenance += pos.notional(mark) * product.maintenance_margin_rate
         for product in self.core.products():
             held = account.positions.get(product.symbol)
-            if product.is_perpetual and held is not None:
+            if product.is_derivative and held is not None:
                 realized += held.realized_pnl
                 funding += held.funding
         accrued = sum((self.core.accrued_funding(p.symbol) for p in self.core.products()), ZERO)
