@@ -96,5 +96,5 @@ def test_pushed_futures_figures_replace_equity_and_keep_the_margin():
                    liquidation_buffer=Decimal(95), ts=TS)
     pushed.on_update(PushedAccount(equity=Decimal(105), **figures))
     assert coordinator.account.equity == 105 and pushed.margin.buying_power == 80
-    pushed.on_update(PushedAccount(equity=None, **figures))  # equity not decided by the futures account (no CFM products listed)
+    pushed.on_update(PushedAccount(equity=None, **figures))  # no CFM listing: not the futures account's to decide
     assert coordinator.account.equity == 105 and pushed.account_updates["push"] == 2
