@@ -1,3 +1,4 @@
+from perpsbot.domain.margin import FundingSettlement, MarginRates, Sweep, VenueMargin
 from perpsbot.domain.types import (
     ZERO,
     AccountSnapshot,
@@ -29,8 +30,10 @@ __all__ = [
     "Candle",
     "DomainError",
     "Fill",
+    "FundingSettlement",
     "IllegalTransition",
     "Liquidity",
+    "MarginRates",
     "Order",
     "OrderBook",
     "OrderStatus",
@@ -40,6 +43,8 @@ __all__ = [
     "ProductType",
     "Quote",
     "Side",
+    "Sweep",
     "TimeInForce",
+    "VenueMargin",
     "require_aware",
 ]

@@ -15,8 +15,12 @@ Accounting model
   realised PnL. Fees are paid from cash. ``Position.funding`` is the net
   funding *received* (negative when paid), counted every funding interval.
   An INTX perpetual settles it in cash at once; a CFM future (``-CDE``) accrues
-  it and settles it twice a day, at 00:00 and 12:00 UTC (even once flat). Cash
-  pays from the position's margin if it runs out.
+  it and settles it twice a day, at 00:00 and 12:00 UTC (even once flat), to the
+  cent. Cash pays from the position's margin if it runs out.
+* Liquidation: an INTX perpetual in isolation, when its mark crosses its liquidation
+  price; CFM futures by the venue's rule (``margin.py``): when the account's total margin
+  (cash + posted margin + unrealised PnL + accrued funding) falls under the maintenance
+  margin of every CFM position at the window's rates, all of them are closed.
 * Equity = cash (available + hold) + spot assets at mid + perp margin + perp
   unrealised PnL at mid (the mark) + funding accrued and not yet settled.
 
@@ -58,6 +62,7 @@ from perpsbot.exchange.port import (
     OrderSnapshot,
     UnknownProduct,
 )
+from perpsbot.exchange.sim.margin import margin_window, maintenance_rate, rates_window
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
 from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
 
@@ -67,6 +72,7 @@ _LIVE = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
 _NO_BUY = -1
 _NO_SELL = 1 << 62
 _CFM_SETTLEMENT_US = 12 * 3600 * 1_000_000  # CFM funding is settled twice a day
+_CENT = Decimal("0.01")
 
 
 def _dec(value: object, name: str) -> Decimal:
@@ -177,6 +183,10 @@ class SimCore:
         self._positions: dict[str, Position] = {}
         self._margin: dict[str, Decimal] = {}
         self._accrued: dict[str, Decimal] = {}  # CFM funding counted, not yet settled in cash
+        self._intraday_margin = False  # enrolled in intraday margin (its lower rates in the window)
+        self._maint_window = ""  # the window whose rates ``_maint`` holds, until ``_maint_until_us``
+        self._maint_until_us = -1
+        self._maint: dict[str, float] = {}  # CFM symbol -> maintenance rate in that window
         self._liq_price: dict[str, float] = {}
         self._orders: dict[str, _Rec] = {}
         self._resting: dict[str, list[_Rec]] = {s: [] for s in self._specs}
@@ -277,6 +287,20 @@ class SimCore:
         pos = self._positions.get(symbol)
         return pos is not None and pos.size != 0 and self._specs[symbol].product.is_perpetual
 
+    @property
+    def intraday_margin(self) -> bool:
+        """Whether the account is enrolled in intraday margin (``INTRADAY_MARGIN_SETTING_INTRADAY``)."""
+        return self._intraday_margin
+
+    @intraday_margin.setter
+    def intraday_margin(self, enrolled: bool) -> None:
+        self._intraday_margin = enrolled
+        self._maint_until_us = -1
+
+    def margin_rates_window(self) -> str:
+        """The margin window whose rates apply to CFM futures now."""
+        return rates_window(self.now, self._intraday_margin)
+
     def _on_tick(self, sym: str, model: MarketModel, n: int) -> None:
         if self._resting[sym]:
             bid, ask = model.best_ticks()
@@ -288,8 +312,13 @@ class SimCore:
         if model.last_funding_tick == n and pos is not None and pos.size != 0 and model.product.is_perpetual:
             self._charge_funding(sym, model, n, pos)
         if model.last_funding_tick == n and self._accrued.get(sym) and self._settles_at(model, n):
-            self._pay(sym, model.product.quote, self._accrued.pop(sym))
+            self._pay(sym, model.product.quote, self._accrued.pop(sym).quantize(_CENT))
         if pos is None or pos.size == 0 or not model.product.is_perpetual:
+            return
+        if is_cfm(model.product):
+            if self._cfm_under_maintenance(to_us(model.tick_time(n))):
+                for cfm_sym in [s for s, p in self._positions.items() if p.size and is_cfm(self._specs[s].product)]:
+                    self._liquidate(cfm_sym, self._models[cfm_sym], n, self._positions[cfm_sym])
             return
         liq = self._liq_price.get(sym)
         if liq is not None:
@@ -597,9 +626,10 @@ class SimCore:
         return fill
 
     def _refresh_liq(self, p: Product) -> None:
+        """An isolated position's liquidation price (a CFM future's is the account's rule)."""
         pos = self._positions[p.symbol]
         liq = pos.liquidation_price(p.maintenance_margin_rate)
-        if liq is None or (pos.size > 0 and liq <= 0):
+        if liq is None or (pos.size > 0 and liq <= 0) or is_cfm(p):
             self._liq_price.pop(p.symbol, None)
         else:
             self._liq_price[p.symbol] = float(liq)
@@ -754,6 +784,30 @@ class SimCore:
         else:
             self._pay(sym, model.product.quote, payment)
         self._funding_log.append(FundingEvent(sym, model.tick_time(n), rate, mark, pos.size, payment))
+
+    def _cfm_under_maintenance(self, at_us: int) -> bool:
+        """The venue's rule for CFM futures: the account's total margin under the
+        maintenance margin of its CFM positions at the window's rates (floats: checked on
+        every tick while one is held)."""
+        if at_us >= self._maint_until_us:
+            at = from_us(at_us)
+            self._maint_window = rates_window(at, self._intraday_margin)
+            _, ends = margin_window(at)
+            self._maint_until_us = to_us(ends)
+            self._maint = {s: float(maintenance_rate(spec.product, self._maint_window))
+                           for s, spec in self._specs.items() if is_cfm(spec.product)}
+        cash = self._balances[self._cash]
+        total = float(cash[0] + cash[1]) + float(sum(self._margin.values(), ZERO))
+        total += float(sum(self._accrued.values(), ZERO))
+        maintenance = 0.0
+        for sym, pos in self._positions.items():
+            if not pos.size or not self._specs[sym].product.is_perpetual:
+                continue
+            mark = self._models[sym].mid_float()
+            total += (mark - float(pos.entry_price)) * float(pos.size * pos.contract_size)
+            if sym in self._maint:
+                maintenance += abs(float(pos.size * pos.contract_size)) * mark * self._maint[sym]
+        return total < maintenance
 
     def _settles_at(self, model: MarketModel, n: int) -> bool:
         """Whether the funding interval that ended at tick ``n`` ends on 00:00 or 12:00 UTC."""

@@ -46,6 +46,8 @@ from typing import Any
 from perpsbot.domain import ZERO, AccountSnapshot, Fill, OrderStatus, OrderType, Position, Product, Side, TimeInForce
 from perpsbot.exchange.port import OrderRejected, OrderRequest, OrderSnapshot
 from perpsbot.exchange.sim.engine import SimCore
+from perpsbot.exchange.sim.margin import initial_rate, maintenance_rate
+from perpsbot.exchange.sim.products import is_cfm
 
 # order_configuration key -> (order type, Coinbase time in force)
 CONFIGURATIONS: dict[str, tuple[str, str]] = {
@@ -988,6 +990,15 @@ class SimVenue:
     def margin(self, symbol: str) -> Decimal:
         return self.core.margin(symbol)
 
+    def cfm_requirements(self, window: str) -> tuple[Decimal, Decimal]:
+        """(initial, maintenance) margin of the CFM positions at the rates of ``window``."""
+        initial = maintenance = ZERO
+        for product, pos, mark in self.perp_positions():
+            if is_cfm(product):
+                initial += pos.notional(mark) * initial_rate(product, window)
+                maintenance += pos.notional(mark) * maintenance_rate(product, window)
+        return initial, maintenance
+
     def futures_summary(self) -> dict[str, Decimal]:
         """The margin account in numbers (cash in the quote currency, perps at mark)."""
         account = self.core.account()
@@ -995,11 +1006,13 @@ class SimVenue:
         available = cash.available if cash else ZERO
         hold = cash.hold if cash else ZERO
         margin = unrealized = realized = maintenance = notional = funding = ZERO
+        window = self.core.margin_rates_window()
         for product, pos, mark in self.perp_positions():
             margin += self.core.margin(product.symbol)
             unrealized += pos.unrealized_pnl(mark)
             notional += pos.notional(mark)
-            maintenance += pos.notional(mark) * product.maintenance_margin_rate
+            rate = maintenance_rate(product, window) if is_cfm(product) else product.maintenance_margin_rate
+            maintenance += pos.notional(mark) * rate
         for product in self.core.products():
             held = account.positions.get(product.symbol)
             if product.is_perpetual and held is not None:

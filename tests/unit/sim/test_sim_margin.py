@@ -1,0 +1,77 @@
+"""CFM margin in the simulator: rates per window, initial / maintenance from them, and
+liquidation by the venue's rule (the account under maintenance), not the isolated one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from perpsbot.domain import Liquidity, Product, ProductType, Side
+from perpsbot.exchange.sim import MarketParams, SimConfig, SimCore, SimProduct
+from perpsbot.exchange.sim import protocol as P
+from perpsbot.exchange.sim.venue import SimVenue
+
+from .simkit import flat_underlying, request
+
+D = Decimal
+CFM = "TST-20DEC30-CDE"
+# Friday 2 January 2026, 15:58 in New York (EST): two minutes of the intraday window left.
+BEFORE_FOUR = datetime(2026, 1, 2, 20, 58, tzinfo=UTC)
+
+
+def cfm_core(cash: str = "1000") -> SimCore:
+    product = Product(CFM, "TST", "USD", ProductType.PERPETUAL, D(1), D("0.01"), D(1), max_leverage=D(10),
+                      contract_size=D("0.1"))
+    listed = SimProduct(product, MarketParams(flat_underlying("TSTC", 100.0, vol=0.00001), top_depth=2000.0,
+                                              mean_trade_size=2.0, premium_std=0.0))
+    core = SimCore([listed], SimConfig(seed=3, starting_cash=D(cash), tick_seconds=1.0, warmup_seconds=5.0),
+                   start=BEFORE_FOUR)
+    core.intraday_margin = True
+    return core
+
+
+def test_a_position_at_the_intraday_maximum_is_liquidated_when_the_overnight_rates_start():
+    core = cfm_core()
+    core.place_order(request("o", CFM, Side.BUY, "900", leverage="10"), BEFORE_FOUR)  # 9 000 USD at 10x
+    held = core.account().positions[CFM]
+    assert held.size == 900
+    # isolated at 10x with 5 % maintenance it would last to a 5.3 % fall: the price barely moves here
+    assert held.liquidation_price(D("0.05")) < core.market(CFM).mid * D("0.95")
+    core.advance_to(BEFORE_FOUR + timedelta(seconds=119))  # 15:59:59: intraday maintenance 5 % (450 USD)
+    assert core.account().positions[CFM].size == 900
+    core.advance_to(BEFORE_FOUR + timedelta(seconds=121))  # 16:00: overnight maintenance 12.5 % (1 125 USD)
+    assert core.account().positions[CFM].size == 0
+    (liquidation,) = [f for f in core.fills if f.liquidity is Liquidity.LIQUIDATION]
+    assert liquidation.ts == BEFORE_FOUR + timedelta(seconds=120) and liquidation.size == 900
+
+
+def test_an_account_not_enrolled_in_intraday_margin_pays_the_overnight_rates_all_day():
+    core = cfm_core()
+    core.intraday_margin = False
+    core.place_order(request("o", CFM, Side.BUY, "900", leverage="10"), BEFORE_FOUR)
+    core.advance_to(BEFORE_FOUR + timedelta(seconds=1))
+    assert core.account().positions[CFM].size == 0  # under 12.5 % maintenance at once
+
+
+def test_the_balance_summary_reports_margin_at_the_rates_of_the_window_in_force():
+    venue = SimVenue(cfm_core(cash="100000"), seed=3)
+    core = venue.core
+    core.place_order(request("o", CFM, Side.BUY, "100", leverage="2"), BEFORE_FOUR)
+    mark = core.market(CFM).mid
+    notional = 100 * D("0.1") * mark
+    summary = P.fcm_balance_summary(venue, as_amounts=False)
+    total = D(summary["total_usd_balance"])
+    assert D(summary["initial_margin"]) == notional * D("0.1")
+    assert D(summary["liquidation_threshold"]) == notional * D("0.05")
+    assert D(summary["liquidation_buffer_amount"]) == total - notional * D("0.05")
+    assert D(summary["futures_buying_power"]) == total - notional * D("0.1")
+    overnight = summary["overnight_margin_window_measure"]
+    assert D(overnight["initial_margin"]) == notional * D("0.25")
+    assert D(overnight["maintenance_margin"]) == notional * D("0.125")
+    core.advance_to(BEFORE_FOUR + timedelta(seconds=121))
+    mark = core.market(CFM).mid
+    later = P.fcm_balance_summary(venue, as_amounts=False)
+    assert D(later["liquidation_threshold"]) == 100 * D("0.1") * mark * D("0.125")
+    listing = P.cfm_details_json(core.product(CFM), venue.stats(CFM), venue)
+    assert listing["intraday_margin_rate"] == {"long_margin_rate": "0.1", "short_margin_rate": "0.1"}
+    assert listing["overnight_margin_rate"] == {"long_margin_rate": "0.25", "short_margin_rate": "0.25"}
