@@ -62,7 +62,7 @@ from perpsbot.exchange.port import (
     OrderSnapshot,
     UnknownProduct,
 )
-from perpsbot.exchange.sim.margin import margin_window, maintenance_rate, rates_window
+from perpsbot.exchange.sim.margin import maintenance_rate, margin_window, rates_window
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
 from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
 

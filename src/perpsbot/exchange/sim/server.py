@@ -40,8 +40,8 @@ from perpsbot.exchange.sim import protocol as P
 from perpsbot.exchange.sim.engine import SimConfig, SimCore
 from perpsbot.exchange.sim.faults import Faults
 from perpsbot.exchange.sim.keys import ApiKey, AuthError, TrustStore, read_key_file
-from perpsbot.exchange.sim.market import BookLevel, OrderBook
 from perpsbot.exchange.sim.margin import margin_window
+from perpsbot.exchange.sim.market import BookLevel, OrderBook
 from perpsbot.exchange.sim.products import SimProduct, default_products, is_cfm
 from perpsbot.exchange.sim.tls import ensure_certificate, server_context
 from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue, parse_decimal, parse_time
