@@ -401,12 +401,11 @@ class CoinbaseExchange:
         positions: dict[str, Position] = {}
         intx = await self._intx(positions) if "INTX" in self._venues else None
         cfm = await self._cfm(positions) if "CFM" in self._venues and await self._lists_cfm() else None
-        margin = None
+        margin = cfm[1] if cfm is not None else None
         if intx is not None:
             equity = intx.total_balance + assets
         elif cfm is not None:
-            summary, margin = cfm
-            equity = summary.total_balance + sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
+            equity = cfm[0].total_balance + sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
         else:
             equity = sum(cash.values(), ZERO) + assets
         return AccountSnapshot(balances=balances, positions=positions, equity=equity, margin=margin,
