@@ -22,7 +22,8 @@ PRODUCT = Product(BIP, "BTC", "USD", ProductType.PERPETUAL, D(1), D(5), D(1), ma
 NOW = datetime(2026, 12, 4, 12, 30, tzinfo=UTC)
 
 
-def venue_margin(buffer: str, window: str = "overnight", initial: str = "2250", maintenance: str = "1125") -> VenueMargin:
+def venue_margin(buffer: str, window: str = "overnight", initial: str = "2250",
+                 maintenance: str = "1125") -> VenueMargin:
     return VenueMargin(window=window, window_ends=None, total_balance=D(10_000), buying_power=D(7750),
                        initial_margin=D(initial), maintenance_margin=D(maintenance),
                        liquidation_threshold=D(maintenance), liquidation_buffer=D(buffer),
