@@ -25,6 +25,7 @@ def test_kill_before_a_run_keeps_the_bot_from_trading_and_resume_lifts_it(tmp_pa
     assert status.returncode == 0
     assert "killed (kill_file)" in status.stdout
     assert "max_orders_per_minute" in status.stdout
+    assert "flat default: the venue reports no margin figures" in status.stdout  # the in-process simulator
 
     resumed = perpsbot("resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
