@@ -19,11 +19,11 @@ CFM = "TST-20DEC30-CDE"
 BEFORE_FOUR = datetime(2026, 1, 2, 20, 58, tzinfo=UTC)
 
 
-def cfm_core(cash: str = "1000") -> SimCore:
+def cfm_core(cash: str = "1000", drift: float = 0.0) -> SimCore:
     product = Product(CFM, "TST", "USD", ProductType.PERPETUAL, D(1), D("0.01"), D(1), max_leverage=D(10),
                       contract_size=D("0.1"))
-    listed = SimProduct(product, MarketParams(flat_underlying("TSTC", 100.0, vol=0.00001), top_depth=2000.0,
-                                              mean_trade_size=2.0, premium_std=0.0))
+    underlying = flat_underlying("TSTC", 100.0, vol=0.00001, drift_per_sec=drift)
+    listed = SimProduct(product, MarketParams(underlying, top_depth=2000.0, mean_trade_size=2.0, premium_std=0.0))
     core = SimCore([listed], SimConfig(seed=3, starting_cash=D(cash), tick_seconds=1.0, warmup_seconds=5.0),
                    start=BEFORE_FOUR)
     core.intraday_margin = True
@@ -75,3 +75,16 @@ def test_the_balance_summary_reports_margin_at_the_rates_of_the_window_in_force(
     listing = P.cfm_details_json(core.product(CFM), venue.stats(CFM), venue)
     assert listing["intraday_margin_rate"] == {"long_margin_rate": "0.1", "short_margin_rate": "0.1"}
     assert listing["overnight_margin_rate"] == {"long_margin_rate": "0.25", "short_margin_rate": "0.25"}
+
+
+def test_a_cross_margined_loss_beyond_the_posted_margin_is_paid_from_the_accounts_cash():
+    core = cfm_core(cash="3000", drift=-0.001)  # the price falls ~10 % a minute and a half
+    core.intraday_margin = False
+    core.place_order(request("o", CFM, Side.BUY, "1000", leverage="10"), BEFORE_FOUR)  # 1 000 USD posted
+    core.advance_to(BEFORE_FOUR + timedelta(seconds=600))
+    (liquidation,) = [f for f in core.fills if f.liquidity is Liquidity.LIQUIDATION]
+    held = core.account().positions[CFM]
+    assert held.size == 0 and held.realized_pnl < -1000  # it lost more than the margin it posted
+    # the loss came out of the account's cash, down to what its total margin was worth then
+    assert core.account().balances["USD"].available == D(3000) + held.realized_pnl - held.fees
+    assert liquidation.price < 81  # under 12.5 % maintenance only after a ~20 % fall

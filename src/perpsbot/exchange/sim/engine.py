@@ -840,8 +840,11 @@ class SimCore:
         fee = mark * size * p.contract_size * self._liq_fee
         margin = self._margin.get(sym, ZERO)
         realized = pos.apply_fill(side, size, mark, fee)
-        returned = max(ZERO, margin + realized - fee)  # anything beyond the margin is the insurance fund's
-        self._balance(p.quote)[0] += returned
+        cash = self._balance(p.quote)
+        if is_cfm(p):  # cross margin: the account pays what the posted margin does not cover
+            cash[0] = max(ZERO, cash[0] + margin + realized - fee)
+        else:  # isolated: anything beyond the margin is the insurance fund's
+            cash[0] += max(ZERO, margin + realized - fee)
         self._margin[sym] = ZERO
         self._liq_price.pop(sym, None)
         fill = Fill(self._next_trade_id(), cid, sym, side, mark, size, fee, Liquidity.LIQUIDATION, ts)
