@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from perpsbot.domain import Liquidity, Product, ProductType, Side
+from perpsbot.exchange.port import OrderRejected
 from perpsbot.exchange.sim import MarketParams, SimConfig, SimCore, SimProduct
 from perpsbot.exchange.sim import protocol as P
 from perpsbot.exchange.sim.venue import SimVenue
@@ -48,9 +51,12 @@ def test_a_position_at_the_intraday_maximum_is_liquidated_when_the_overnight_rat
 def test_an_account_not_enrolled_in_intraday_margin_pays_the_overnight_rates_all_day():
     core = cfm_core()
     core.intraday_margin = False
-    core.place_order(request("o", CFM, Side.BUY, "900", leverage="10"), BEFORE_FOUR)
-    core.advance_to(BEFORE_FOUR + timedelta(seconds=1))
-    assert core.account().positions[CFM].size == 0  # under 12.5 % maintenance at once
+    with pytest.raises(OrderRejected, match=r"needs 2250\.00 USD of initial margin") as refused:
+        core.place_order(request("o", CFM, Side.BUY, "900", leverage="10"), BEFORE_FOUR)  # 25 % of 9 000 USD
+    assert refused.value.reason == "insufficient_funds"
+    assert core.place_order(request("p", CFM, Side.BUY, "390", leverage="10"), BEFORE_FOUR).filled_size == 390
+    with pytest.raises(OrderRejected, match="of initial margin"):  # 975 of the 1 000 USD backs the 390 contracts
+        core.place_order(request("q", CFM, Side.BUY, "20", leverage="10"), BEFORE_FOUR)
 
 
 def test_the_balance_summary_reports_margin_at_the_rates_of_the_window_in_force():

@@ -62,7 +62,7 @@ from perpsbot.exchange.port import (
     OrderSnapshot,
     UnknownProduct,
 )
-from perpsbot.exchange.sim.margin import maintenance_rate, margin_window, rates_window
+from perpsbot.exchange.sim.margin import initial_rate, maintenance_rate, margin_window, rates_window
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
 from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
 
@@ -539,6 +539,8 @@ class SimCore:
                 need = hold - delta
                 self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {need} {p.quote}, "
                              f"available {cash}", ts)
+            if is_cfm(p):
+                self._check_initial_margin(rec, p, ts)
             return
         if order.side is Side.BUY:
             cost = sum(((price * inc) * (take * binc) * (1 + self._taker) for _, price, take in plan), ZERO)
@@ -551,6 +553,31 @@ class SimCore:
         if order.size > have:
             self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {order.size} {p.base}, "
                          f"available {have}", ts)
+
+    def _check_initial_margin(self, rec: _Rec, p: Product, ts: datetime) -> None:
+        """A CFM order that adds contracts needs their initial margin at the window's rate
+        out of the buying power: the account's total margin less holds and the initial
+        margin of what it already holds."""
+        order = rec.order
+        assert order is not None
+        before = self._positions[p.symbol].size if p.symbol in self._positions else ZERO
+        added = abs(before + order.size * order.side.sign) - abs(before)
+        if added <= 0:
+            return
+        window = self.margin_rates_window()
+        cash = self._balances[self._cash]
+        power = cash[0] + sum(self._margin.values(), ZERO) + sum(self._accrued.values(), ZERO)
+        for sym, pos in self._positions.items():
+            held = self._specs[sym].product
+            if pos.size and held.is_perpetual:
+                mark = self._models[sym].mid
+                power += pos.unrealized_pnl(mark)
+                if is_cfm(held):
+                    power -= pos.notional(mark) * initial_rate(held, window)
+        need = added * p.contract_size * self._models[p.symbol].mid * initial_rate(p, window)
+        if need > power:
+            self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {need:.2f} {p.quote} of "
+                         f"initial margin ({initial_rate(p, window):.2%}), buying power {power:.2f}", ts)
 
     def _balance(self, ccy: str) -> list[Decimal]:
         bal = self._balances.get(ccy)
