@@ -292,7 +292,8 @@ async def test_the_equity_history_is_read_off_the_event_loop(served: Served, mon
 
 
 async def test_the_account_shows_the_venues_margin_and_its_pending_sweeps(served: Served) -> None:
-    assert (await state(served))["account"]["margin"] is None  # the in-process simulator states none
+    own = (await state(served))["account"]["margin"]  # the in-process simulator's, as its server states it
+    assert own["window"] in ("intraday", "overnight") and own["sweeps"] == [] and CENTS.match(own["buying_power"])
     execution = served.bot.registry.execution
     sweep = Sweep("sw-1", "PENDING", D("250"), T0)
     margin = VenueMargin("overnight", T0, D(10_000), D(5500), D(4500), D(2250), D(2250), D("7750.5"), D("77.5"),

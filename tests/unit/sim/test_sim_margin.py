@@ -94,3 +94,22 @@ def test_a_cross_margined_loss_beyond_the_posted_margin_is_paid_from_the_account
     # the loss came out of the account's cash, down to what its total margin was worth then
     assert core.account().balances["USD"].available == D(3000) + held.realized_pnl - held.fees
     assert liquidation.price < 81  # under 12.5 % maintenance only after a ~20 % fall
+
+
+def test_the_in_process_front_states_the_margin_the_servers_balance_summary_does():
+    venue = SimVenue(cfm_core(cash="100000"), seed=3)
+    core = venue.core
+    core.place_order(request("o", CFM, Side.BUY, "100", leverage="2"), BEFORE_FOUR)
+    margin = core.cfm_margin()
+    summary = P.fcm_balance_summary(venue, as_amounts=False)
+    assert margin is not None and margin.window == "intraday"
+    assert margin.window_ends == BEFORE_FOUR + timedelta(minutes=2)
+    assert margin.total_balance == D(summary["total_usd_balance"])
+    assert margin.initial_margin == D(summary["initial_margin"])
+    assert margin.liquidation_threshold == margin.maintenance_margin == D(summary["liquidation_threshold"])
+    assert margin.liquidation_buffer == D(summary["liquidation_buffer_amount"])
+    assert margin.buying_power == D(summary["futures_buying_power"])
+    assert margin.maintenance_rate(CFM, long=True) == D("0.05")  # intraday: half the listed 10 %
+    core.advance_to(BEFORE_FOUR + timedelta(seconds=121))
+    later = core.cfm_margin()
+    assert later is not None and later.window == "overnight" and later.maintenance_rate(CFM, long=True) == D("0.125")

@@ -45,6 +45,7 @@ from perpsbot.domain import (
     DomainError,
     Fill,
     Liquidity,
+    MarginRates,
     Order,
     OrderStatus,
     OrderType,
@@ -53,6 +54,7 @@ from perpsbot.domain import (
     Quote,
     Side,
     TimeInForce,
+    VenueMargin,
     require_aware,
 )
 from perpsbot.exchange.port import (
@@ -565,15 +567,7 @@ class SimCore:
         if added <= 0:
             return
         window = self.margin_rates_window()
-        cash = self._balances[self._cash]
-        power = cash[0] + sum(self._margin.values(), ZERO) + sum(self._accrued.values(), ZERO)
-        for sym, pos in self._positions.items():
-            held = self._specs[sym].product
-            if pos.size and held.is_perpetual:
-                mark = self._models[sym].mid
-                power += pos.unrealized_pnl(mark)
-                if is_cfm(held):
-                    power -= pos.notional(mark) * initial_rate(held, window)
+        power = self.margin_total() - self._balances[self._cash][1] - self.cfm_requirements(window)[0]
         need = added * p.contract_size * self._models[p.symbol].mid * initial_rate(p, window)
         if need > power:
             self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {need:.2f} {p.quote} of "
@@ -910,6 +904,46 @@ class SimCore:
                 if pos.size:
                     total += pos.unrealized_pnl(model.mid)
         return total + sum(self._accrued.values(), ZERO)
+
+    def margin_total(self) -> Decimal:
+        """What the perps are margined with: cash (on hold too), posted margin, unrealised
+        PnL at the mark and funding accrued, not yet settled."""
+        cash = self._balances[self._cash]
+        total = cash[0] + cash[1] + sum(self._margin.values(), ZERO) + sum(self._accrued.values(), ZERO)
+        for sym, pos in self._positions.items():
+            if pos.size and self._specs[sym].product.is_perpetual:
+                total += pos.unrealized_pnl(self._models[sym].mid)
+        return total
+
+    def cfm_requirements(self, window: str) -> tuple[Decimal, Decimal]:
+        """(initial, maintenance) margin of the CFM positions at the rates of ``window``."""
+        initial = maintenance = ZERO
+        for sym, pos in self._positions.items():
+            product = self._specs[sym].product
+            if pos.size and is_cfm(product):
+                notional = pos.notional(self._models[sym].mid)
+                initial += notional * initial_rate(product, window)
+                maintenance += notional * maintenance_rate(product, window)
+        return initial, maintenance
+
+    def cfm_margin(self) -> VenueMargin | None:
+        """The account's CFM margin as the venue states it (the server's balance summary
+        and margin window), for the in-process front; None when no CFM future is listed."""
+        cfm = [spec.product for spec in self._specs.values() if is_cfm(spec.product)]
+        if not cfm:
+            return None
+        window, ends = margin_window(self.now)
+        rates = self.margin_rates_window()
+        initial, maintenance = self.cfm_requirements(rates)
+        total = self.margin_total()
+        buffer = total - maintenance
+        return VenueMargin(
+            window=window.removeprefix("FCM_MARGIN_WINDOW_TYPE_").lower(), window_ends=ends, total_balance=total,
+            buying_power=max(ZERO, total - self._balances[self._cash][1] - initial), initial_margin=initial,
+            maintenance_margin=maintenance, liquidation_threshold=maintenance, liquidation_buffer=buffer,
+            liquidation_buffer_pct=(buffer / total * 100).quantize(_CENT) if total > 0 else ZERO,
+            rates={p.symbol: MarginRates(initial_rate(p, rates), initial_rate(p, rates)) for p in cfm},
+        )
 
     def accrued_funding(self, symbol: str) -> Decimal:
         """Funding counted on a CFM future and not yet settled in cash."""

@@ -575,7 +575,7 @@ def intx_balances_json(venue: SimVenue) -> dict[str, Any]:
 def _margin_window(venue: SimVenue, kind: str, s: Mapping[str, Decimal]) -> dict[str, str]:
     """A margin window measure at that window's rates: plain strings, in REST as in the
     channel (Get Futures Balance Summary documents it so)."""
-    initial, maintenance = venue.cfm_requirements(applicable(kind, venue.core.intraday_margin))
+    initial, maintenance = venue.core.cfm_requirements(applicable(kind, venue.core.intraday_margin))
     return {
         "margin_window_type": kind,
         "margin_level": "MARGIN_LEVEL_TYPE_BASE",
@@ -597,7 +597,7 @@ def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
     is what is left of the total after the initial margin and the holds."""
     s = venue.futures_summary()
     ccy = venue.core.config.cash_currency
-    initial, maintenance = venue.cfm_requirements(venue.core.margin_rates_window())
+    initial, maintenance = venue.core.cfm_requirements(venue.core.margin_rates_window())
 
     def v(x: Decimal) -> Any:
         return amount(x, ccy) if as_amounts else num(x)

@@ -46,7 +46,7 @@ from typing import Any
 from perpsbot.domain import ZERO, AccountSnapshot, Fill, OrderStatus, OrderType, Position, Product, Side, TimeInForce
 from perpsbot.exchange.port import OrderRejected, OrderRequest, OrderSnapshot
 from perpsbot.exchange.sim.engine import SimCore
-from perpsbot.exchange.sim.margin import initial_rate, maintenance_rate
+from perpsbot.exchange.sim.margin import maintenance_rate
 from perpsbot.exchange.sim.products import is_cfm
 
 # order_configuration key -> (order type, Coinbase time in force)
@@ -989,15 +989,6 @@ class SimVenue:
 
     def margin(self, symbol: str) -> Decimal:
         return self.core.margin(symbol)
-
-    def cfm_requirements(self, window: str) -> tuple[Decimal, Decimal]:
-        """(initial, maintenance) margin of the CFM positions at the rates of ``window``."""
-        initial = maintenance = ZERO
-        for product, pos, mark in self.perp_positions():
-            if is_cfm(product):
-                initial += pos.notional(mark) * initial_rate(product, window)
-                maintenance += pos.notional(mark) * maintenance_rate(product, window)
-        return initial, maintenance
 
     def futures_summary(self) -> dict[str, Decimal]:
         """The margin account in numbers (cash in the quote currency, perps at mark)."""
