@@ -17,8 +17,8 @@ Accounting model
   An INTX perpetual settles it in cash at once; a CFM future (``-CDE``) accrues
   it and settles it twice a day, at 00:00 and 12:00 UTC (even once flat), to the
   cent. Cash pays from the position's margin if it runs out.
-* Liquidation: an INTX perpetual in isolation, when its mark crosses its liquidation
-  price; CFM futures by the venue's rule (``margin.py``): when the account's total margin
+* Liquidation: an isolated perpetual when its mark crosses its liquidation price;
+  CFM futures by the venue's rule (``margin.py``): when the account's total margin
   (cash + posted margin + unrealised PnL + accrued funding) falls under the maintenance
   margin of every CFM position at the window's rates, all of them are closed.
 * Equity = cash (available + hold) + spot assets at mid + perp margin + perp
