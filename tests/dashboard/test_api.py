@@ -3,6 +3,7 @@ refusals, and what /api/state reports about a bot that has traded."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from decimal import Decimal
@@ -19,6 +20,7 @@ from perpsbot.dashboard import add_dashboard
 from perpsbot.dashboard import state as state_module
 from perpsbot.dashboard.state import dashboard_state, freshness, money, price, thin
 from perpsbot.dashboard.web import cookie_name
+from perpsbot.domain import Sweep, VenueMargin
 from perpsbot.domain.clock import ManualClock
 from tests.conftest import T0
 from tests.dashboard.conftest import BTC, ETH, TOKEN, Served
@@ -287,3 +289,18 @@ async def test_the_equity_history_is_read_off_the_event_loop(served: Served, mon
     snapshots = served.bot.registry.events.query(kind="snapshot", run_id=served.bot.registry.events.run_id)
     assert readers and threading.get_ident() not in readers
     assert len(history["points"]) == len(snapshots) >= 4 and history["last_id"] == snapshots[-1].id
+
+
+async def test_the_account_shows_the_venues_margin_and_its_pending_sweeps(served: Served) -> None:
+    own = (await state(served))["account"]["margin"]  # the in-process simulator's, as its server states it
+    assert own["window"] in ("intraday", "overnight") and own["sweeps"] == [] and CENTS.match(own["buying_power"])
+    execution = served.bot.registry.execution
+    sweep = Sweep("sw-1", "PENDING", D("250"), T0)
+    margin = VenueMargin("overnight", T0, D(10_000), D(5500), D(4500), D(2250), D(2250), D("7750.5"), D("77.5"),
+                         sweeps=(sweep,))
+    execution.account = dataclasses.replace(execution.account, margin=margin)
+    shown = (await state(served))["account"]["margin"]
+    assert shown == {"window": "overnight", "window_ends": T0.isoformat(), "buying_power": "5500.00",
+                     "liquidation_buffer": "7750.50", "liquidation_buffer_pct": "77.5",
+                     "sweeps": [{"id": "sw-1", "status": "PENDING", "amount": "250.00",
+                                 "scheduled_at": T0.isoformat()}]}

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
+from perpsbot.config import BotConfig
+from perpsbot.domain import Product, ProductType
+from perpsbot.domain.clock import WallClock
+from perpsbot.risk.manager import RiskManager
+from perpsbot.store import EventStore, OrdersStore
 from tests.integration.test_cli_basics import perpsbot
 
 FAST = ["--interval", "0.05", "--set", "bar_seconds=1", "--set", "short_window=2", "--set", "long_window=4"]
@@ -25,6 +31,7 @@ def test_kill_before_a_run_keeps_the_bot_from_trading_and_resume_lifts_it(tmp_pa
     assert status.returncode == 0
     assert "killed (kill_file)" in status.stdout
     assert "max_orders_per_minute" in status.stdout
+    assert "from the venue: " in status.stdout and "liquidation buffer" in status.stdout  # the simulator's margin
 
     resumed = perpsbot("resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -53,3 +60,19 @@ def test_resume_refuses_while_a_drawdown_kill_persists(tmp_path: Path):
     assert result.returncode == 2
     assert "drawdown 30.00% is still beyond 20.00%" in result.stderr
 
+
+
+def test_risk_status_says_when_the_liquidation_check_falls_back_to_the_flat_maintenance_rate(tmp_path: Path):
+    """A venue that states no margin: the state the bot saves says so, and so does risk status."""
+    bip = Product("BIP-20DEC30-CDE", "BTC", "USD", ProductType.PERPETUAL, Decimal(1), Decimal(5), Decimal(1),
+                  max_leverage=Decimal(10), contract_size=Decimal("0.01"))
+    store = tmp_path / "data" / "paper"
+    events = EventStore(store / "events.db")
+    OrdersStore(store / "orders.db").close()
+    RiskManager(BotConfig(data_dir=tmp_path / "data"), WallClock(), events, lambda s: None,
+                products={bip.symbol: bip}).save()
+    events.close()
+    status = perpsbot("risk", "status", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "flat default: the venue reports no margin figures" in status.stdout
+    assert "maintenance rate BIP-20DEC30-CDE" in status.stdout and "5.00% (flat default)" in status.stdout

@@ -137,4 +137,35 @@ def status(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
     usage.add_row("error streak", f"{state['error_streak']} of {cfg.error_streak_limit}")
     if state["cooldown_until"]:
         usage.add_row("error cooldown until", str(state["cooldown_until"]))
+    _margin_rows(usage, state.get("margin"))
     console.print(usage)
+
+
+def _margin_rows(usage: Table, margin: dict | None) -> None:
+    """The margin the liquidation check works from: the venue's figures in the window in
+    force, or the flat default (said so) when the venue gives none."""
+    if not margin:
+        return
+    if margin["source"] != "venue":
+        usage.add_row("margin", "flat default: the venue reports no margin figures")
+        for symbol, rates in sorted(margin["maintenance_rates"].items()):
+            usage.add_row(f"maintenance rate {symbol}", f"{Decimal(rates['long']):.2%} (flat default)")
+        return
+    ends = f" until {margin['window_ends']}" if margin.get("window_ends") else ""
+    usage.add_row("margin", f"from the venue: {margin['window']} window{ends}")
+    change = margin.get("window_change")
+    if change:
+        usage.add_row("margin window change", f"{change['from']} -> {change['to']} at {change['at']}")
+    for key in ("total_balance", "buying_power", "initial_margin", "maintenance_margin", "liquidation_threshold"):
+        usage.add_row(key.replace("_", " "), _money(margin[key]))
+    pct = margin.get("liquidation_buffer_pct")
+    usage.add_row("liquidation buffer", _money(margin["liquidation_buffer"]) + (f" ({pct} %)" if pct else ""))
+    for symbol, rates in sorted(margin["maintenance_rates"].items()):
+        usage.add_row(f"maintenance rate {symbol}",
+                      f"long {Decimal(rates['long']):.2%}, short {Decimal(rates['short']):.2%} ({margin['window']})")
+    for symbol, rate in sorted(margin.get("flat_default", {}).items()):
+        usage.add_row(f"maintenance rate {symbol}", f"{Decimal(rate):.2%} (flat default: the venue lists none)")
+    sweeps = margin.get("sweeps") or []
+    usage.add_row("sweeps", "; ".join(
+        f"{w['id']} {w['status']} {_money(w['amount']) if w['amount'] is not None else 'all'}"
+        + (f" at {w['scheduled_at']}" if w.get("scheduled_at") else "") for w in sweeps) or "none pending")

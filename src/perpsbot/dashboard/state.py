@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from perpsbot.domain import Order, Product
+from perpsbot.domain import Order, Product, VenueMargin
 from perpsbot.store.events import Event, read_field_series
 
 if TYPE_CHECKING:
@@ -113,12 +113,29 @@ def dashboard_state(
             "equity": money(account.equity),
             "start_equity": money(bot.start_equity),
             "equity_change": money(account.equity - bot.start_equity) if bot.start_equity is not None else None,
+            "margin": _venue_margin(account.margin),
         },
         **_pnl_and_positions(bot),
         "orders": [_order(o, reg.products.get(o.symbol), now) for o in reg.orders.orders(open_only=True)],
         "marks": _marks(bot),
         "alerts": _alerts(_this_run(bot, "alert") + _this_run(bot, "alert_cleared"), reg.alerts.active),
         "equity_history": _equity_history(bot, equity_after, equity_series),
+    }
+
+
+def _venue_margin(margin: VenueMargin | None) -> dict[str, Any] | None:
+    """The venue's margin figures and pending sweeps (None: the venue states none)."""
+    if margin is None:
+        return None
+    return {
+        "window": margin.window,
+        "window_ends": margin.window_ends.isoformat() if margin.window_ends else None,
+        "buying_power": money(margin.buying_power),
+        "liquidation_buffer": money(margin.liquidation_buffer),
+        "liquidation_buffer_pct": str(margin.liquidation_buffer_pct) if margin.liquidation_buffer_pct is not None
+        else None,
+        "sweeps": [{"id": w.sweep_id, "status": w.status, "amount": money(w.amount),
+                    "scheduled_at": w.scheduled_at.isoformat() if w.scheduled_at else None} for w in margin.sweeps],
     }
 
 

@@ -1,3 +1,4 @@
+from perpsbot.domain.margin import FundingSettlement, MarginRates, Sweep, VenueMargin
 from perpsbot.domain.types import (
     ZERO,
     AccountSnapshot,
@@ -30,8 +31,10 @@ __all__ = [
     "Candle",
     "DomainError",
     "Fill",
+    "FundingSettlement",
     "IllegalTransition",
     "Liquidity",
+    "MarginRates",
     "MarginType",
     "Order",
     "OrderBook",
@@ -42,6 +45,8 @@ __all__ = [
     "ProductType",
     "Quote",
     "Side",
+    "Sweep",
     "TimeInForce",
+    "VenueMargin",
     "require_aware",
 ]

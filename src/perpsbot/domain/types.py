@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
+from perpsbot.domain.margin import FundingSettlement, VenueMargin
+
 ZERO = Decimal(0)
 
 
@@ -339,7 +341,7 @@ class Position:
     leverage: Decimal = Decimal(1)
     realized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
-    funding: Decimal = ZERO
+    funding: Decimal = ZERO  # received (< 0: paid) and not yet reported settled by the venue
     contract_size: Decimal = Decimal(1)
 
     @property
@@ -420,3 +422,7 @@ class AccountSnapshot:
     balances: dict[str, Balance] = field(default_factory=dict)
     positions: dict[str, Position] = field(default_factory=dict)
     equity: Decimal = ZERO
+    margin: VenueMargin | None = None  # the venue's margin figures, when it states them
+    # Funding the venue settled lately (the last day; the same entries again on later
+    # snapshots): ``Position.funding`` then holds only what is counted and not yet settled.
+    funding_settled: tuple[FundingSettlement, ...] = ()

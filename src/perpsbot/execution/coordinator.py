@@ -116,6 +116,10 @@ class ExecutionCoordinator:
         self.opened_at: datetime | None = None
         # Open orders of earlier runs adopted at start-up (or foreign ones adopted): followed like ours.
         self.tracked: set[str] = set()
+        # Funding the venue settled during this run, per symbol, recorded as
+        # ``funding_settled`` events; the settlements' keys as the venue last listed them.
+        self.funding_settled: dict[str, Decimal] = {}
+        self._settlement_keys: set[tuple[str, datetime]] = set()
         self.reconciler = Reconciler(self)
         # Order and account changes the exchange pushes (None: it pushes nothing; all is polled).
         self.pushed: PushedUpdates | None = None
@@ -130,6 +134,22 @@ class ExecutionCoordinator:
     def account(self, snapshot: AccountSnapshot) -> None:
         self._account = snapshot
         self._positions = None
+        self.risk.note_margin(snapshot.margin)
+        self._record_funding(snapshot)
+
+    def _record_funding(self, snapshot: AccountSnapshot) -> None:
+        """Record each funding settlement the venue reports, once: the venue lists a day's
+        worth on every snapshot, so a key it no longer lists never comes back."""
+        keys = set()
+        for settled in snapshot.funding_settled:
+            key = (settled.symbol, settled.at)
+            keys.add(key)
+            if key in self._settlement_keys:
+                continue
+            self.funding_settled[settled.symbol] = self.funding_settled.get(settled.symbol, ZERO) + settled.amount
+            self.events.append(self.clock.now(), "funding_settled", settled.symbol, amount=settled.amount,
+                               settled_at=settled.at)
+        self._settlement_keys = keys
 
     async def refresh_account(self) -> AccountSnapshot:
         self.account = await bounded(self.exchange.account())
@@ -567,8 +587,9 @@ class ExecutionCoordinator:
 
     def pnl(self, marks: dict[str, Decimal | None] | None = None, *, run_id: int | None = None) -> PnlReport:
         """Realized, unrealized, fees and funding per position and in total, from the fills
-        recorded in this run (or ``run_id``); funding as the exchange reports it settled
-        on each open position; marks from the risk manager's mark source unless given."""
+        recorded in this run (or ``run_id``); funding as the exchange reports it: what it
+        settled during the run (``funding_settled`` events) and what is counted on each open
+        position and not yet settled; marks from the risk manager's mark source unless given."""
         this_run = run_id is None or run_id == self.orders.run_id
         fills = self.orders.fills(run_id=run_id if run_id is not None else self.orders.run_id)
         if this_run and self.opened_at is not None:  # earlier fills recorded late are in the opening
@@ -576,9 +597,20 @@ class ExecutionCoordinator:
         symbols = {f.symbol for f in fills} | set(self.account.positions) | set(self.opening)
         if marks is None:
             marks = {s: self.risk.mark_of(s) for s in symbols}
-        funding = {s: p.funding for s, p in self.account.positions.items() if p.funding}
+        funding = dict(self.funding_settled) if this_run else self._recorded_funding(run_id)
+        if this_run:
+            for symbol, position in self.account.positions.items():
+                if position.funding:
+                    funding[symbol] = funding.get(symbol, ZERO) + position.funding
         sizes = {s: p.contract_size for s, p in self.products.items()}
         return pnl_from_fills(fills, marks, funding, sizes, self.opening if this_run else None)
+
+    def _recorded_funding(self, run_id: int | None) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for event in self.events.query(kind="funding_settled", run_id=run_id):
+            if event.symbol is not None:
+                out[event.symbol] = out.get(event.symbol, ZERO) + Decimal(str(event.data["amount"]))
+        return out
 
     async def open_run(self) -> dict[str, tuple[Decimal, Decimal]]:
         """At a run's start: what it inherits — each traded symbol's position at the

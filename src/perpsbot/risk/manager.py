@@ -24,9 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from perpsbot.config import BotConfig
-from perpsbot.domain import OrderBook, Position, Product, Side
+from perpsbot.domain import OrderBook, Position, Product, Side, VenueMargin
 from perpsbot.domain.clock import Clock
-from perpsbot.risk.measures import is_off_hours, projected_liquidation_distance, realized_volatility
+from perpsbot.risk.measures import (
+    is_off_hours,
+    projected_liquidation_distance,
+    realized_volatility,
+    venue_liquidation_distance,
+)
 from perpsbot.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -136,6 +141,10 @@ class RiskManager:
         self.error_streak = 0
         self.cooldown_until: datetime | None = None
         self._order_times: deque[datetime] = deque()
+        # The venue's margin figures from the last account read (None: it gives none, and
+        # the liquidation check falls back to each product's flat maintenance rate).
+        self.venue_margin: VenueMargin | None = None
+        self.margin_window_change: dict[str, Any] | None = None  # the last one seen
         # The equity watch (``watch_equity``): float levels between which nothing can
         # change, worked out from the state above after each full check.
         self._peak_f = -math.inf
@@ -357,17 +366,9 @@ class RiskManager:
             return RiskVerdict(False, "max_leverage", f"account would be at {total / equity:.2f}x, cap {cap}x")
         product = self.products.get(intent.symbol)
         if product is not None and product.is_derivative:
-            distance = projected_liquidation_distance(
-                positions.get(intent.symbol), intent.symbol, intent.side, intent.size, intent.mark,
-                intent.leverage, product.maintenance_margin_rate, intent.contract_size,
-            )
-            if distance is not None and distance < cfg.min_liquidation_distance_pct:
-                return RiskVerdict(
-                    False,
-                    "liquidation_buffer",
-                    f"liquidation would be {distance:.2%} from the mark, "
-                    f"minimum {cfg.min_liquidation_distance_pct:.2%}",
-                )
+            refused = self._liquidation_check(intent, product, positions.get(intent.symbol))
+            if refused is not None:
+                return refused
         if book is None:
             return RiskVerdict(False, "slippage", "no order book to estimate the fill")
         expected, filled = book.expected_fill(intent.side, intent.size)
@@ -381,6 +382,70 @@ class RiskManager:
                 f"expected fill {expected:.2f} is {slippage:.1f} bps from the mark, cap {cfg.max_slippage_bps}",
             )
         return RiskVerdict(True, APPROVED, "within limits")
+
+    def _liquidation_check(self, intent: OrderIntent, product: Product, held: Position | None) -> RiskVerdict | None:
+        """The distance to liquidation after the order: from the venue's liquidation buffer
+        and the product's maintenance rate in the window in force when the venue states
+        them; else isolated, at the product's flat ``maintenance_margin_rate``."""
+        minimum = self.config.min_liquidation_distance_pct
+        margin = self.venue_margin
+        after = intent.post_trade_size
+        rate = margin.maintenance_rate(intent.symbol, after > 0) if margin is not None and after else None
+        if margin is not None and rate is not None:
+            distance = venue_liquidation_distance(
+                margin.liquidation_buffer, held, intent.side, intent.size, intent.mark, rate, intent.contract_size
+            )
+            if distance is not None and distance < minimum:
+                return RiskVerdict(
+                    False, "liquidation_buffer",
+                    f"the venue's liquidation buffer ({margin.liquidation_buffer:.2f} USD, {margin.window} "
+                    f"maintenance {rate:.2%}) would be {distance:.2%} of the mark away, minimum {minimum:.2%}",
+                )
+            return None
+        distance = projected_liquidation_distance(
+            held, intent.symbol, intent.side, intent.size, intent.mark,
+            intent.leverage, product.maintenance_margin_rate, intent.contract_size,
+        )
+        if distance is not None and distance < minimum:
+            return RiskVerdict(
+                False, "liquidation_buffer",
+                f"liquidation would be {distance:.2%} from the mark (flat maintenance "
+                f"{product.maintenance_margin_rate:.2%}), minimum {minimum:.2%}",
+            )
+        return None
+
+    def note_margin(self, margin: VenueMargin | None) -> None:
+        """Take the venue's margin figures from an account read; a change of margin window
+        (intraday <-> overnight) is recorded as an event."""
+        before, self.venue_margin = self.venue_margin, margin
+        if margin is None or before is None or before.window == margin.window:
+            return
+        now = self.clock.now()
+        self.margin_window_change = {"from": before.window, "to": margin.window, "at": now, "ends": margin.window_ends}
+        self.events.append(now, "margin_window_changed", None, previous=before.window, window=margin.window,
+                           ends=margin.window_ends)
+        log.info("margin window: %s -> %s (until %s)", before.window, margin.window, margin.window_ends)
+
+    def margin_state(self) -> dict[str, Any]:
+        """What ``risk status`` shows of the margin the liquidation check works from."""
+        flat = {s: p.maintenance_margin_rate for s, p in self.products.items() if p.is_perpetual}
+        margin = self.venue_margin
+        if margin is None:
+            same = {s: {"long": r, "short": r} for s, r in flat.items()}
+            return {"source": "flat default", "maintenance_rates": same}
+        listed = {s: {"long": margin.maintenance_rate(s, True), "short": margin.maintenance_rate(s, False)}
+                  for s in margin.rates}
+        return {
+            "source": "venue", "window": margin.window, "window_ends": margin.window_ends,
+            "window_change": self.margin_window_change, "total_balance": margin.total_balance,
+            "buying_power": margin.buying_power, "initial_margin": margin.initial_margin,
+            "maintenance_margin": margin.maintenance_margin, "liquidation_threshold": margin.liquidation_threshold,
+            "liquidation_buffer": margin.liquidation_buffer, "liquidation_buffer_pct": margin.liquidation_buffer_pct,
+            "maintenance_rates": listed,
+            "flat_default": {s: r for s, r in flat.items() if s not in listed},  # products the venue gives no rate for
+            "sweeps": [{"id": w.sweep_id, "status": w.status, "amount": w.amount, "scheduled_at": w.scheduled_at}
+                       for w in margin.sweeps],
+        }
 
     def _other_notional(self, symbol: str, positions: Mapping[str, Position]) -> Decimal:
         total = Decimal(0)
@@ -606,6 +671,7 @@ class RiskManager:
             "cooldown_until": self.cooldown_until,
             "orders_last_minute": self._orders_in_last_minute(self.clock.now()),
             "account_persists": self.account_persists,
+            "margin": self.margin_state(),
         }
 
     def save(self) -> None:

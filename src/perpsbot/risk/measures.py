@@ -10,7 +10,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from perpsbot.config.model import parse_hours
-from perpsbot.domain import Position, Side
+from perpsbot.domain import ZERO, Position, Side
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
@@ -65,3 +65,30 @@ def projected_liquidation_distance(
     if liquidation is None:
         return None
     return abs(mark - liquidation) / mark
+
+
+def venue_liquidation_distance(
+    buffer: Decimal,
+    position: Position | None,
+    side: Side,
+    size: Decimal,
+    mark: Decimal,
+    maintenance_rate: Decimal,
+    contract_size: Decimal,
+) -> Decimal | None:
+    """Cross margin, as the venue reports it: how far the mark may move against the
+    position after the order, as a share of the mark, before the account's liquidation
+    buffer (its total margin over the maintenance of everything held) is gone — other
+    positions held still. The order adds (or frees) maintenance at the product's rate; a
+    move of x loses notional * x and changes the maintenance by -/+ notional * x * rate.
+    None when the order leaves no position."""
+    before = position.size if position is not None else ZERO
+    after = before + size * side.sign
+    if after == 0:
+        return None
+    unit = contract_size * mark
+    left = buffer - (abs(after) - abs(before)) * unit * maintenance_rate
+    if left <= 0:
+        return ZERO
+    lost_per_move = abs(after) * unit * (1 - maintenance_rate if after > 0 else 1 + maintenance_rate)
+    return left / lost_per_move if lost_per_move > 0 else None

@@ -68,11 +68,11 @@ async def test_funding_on_a_cfm_position_reaches_the_bots_pnl(tmp_path: Path):
             for _ in range(200):
                 report = await bot.run_cycle()
                 assert not report.errors, report.errors
-                first_look = first_look or exchange._funding_seen.get(BIP)
-                if first_look is not None and exchange._funding_seen[BIP] >= first_look + timedelta(seconds=3):
+                first_look = first_look or (exchange._accruals[BIP].seen if BIP in exchange._accruals else None)
+                if first_look is not None and exchange._accruals[BIP].seen >= first_look + timedelta(seconds=3):
                     break
                 await asyncio.sleep(0.05)
-            last_look = exchange._funding_seen[BIP]
+            last_look = exchange._accruals[BIP].seen
             pnl = bot.registry.execution.pnl()
         finally:
             await bot.shutdown()

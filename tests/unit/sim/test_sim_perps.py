@@ -167,10 +167,11 @@ def test_cfm_funding_accrues_every_interval_and_settles_in_cash_at_noon_and_midn
     after_close = core.account()
     assert after_close.positions[cfm.symbol].size == 0 and core.accrued_funding(cfm.symbol) == sum(accrued)
     freed = after_close.balances["USD"].available
-    core.advance_to(at(12 * 3600 + 1))  # noon: settled, though flat by now
+    core.advance_to(at(12 * 3600 + 1))  # noon: settled to the cent, though flat by now
     assert len(core.funding_log) == 3 and core.accrued_funding(cfm.symbol) == 0
-    assert core.account().balances["USD"].available == freed + sum(accrued)
-    assert core.equity() == after_close.equity  # settling moves the accrued funding into cash
+    settled = sum(accrued).quantize(D("0.01"))
+    assert core.account().balances["USD"].available == freed + settled
+    assert core.equity() == after_close.equity - sum(accrued) + settled  # the accrued funding moved into cash
 
 
 def _dated_and_perp(expiry: datetime) -> tuple[SimProduct, SimProduct]:

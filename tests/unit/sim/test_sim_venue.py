@@ -10,7 +10,7 @@ import pytest
 
 from perpsbot.domain import Liquidity
 from perpsbot.exchange.sim import SimConfig, SimCore, default_products
-from perpsbot.exchange.sim.protocol import margin_window
+from perpsbot.exchange.sim.margin import margin_window
 from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue
 
 from .simkit import at, sim_perp

@@ -127,6 +127,11 @@ function render(s) {
   setMoney("equity", s.account.equity, false);
   const change = s.account.equity_change;
   $("equity-change").textContent = change === null ? "" : `since start: ${change} (from ${s.account.start_equity})`;
+  const m = s.account.margin;
+  const sweeps = m === null ? "" : m.sweeps.map((w) => `${w.status.toLowerCase()} ${w.amount ?? "all"}`).join(", ");
+  $("account-margin").textContent = m === null ? "" : `${m.window} margin · liquidation buffer ${m.liquidation_buffer}`
+    + (m.liquidation_buffer_pct === null ? "" : ` (${m.liquidation_buffer_pct} %)`)
+    + ` · buying power ${m.buying_power} · sweeps: ${sweeps || "none"}`;
   for (const k of ["net", "realized", "unrealized", "funding"]) setMoney("pnl-" + k, s.pnl[k], true);
   setMoney("pnl-fees", s.pnl.fees, false); // a cost: never shown as a gain
 

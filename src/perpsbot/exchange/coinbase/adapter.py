@@ -9,6 +9,13 @@ what the futures can be margined with plus the spot assets:
   non-cash spot assets at their ``-USD`` mid;
 * else: spot cash (USD and USDC at par) + assets.
 
+With CFM futures the snapshot carries the venue's margin (``VenueMargin``): the balance
+summary's figures in the window ``/cfm/intraday/current_margin_window`` names (read again
+when it ends, at least every minute), each product's listed rate in that window (the
+intraday ones only for an account enrolled in intraday margin) and the pending sweeps.
+Funding on a perpetual-style position is counted hourly off the product's listing and
+settled, as the venue settles it, at 00:00 and 12:00 UTC (``_settle_funding``).
+
 Coinbase identifies orders by its own ``order_id``; the bot by ``client_order_id``. The
 adapter remembers both for the orders it places and otherwise finds an order by scanning
 the order listing. Fills carry only the ``order_id``: their ``client_order_id`` comes
@@ -22,7 +29,7 @@ import ssl as ssl_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +38,16 @@ from perpsbot.domain import (
     AccountSnapshot,
     Candle,
     Fill,
+    FundingSettlement,
     MarginType,
     OrderBook,
     OrderType,
     Position,
     Product,
     Quote,
+    Sweep,
     TimeInForce,
+    VenueMargin,
 )
 from perpsbot.domain.clock import Clock
 from perpsbot.exchange.coinbase.auth import JwtSigner, resolve_credentials
@@ -47,6 +57,7 @@ from perpsbot.exchange.coinbase.mapping import (
     LimitFok,
     LimitGtc,
     LimitIoc,
+    MarginWindow,
     MarketIoc,
     NewOrder,
     Obj,
@@ -56,14 +67,18 @@ from perpsbot.exchange.coinbase.mapping import (
     parse_balances,
     parse_best_bid_ask,
     parse_candle,
+    parse_cfm_margin,
     parse_cfm_position,
     parse_cfm_summary,
     parse_fill,
+    parse_intraday_enrolled,
+    parse_margin_window,
     parse_order,
     parse_order_response,
     parse_product,
     parse_product_book,
     parse_products,
+    parse_sweeps,
 )
 from perpsbot.exchange.coinbase.push import CoinbasePushFeed
 from perpsbot.exchange.coinbase.rest import DEFAULT_REST_URL, CoinbaseRestClient
@@ -92,6 +107,28 @@ FILL_OVERLAP = timedelta(seconds=60)
 # How often a CFM perpetual's listing is read for funding: at most every minute and four
 # times per listed funding interval, so no settlement is missed — not on every account poll.
 FUNDING_CHECK = timedelta(seconds=60)
+MARGIN_CHECK = timedelta(seconds=60)  # the margin window (and setting) and the sweeps: at most this stale
+SETTLEMENT_EVERY = timedelta(hours=12)  # CFM funding is settled at 00:00 and 12:00 UTC
+SETTLEMENTS_KEPT = timedelta(days=1)
+CENT = Decimal("0.01")
+
+
+@dataclass(slots=True)
+class _Accrual:
+    """Funding counted on one CFM perpetual-style product since its last settlement."""
+
+    seen: datetime | None = None  # the listing's funding_time at the last read: the running interval's end
+    checked: datetime | None = None  # when the listing was last read for funding
+    counted_to: datetime | None = None  # the end of the last interval counted
+    amount: Decimal = Decimal(0)
+
+
+def settlement_at(t: datetime) -> datetime:
+    """The first CFM settlement (00:00 or 12:00 UTC) at or after ``t``."""
+    start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    while start < t:
+        start += SETTLEMENT_EVERY
+    return start
 
 
 def _funding_check_every(listed: Any) -> timedelta:
@@ -154,9 +191,12 @@ class CoinbaseExchange:
         self._fills: list[Fill] = []
         self._fill_ids: set[str] = set()
         self._fill_watermark = fills_from or (clock.now() - FILL_OVERLAP)
-        self._funding_seen: dict[str, datetime] = {}  # symbol -> the funding_time last listed
-        self._funding_paid: dict[str, Decimal] = {}  # symbol -> funding received (< 0: paid)
-        self._funding_checked: dict[str, datetime] = {}  # symbol -> when its listing was last read for funding
+        self._accruals: dict[str, _Accrual] = {}  # CFM symbol -> funding counted, not yet settled
+        self._settled: list[FundingSettlement] = []  # the last day's settlements
+        self._window: MarginWindow | None = None
+        self._intraday_enrolled = False
+        self._sweeps: tuple[Sweep, ...] = ()
+        self._margin_checked: datetime | None = None
         self._streams: list[CoinbaseWebSocket] = []
         # What equity holds besides CFM's total_usd_balance at the last account read (None:
         # CFM does not decide equity), so a pushed balance summary can move equity on its own.
@@ -379,13 +419,15 @@ class CoinbaseExchange:
         cash = {c: b.total for c, b in balances.items() if c in CASH_CURRENCIES}
         positions: dict[str, Position] = {}
         cfm = await self._cfm(positions) if self._futures and await self._lists_cfm() else None
+        margin = cfm[1] if cfm is not None else None
         self._besides_cfm = None
         if cfm is not None:
             self._besides_cfm = sum((v for c, v in cash.items() if c != "USD"), ZERO) + assets
-            equity = cfm.total_balance + self._besides_cfm
+            equity = cfm[0].total_balance + self._besides_cfm
         else:
             equity = sum(cash.values(), ZERO) + assets
-        return AccountSnapshot(balances=balances, positions=positions, equity=equity)
+        return AccountSnapshot(balances=balances, positions=positions, equity=equity, margin=margin,
+                               funding_settled=tuple(self._settled))
 
     async def _spot_value(self, holdings: dict[str, Decimal]) -> Decimal:
         if not holdings:
@@ -403,54 +445,96 @@ class CoinbaseExchange:
             await self.products()
         return any(p.is_future for p in self._catalog.values())
 
-    async def _cfm(self, positions: dict[str, Position]) -> PerpSummary | None:
+    async def _cfm(self, positions: dict[str, Position]) -> tuple[PerpSummary, VenueMargin | None] | None:
         try:
-            summary = parse_cfm_summary(await self.rest.cfm_balance_summary())
+            body = await self.rest.cfm_balance_summary()
+            summary = parse_cfm_summary(body)
             listed = Obj(await self.rest.cfm_positions(), "cfm_positions")
         except (NotFound, AuthenticationError) as exc:
             self._futures = False
             log.info("futures unavailable for this account (%s); not asked again", exc)
             return None
+        held: dict[str, Position] = {}
         for item in listed.objs("positions", optional=True):
             position = parse_cfm_position(item, self._contract_size(item.str("product_id")))
             if position.size != 0:
                 await self._accrue_funding(position, item.opt_amount("current_price"))
+                held[position.symbol] = position
                 positions.setdefault(position.symbol, position)
-        return summary
+        self._settle_funding(held)
+        return summary, await self._margin(body)
 
     async def _accrue_funding(self, position: Position, mark: Decimal | None) -> None:
-        """Funding on a CFM perpetual-style position, from its product's listing: the
-        listed ``funding_time`` (the next settlement) moving on means an interval settled,
-        at the ``funding_rate`` listed after it, on the contracts held:
-        ``-contracts x contract_size x mark x rate`` (a long pays a positive rate). The
-        CFM position and balance endpoints carry no funding figure of their own. Counted
-        from the adapter's first look at the position; an interval it does not see (it is
-        polled far more often than hourly) is missed. The listing is read at most every
-        ``FUNDING_CHECK``, and never for a dated future; a failed read leaves the total as it was."""
+        """Count funding on a CFM perpetual-style position off its product's listing: the
+        listed ``funding_time`` (the running interval's end) moving on means an interval
+        ended, at the ``funding_rate`` listed after it, on the contracts held:
+        ``-contracts x contract_size x mark x rate`` (a long pays a positive rate), at the
+        position's ``current_price`` when the adapter sees it. The CFM position and balance
+        endpoints carry no funding figure of their own. Counted from the adapter's first
+        look at the position; of intervals it does not see (it is polled far more often than
+        hourly) one is counted. The listing is read at most every ``FUNDING_CHECK``, and
+        never for a dated future; a failed read leaves the count as it was."""
         symbol = position.symbol
-        position.funding = self._funding_paid.get(symbol, ZERO)
         cached = self._catalog.get(symbol)
-        checked = self._funding_checked.get(symbol)
-        now = self.clock.now()
         if cached is not None and not cached.is_perpetual:
             return
-        if checked is not None and now - checked < _funding_check_every(cached):
+        accrual = self._accruals.setdefault(symbol, _Accrual())
+        now = self.clock.now()
+        if accrual.checked is not None and now - accrual.checked < _funding_check_every(cached):
             return
         try:
             listed = parse_product(Obj(await self.rest.get_product(symbol), "product"))
         except ExchangeError as exc:
             log.warning("funding of %s not read this time: %s", symbol, exc)
             return
-        self._funding_checked[symbol] = now
+        accrual.checked = now
         self._catalog[listed.product_id] = listed
         if not listed.is_perpetual or listed.funding_time is None or listed.funding_rate is None:
             return
-        seen = self._funding_seen.get(symbol)
-        self._funding_seen[symbol] = listed.funding_time
+        seen, accrual.seen = accrual.seen, listed.funding_time
         if seen is not None and listed.funding_time > seen and mark is not None:
-            paid = position.size * position.contract_size * mark * listed.funding_rate
-            self._funding_paid[symbol] = self._funding_paid.get(symbol, ZERO) - paid
-        position.funding = self._funding_paid.get(symbol, ZERO)
+            accrual.amount -= position.size * position.contract_size * mark * listed.funding_rate
+            accrual.counted_to = seen
+
+    def _settle_funding(self, held: dict[str, Position]) -> None:
+        """Settle what was counted, as the venue does at 00:00 and 12:00 UTC (to the cent,
+        even once flat): once the settlement after the last interval counted has passed —
+        and, for a position still held, the interval that ends on it has been counted.
+        Each open position's ``funding`` is then what is counted and not yet settled."""
+        now = self.clock.now()
+        for symbol, accrual in list(self._accruals.items()):
+            if accrual.amount and accrual.counted_to is not None:
+                due = settlement_at(accrual.counted_to)
+                if now >= due and (symbol not in held or (accrual.seen is not None and accrual.seen > due)):
+                    self._settled.append(FundingSettlement(symbol, due, accrual.amount.quantize(CENT, ROUND_HALF_EVEN)))
+                    accrual.amount, accrual.counted_to = ZERO, None
+            if symbol in held:
+                held[symbol].funding = accrual.amount
+            elif not accrual.amount:
+                del self._accruals[symbol]
+        self._settled = [s for s in self._settled if now - s.at < SETTLEMENTS_KEPT]
+
+    async def _margin(self, summary: Any) -> VenueMargin | None:
+        """The balance summary's margin in the window in force (None until a window has been
+        read); the window, the intraday setting and the sweeps are read again every
+        ``MARGIN_CHECK`` and when the window ends. A failed read keeps what was read before."""
+        now = self.clock.now()
+        window = self._window
+        due = window is None or (window.ends is not None and now >= window.ends)
+        if due or self._margin_checked is None or now - self._margin_checked >= MARGIN_CHECK:
+            try:
+                window = parse_margin_window(await self.rest.cfm_margin_window())
+                self._intraday_enrolled = parse_intraday_enrolled(await self.rest.cfm_margin_setting())
+                self._sweeps = parse_sweeps(await self.rest.cfm_sweeps())
+                self._window, self._margin_checked = window, now
+            except ExchangeError as exc:
+                log.warning("CFM margin window not read this time: %s", exc)
+        if window is None:
+            return None
+        intraday = window.window == "intraday" and self._intraday_enrolled
+        rates = {pid: rate for pid, p in self._catalog.items() if p.is_future
+                 and (rate := p.intraday_margin if intraday else p.overnight_margin) is not None}
+        return parse_cfm_margin(summary, window, rates, self._sweeps)
 
     # ----- streams -----------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from perpsbot.domain import (
     DomainError,
     Fill,
     Liquidity,
+    MarginRates,
     MarginType,
     OrderBook,
     OrderStatus,
@@ -45,6 +46,8 @@ from perpsbot.domain import (
     ProductType,
     Quote,
     Side,
+    Sweep,
+    VenueMargin,
 )
 from perpsbot.exchange.port import (
     AuthenticationError,
@@ -312,6 +315,8 @@ class CoinbaseProduct:
     funding_time: datetime | None = None
     trading_disabled: bool = False
     price: Decimal | None = None
+    intraday_margin: MarginRates | None = None  # CFM futures: the listed margin rate per window
+    overnight_margin: MarginRates | None = None
 
     @property
     def is_perpetual(self) -> bool:
@@ -367,6 +372,7 @@ def parse_product(item: Obj) -> CoinbaseProduct:
     base = item.opt_str("base_currency_id") or item.opt_str("base_display_symbol")
     quote = item.opt_str("quote_currency_id") or item.opt_str("quote_display_symbol")
     expiry_type = contract_size = expiry = max_leverage = funding = interval = funding_time = None
+    intraday = overnight = None
     if details is not None:
         expiry_type = details.opt_str("contract_expiry_type")
         contract_size = details.opt_decimal("contract_size")
@@ -380,6 +386,8 @@ def parse_product(item: Obj) -> CoinbaseProduct:
         funding = funding if funding is not None else details.opt_decimal("funding_rate")
         funding_time = funding_time or details.opt_time("funding_time")
         interval = details.opt_str("funding_interval")
+        intraday = _margin_rates(details, "intraday_margin_rate")
+        overnight = _margin_rates(details, "overnight_margin_rate")
     elif product_type == "FUTURE":
         raise BadResponse(f"{item.path}.future_product_details: missing for FUTURE product {product_id}")
     parts = product_id.split("-")
@@ -404,7 +412,23 @@ def parse_product(item: Obj) -> CoinbaseProduct:
         funding_time=funding_time,
         trading_disabled=item.bool("trading_disabled") or item.bool("is_disabled"),
         price=item.opt_decimal("price"),
+        intraday_margin=intraday,
+        overnight_margin=overnight,
     )
+
+
+def _margin_rates(details: Obj, key: str) -> MarginRates | None:
+    """``{"long_margin_rate", "short_margin_rate"}``: a share of notional in [0, 1]."""
+    rates = details.opt_obj(key)
+    if rates is None:
+        return None
+    long, short = rates.opt_decimal("long_margin_rate"), rates.opt_decimal("short_margin_rate")
+    if long is None or short is None:
+        return None
+    for name, rate in (("long_margin_rate", long), ("short_margin_rate", short)):
+        if not 0 <= rate <= 1:
+            raise BadResponse(f"{rates.path}.{name}: {rate} is not a share of notional between 0 and 1")
+    return MarginRates(long, short)
 
 
 def parse_products(body: Any) -> list[CoinbaseProduct]:
@@ -849,6 +873,71 @@ def parse_cfm_summary(body: Any) -> PerpSummary:
     account (``cfm_usd_balance``): the whole USD a futures position can be margined with."""
     summary = Obj(body, "").obj("balance_summary")
     return PerpSummary(summary.amount("total_usd_balance"), summary.opt_amount("unrealized_pnl") or ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class MarginWindow:
+    """``GET /cfm/intraday/current_margin_window``: the window in force and its end."""
+
+    window: str  # intraday | overnight | ... (``FCM_MARGIN_WINDOW_TYPE_*`` in lower case)
+    ends: datetime | None
+
+
+def parse_margin_window(body: Any) -> MarginWindow:
+    window = Obj(body, "").obj("margin_window")
+    kind = window.str("margin_window_type")
+    if not kind.startswith(_WINDOW_PREFIX) or kind == f"{_WINDOW_PREFIX}UNSPECIFIED":
+        raise BadResponse(f"{window.path}.margin_window_type: {kind!r} names no margin window")
+    return MarginWindow(kind.removeprefix(_WINDOW_PREFIX).lower(), window.opt_time("end_time"))
+
+
+def parse_intraday_enrolled(body: Any) -> bool:
+    """``GET /cfm/intraday/margin_setting``: whether the account takes the intraday rates
+    (``INTRADAY_MARGIN_SETTING_INTRADAY``) or the standard ones all day."""
+    return Obj(body, "").str("setting") == "INTRADAY_MARGIN_SETTING_INTRADAY"
+
+
+_WINDOW_PREFIX = "FCM_MARGIN_WINDOW_TYPE_"
+
+
+def parse_cfm_margin(
+    body: Any, window: MarginWindow, rates: Mapping[str, MarginRates], sweeps: tuple[Sweep, ...] = ()
+) -> VenueMargin:
+    """The balance summary's margin figures in ``window``: initial and maintenance margin
+    from that window's measure (``intraday_margin_window_measure`` or the overnight one),
+    the rest from the summary itself. ``rates``: the products' listed rates in the window."""
+    summary = Obj(body, "").obj("balance_summary")
+    key = "intraday_margin_window_measure" if window.window == "intraday" else "overnight_margin_window_measure"
+    measure = summary.opt_obj(key)
+    initial = measure.opt_amount("initial_margin") if measure is not None else None
+    maintenance = measure.opt_amount("maintenance_margin") if measure is not None else None
+    return VenueMargin(
+        window=window.window,
+        window_ends=window.ends,
+        total_balance=summary.amount("total_usd_balance"),
+        buying_power=summary.amount("futures_buying_power"),
+        initial_margin=initial if initial is not None else summary.amount("initial_margin"),
+        maintenance_margin=maintenance if maintenance is not None else summary.amount("liquidation_threshold"),
+        liquidation_threshold=summary.amount("liquidation_threshold"),
+        liquidation_buffer=summary.amount("liquidation_buffer_amount"),
+        liquidation_buffer_pct=summary.opt_decimal("liquidation_buffer_percentage"),
+        rates=dict(rates),
+        sweeps=sweeps,
+    )
+
+
+def parse_sweeps(body: Any) -> tuple[Sweep, ...]:
+    """``GET /cfm/sweeps``: pending and processing sweeps out of the futures account."""
+    out = []
+    for item in Obj(body, "").objs("sweeps", optional=True):
+        sweep_all = item.bool("should_sweep_all")
+        out.append(Sweep(
+            sweep_id=item.str("id"),
+            status=item.opt_str("status") or "UNKNOWN",
+            amount=None if sweep_all else item.opt_amount("requested_amount"),
+            scheduled_at=item.opt_time("scheduled_time"),
+        ))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

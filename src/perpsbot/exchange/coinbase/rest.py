@@ -394,6 +394,16 @@ class CoinbaseRestClient:
     async def cfm_position(self, product_id: str) -> Any:
         return await self.request("GET", f"/cfm/positions/{product_id}")
 
+    async def cfm_margin_window(self) -> Any:
+        return await self.request("GET", "/cfm/intraday/current_margin_window",
+                                  params={"margin_profile_type": "MARGIN_PROFILE_TYPE_RETAIL_REGULAR"})
+
+    async def cfm_margin_setting(self) -> Any:
+        return await self.request("GET", "/cfm/intraday/margin_setting")
+
+    async def cfm_sweeps(self) -> Any:
+        return await self.request("GET", "/cfm/sweeps")
+
     async def transaction_summary(
         self, *, product_type: str | None = None, contract_expiry_type: str | None = None,
     ) -> Any:

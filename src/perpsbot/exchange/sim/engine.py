@@ -17,6 +17,10 @@ Accounting model
   funding *received* (negative when paid), counted every funding interval and
   settled in cash twice a day, at 00:00 and 12:00 UTC (even once flat), as Coinbase's
   US perpetual-style futures do. Cash pays from the position's margin if it runs out.
+* Liquidation: an isolated perpetual when its mark crosses its liquidation price;
+  CFM futures by the venue's rule (``margin.py``): when the account's total margin
+  (cash + posted margin + unrealised PnL + accrued funding) falls under the maintenance
+  margin of every CFM position at the window's rates, all of them are closed.
 * Equity = cash (available + hold) + spot assets at mid + perp margin + perp
   unrealised PnL at mid (the mark) + funding accrued and not yet settled.
 
@@ -41,6 +45,7 @@ from perpsbot.domain import (
     DomainError,
     Fill,
     Liquidity,
+    MarginRates,
     Order,
     OrderStatus,
     OrderType,
@@ -49,6 +54,7 @@ from perpsbot.domain import (
     Quote,
     Side,
     TimeInForce,
+    VenueMargin,
     require_aware,
 )
 from perpsbot.exchange.port import (
@@ -58,8 +64,9 @@ from perpsbot.exchange.port import (
     OrderSnapshot,
     UnknownProduct,
 )
+from perpsbot.exchange.sim.margin import initial_rate, maintenance_rate, margin_window, rates_window
 from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
-from perpsbot.exchange.sim.products import SimProduct, default_market_params
+from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
 
 _BPS = Decimal(10_000)
 _ONE = Decimal(1)
@@ -67,6 +74,7 @@ _LIVE = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
 _NO_BUY = -1
 _NO_SELL = 1 << 62
 _SETTLEMENT_US = 12 * 3600 * 1_000_000  # funding is settled twice a day
+_CENT = Decimal("0.01")
 
 
 def _dec(value: object, name: str) -> Decimal:
@@ -177,6 +185,10 @@ class SimCore:
         self._positions: dict[str, Position] = {}
         self._margin: dict[str, Decimal] = {}
         self._accrued: dict[str, Decimal] = {}  # funding counted, not yet settled in cash
+        self._intraday_margin = False  # enrolled in intraday margin (its lower rates in the window)
+        self._maint_window = ""  # the window whose rates ``_maint`` holds, until ``_maint_until_us``
+        self._maint_until_us = -1
+        self._maint: dict[str, float] = {}  # CFM symbol -> maintenance rate in that window
         self._liq_price: dict[str, float] = {}
         self._orders: dict[str, _Rec] = {}
         self._resting: dict[str, list[_Rec]] = {s: [] for s in self._specs}
@@ -277,6 +289,20 @@ class SimCore:
         pos = self._positions.get(symbol)
         return pos is not None and pos.size != 0 and self._specs[symbol].product.is_derivative
 
+    @property
+    def intraday_margin(self) -> bool:
+        """Whether the account is enrolled in intraday margin (``INTRADAY_MARGIN_SETTING_INTRADAY``)."""
+        return self._intraday_margin
+
+    @intraday_margin.setter
+    def intraday_margin(self, enrolled: bool) -> None:
+        self._intraday_margin = enrolled
+        self._maint_until_us = -1
+
+    def margin_rates_window(self) -> str:
+        """The margin window whose rates apply to CFM futures now."""
+        return rates_window(self.now, self._intraday_margin)
+
     def _on_tick(self, sym: str, model: MarketModel, n: int) -> None:
         if self._resting[sym]:
             bid, ask = model.best_ticks()
@@ -288,8 +314,13 @@ class SimCore:
         if model.last_funding_tick == n and pos is not None and pos.size != 0 and model.product.is_perpetual:
             self._charge_funding(sym, model, n, pos)
         if model.last_funding_tick == n and self._accrued.get(sym) and self._settles_at(model, n):
-            self._pay(sym, model.product.quote, self._accrued.pop(sym))
+            self._pay(sym, model.product.quote, self._accrued.pop(sym).quantize(_CENT))
         if pos is None or pos.size == 0 or not model.product.is_derivative:
+            return
+        if is_cfm(model.product):
+            if self._cfm_under_maintenance(to_us(model.tick_time(n))):
+                for cfm_sym in [s for s, p in self._positions.items() if p.size and is_cfm(self._specs[s].product)]:
+                    self._liquidate(cfm_sym, self._models[cfm_sym], n, self._positions[cfm_sym])
             return
         liq = self._liq_price.get(sym)
         if liq is not None:
@@ -514,6 +545,8 @@ class SimCore:
                 need = hold - delta
                 self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {need} {p.quote}, "
                              f"available {cash}", ts)
+            if is_cfm(p):
+                self._check_initial_margin(rec, p, ts)
             return
         if order.side is Side.BUY:
             cost = sum(((price * inc) * (take * binc) * (1 + self._taker) for _, price, take in plan), ZERO)
@@ -526,6 +559,23 @@ class SimCore:
         if order.size > have:
             self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {order.size} {p.base}, "
                          f"available {have}", ts)
+
+    def _check_initial_margin(self, rec: _Rec, p: Product, ts: datetime) -> None:
+        """A CFM order that adds contracts needs their initial margin at the window's rate
+        out of the buying power: the account's total margin less holds and the initial
+        margin of what it already holds."""
+        order = rec.order
+        assert order is not None
+        before = self._positions[p.symbol].size if p.symbol in self._positions else ZERO
+        added = abs(before + order.size * order.side.sign) - abs(before)
+        if added <= 0:
+            return
+        window = self.margin_rates_window()
+        power = self.margin_total() - self._balances[self._cash][1] - self.cfm_requirements(window)[0]
+        need = added * p.contract_size * self._models[p.symbol].mid * initial_rate(p, window)
+        if need > power:
+            self._reject(rec, "insufficient_funds", f"{order.client_order_id}: needs {need:.2f} {p.quote} of "
+                         f"initial margin ({initial_rate(p, window):.2%}), buying power {power:.2f}", ts)
 
     def _balance(self, ccy: str) -> list[Decimal]:
         bal = self._balances.get(ccy)
@@ -601,9 +651,10 @@ class SimCore:
         return fill
 
     def _refresh_liq(self, p: Product) -> None:
+        """An isolated position's liquidation price (a CFM future's is the account's rule)."""
         pos = self._positions[p.symbol]
         liq = pos.liquidation_price(p.maintenance_margin_rate)
-        if liq is None or (pos.size > 0 and liq <= 0):
+        if liq is None or (pos.size > 0 and liq <= 0) or is_cfm(p):
             self._liq_price.pop(p.symbol, None)
         else:
             self._liq_price[p.symbol] = float(liq)
@@ -756,6 +807,30 @@ class SimCore:
         self._accrued[sym] = self._accrued.get(sym, ZERO) + payment
         self._funding_log.append(FundingEvent(sym, model.tick_time(n), rate, mark, pos.size, payment))
 
+    def _cfm_under_maintenance(self, at_us: int) -> bool:
+        """The venue's rule for CFM futures: the account's total margin under the
+        maintenance margin of its CFM positions at the window's rates (floats: checked on
+        every tick while one is held)."""
+        if at_us >= self._maint_until_us:
+            at = from_us(at_us)
+            self._maint_window = rates_window(at, self._intraday_margin)
+            _, ends = margin_window(at)
+            self._maint_until_us = to_us(ends)
+            self._maint = {s: float(maintenance_rate(spec.product, self._maint_window))
+                           for s, spec in self._specs.items() if is_cfm(spec.product)}
+        cash = self._balances[self._cash]
+        total = float(cash[0] + cash[1]) + float(sum(self._margin.values(), ZERO))
+        total += float(sum(self._accrued.values(), ZERO))
+        maintenance = 0.0
+        for sym, pos in self._positions.items():
+            if not pos.size or not self._specs[sym].product.is_perpetual:
+                continue
+            mark = self._models[sym].mid_float()
+            total += (mark - float(pos.entry_price)) * float(pos.size * pos.contract_size)
+            if sym in self._maint:
+                maintenance += abs(float(pos.size * pos.contract_size)) * mark * self._maint[sym]
+        return total < maintenance
+
     def _settles_at(self, model: MarketModel, n: int) -> bool:
         """Whether the funding interval that ended at tick ``n`` ends on 00:00 or 12:00 UTC."""
         interval_us = self._funding_us
@@ -787,8 +862,11 @@ class SimCore:
         fee = mark * size * p.contract_size * self._liq_fee
         margin = self._margin.get(sym, ZERO)
         realized = pos.apply_fill(side, size, mark, fee)
-        returned = max(ZERO, margin + realized - fee)  # anything beyond the margin is the insurance fund's
-        self._balance(p.quote)[0] += returned
+        cash = self._balance(p.quote)
+        if is_cfm(p):  # cross margin: the account pays what the posted margin does not cover
+            cash[0] = max(ZERO, cash[0] + margin + realized - fee)
+        else:  # isolated: anything beyond the margin is the insurance fund's
+            cash[0] += max(ZERO, margin + realized - fee)
         self._margin[sym] = ZERO
         self._liq_price.pop(sym, None)
         fill = Fill(self._next_trade_id(), cid, sym, side, mark, size, fee, Liquidity.LIQUIDATION, ts)
@@ -827,6 +905,46 @@ class SimCore:
                 if pos.size:
                     total += pos.unrealized_pnl(model.mid)
         return total + sum(self._accrued.values(), ZERO)
+
+    def margin_total(self) -> Decimal:
+        """What the perps are margined with: cash (on hold too), posted margin, unrealised
+        PnL at the mark and funding accrued, not yet settled."""
+        cash = self._balances[self._cash]
+        total = cash[0] + cash[1] + sum(self._margin.values(), ZERO) + sum(self._accrued.values(), ZERO)
+        for sym, pos in self._positions.items():
+            if pos.size and self._specs[sym].product.is_perpetual:
+                total += pos.unrealized_pnl(self._models[sym].mid)
+        return total
+
+    def cfm_requirements(self, window: str) -> tuple[Decimal, Decimal]:
+        """(initial, maintenance) margin of the CFM positions at the rates of ``window``."""
+        initial = maintenance = ZERO
+        for sym, pos in self._positions.items():
+            product = self._specs[sym].product
+            if pos.size and is_cfm(product):
+                notional = pos.notional(self._models[sym].mid)
+                initial += notional * initial_rate(product, window)
+                maintenance += notional * maintenance_rate(product, window)
+        return initial, maintenance
+
+    def cfm_margin(self) -> VenueMargin | None:
+        """The account's CFM margin as the venue states it (the server's balance summary
+        and margin window), for the in-process front; None when no CFM future is listed."""
+        cfm = [spec.product for spec in self._specs.values() if is_cfm(spec.product)]
+        if not cfm:
+            return None
+        window, ends = margin_window(self.now)
+        rates = self.margin_rates_window()
+        initial, maintenance = self.cfm_requirements(rates)
+        total = self.margin_total()
+        buffer = total - maintenance
+        return VenueMargin(
+            window=window.removeprefix("FCM_MARGIN_WINDOW_TYPE_").lower(), window_ends=ends, total_balance=total,
+            buying_power=max(ZERO, total - self._balances[self._cash][1] - initial), initial_margin=initial,
+            maintenance_margin=maintenance, liquidation_threshold=maintenance, liquidation_buffer=buffer,
+            liquidation_buffer_pct=(buffer / total * 100).quantize(_CENT) if total > 0 else ZERO,
+            rates={p.symbol: MarginRates(initial_rate(p, rates), initial_rate(p, rates)) for p in cfm},
+        )
 
     def accrued_funding(self, symbol: str) -> Decimal:
         """Funding counted on a future and not yet settled in cash."""

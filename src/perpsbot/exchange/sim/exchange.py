@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -99,8 +100,9 @@ class SimExchange:
         return self.core.fills_since(cursor)
 
     async def account(self) -> AccountSnapshot:
+        """The core's account, with its CFM margin as the venue states it."""
         self._sync()
-        return self.core.account()
+        return dataclasses.replace(self.core.account(), margin=self.core.cfm_margin())
 
     async def close(self) -> None:
         return None

@@ -85,6 +85,15 @@ def _cfm(symbol: str, base: str, contract_size: str, price_inc: str, max_lev: in
     )
 
 
+CFM_SUFFIX = "-CDE"
+
+
+def is_cfm(product: Product) -> bool:
+    """A Coinbase Financial Markets future (``BIP-20DEC30-CDE``, ``BIT-26MAR27-CDE``):
+    margined across the account by the venue's rule (``margin.py``)."""
+    return product.symbol.endswith(CFM_SUFFIX)
+
+
 def default_products() -> list[SimProduct]:
     """BTC, ETH, SOL, DOGE, XRP, AVAX and LINK spot against USD (increments like
     Coinbase's listings), the US perpetual-style futures on BTC (``BIP``, 0.01 BTC a

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from perpsbot.domain import ZERO, Candle, Fill, Liquidity, Position, Product
+from perpsbot.exchange.sim.margin import INTRADAY, OVERNIGHT, applicable, initial_rate
 from perpsbot.exchange.sim.market import OrderBook
 from perpsbot.exchange.sim.venue import OrderView, ProductStats, SimVenue
 from perpsbot.exchange.stream import MarketTrade
@@ -182,6 +182,8 @@ def cfm_details_json(product: Product, stats: ProductStats, venue: SimVenue) -> 
         "index_price": num(stats.mid),
         "display_name": display_name(product),
         "futures_asset_type": "FUTURES_ASSET_TYPE_CRYPTO",
+        "intraday_margin_rate": _margin_rates(product, INTRADAY),
+        "overnight_margin_rate": _margin_rates(product, OVERNIGHT),
     }
     if perp:
         interval = venue.core.config.funding_interval_seconds
@@ -189,6 +191,11 @@ def cfm_details_json(product: Product, stats: ProductStats, venue: SimVenue) -> 
         out.update(funding_rate=num(stats.funding_rate), funding_time=ts(stats.funding_time),
                    funding_interval=f"{num(Decimal(repr(interval)))}s")
     return out
+
+
+def _margin_rates(product: Product, window: str) -> dict[str, str]:
+    rate = num(initial_rate(product, window))
+    return {"long_margin_rate": rate, "short_margin_rate": rate}
 
 
 def levels_json(levels: Iterable[Any]) -> list[dict[str, str]]:
@@ -418,21 +425,22 @@ def portfolios_json(venue: SimVenue) -> list[dict[str, Any]]:
     ]
 
 
-def _margin_window(kind: str, s: Mapping[str, Decimal], *, channel: bool) -> dict[str, str]:
-    """A margin window measure: plain strings, in REST as in the channel (Get Futures
-    Balance Summary documents it so). REST names the buffer ``liquidation_buffer`` (an
-    amount); the ``futures_balance_summary`` channel ``liquidation_buffer_percentage``
-    (the official SDK's ``FCMMarginWindowMeasure``)."""
-    buffer = s["total"] - s["maintenance"]
+def _margin_window(venue: SimVenue, kind: str, s: Mapping[str, Decimal], *, channel: bool) -> dict[str, str]:
+    """A margin window measure at that window's rates: plain strings, in REST as in the
+    channel (Get Futures Balance Summary documents it so). REST names the buffer
+    ``liquidation_buffer`` (an amount); the ``futures_balance_summary`` channel
+    ``liquidation_buffer_percentage`` (the official SDK's ``FCMMarginWindowMeasure``)."""
+    initial, maintenance = venue.core.cfm_requirements(applicable(kind, venue.core.intraday_margin))
+    buffer = s["total"] - maintenance
     return {
         "margin_window_type": kind,
         "margin_level": "MARGIN_LEVEL_TYPE_BASE",
-        "initial_margin": num(s["margin"]),
-        "maintenance_margin": num(s["maintenance"]),
+        "initial_margin": num(initial),
+        "maintenance_margin": num(maintenance),
         **({"liquidation_buffer_percentage": _percent(buffer, s["total"])} if channel
            else {"liquidation_buffer": num(buffer)}),
         "total_hold": num(s["hold"]),
-        "futures_buying_power": num(s["available"]),
+        "futures_buying_power": num(max(ZERO, s["total"] - s["hold"] - initial)),
     }
 
 
@@ -441,50 +449,37 @@ def _percent(part: Decimal, whole: Decimal) -> str:
 
 
 INTRADAY_MARGIN_SETTINGS = ("INTRADAY_MARGIN_SETTING_STANDARD", "INTRADAY_MARGIN_SETTING_INTRADAY")
-_NEW_YORK = ZoneInfo("America/New_York")
-_INTRADAY_OPEN, _INTRADAY_CLOSE = time(8), time(16)
-
-
-def margin_window(now: datetime) -> tuple[str, datetime]:
-    """The CFM margin window at ``now`` and when it ends: intraday on weekdays from 8 am
-    to 4 pm New York time, overnight the rest of the time."""
-    local = now.astimezone(_NEW_YORK)
-    opens = datetime.combine(local.date(), _INTRADAY_OPEN, _NEW_YORK)
-    closes = datetime.combine(local.date(), _INTRADAY_CLOSE, _NEW_YORK)
-    if local.weekday() < 5 and opens <= local < closes:
-        return "FCM_MARGIN_WINDOW_TYPE_INTRADAY", closes.astimezone(now.tzinfo)
-    day = local.date() + timedelta(days=0 if local < opens else 1)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return "FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", datetime.combine(day, _INTRADAY_OPEN, _NEW_YORK).astimezone(now.tzinfo)
 
 
 def fcm_balance_summary(venue: SimVenue, *, as_amounts: bool) -> dict[str, Any]:
     """The margin account as a futures (FCM) balance summary: ``Amount`` objects for REST,
-    plain strings for the ``futures_balance_summary`` channel."""
+    plain strings for the ``futures_balance_summary`` channel. Initial and maintenance
+    margin (the liquidation threshold) at the rates of the window in force; buying power
+    is what is left of the total after the initial margin and the holds."""
     s = venue.futures_summary()
     ccy = venue.core.config.cash_currency
+    initial, maintenance = venue.core.cfm_requirements(venue.core.margin_rates_window())
 
     def v(x: Decimal) -> Any:
         return amount(x, ccy) if as_amounts else num(x)
 
-    buffer = s["total"] - s["maintenance"]
+    buffer = s["total"] - maintenance
+    power = max(ZERO, s["total"] - s["hold"] - initial)
     out: dict[str, Any] = {
-        "futures_buying_power": v(s["available"]),
+        "futures_buying_power": v(power),
         "total_usd_balance": v(s["total"]),
         "cbi_usd_balance": v(s["available"] + s["hold"]),
         "cfm_usd_balance": v(s["margin"] + s["unrealized_pnl"] + s["accrued_funding"]),
         "total_open_orders_hold_amount": v(s["hold"]),
         "unrealized_pnl": v(s["unrealized_pnl"]),
         "daily_realized_pnl": v(s["realized_pnl"]),
-        "initial_margin": v(s["margin"]),
-        "available_margin": v(s["available"]),
-        "liquidation_threshold": v(s["maintenance"]),
+        "initial_margin": v(initial),
+        "available_margin": v(power),
+        "liquidation_threshold": v(maintenance),
         "liquidation_buffer_amount": v(buffer),
         "liquidation_buffer_percentage": _percent(buffer, s["total"]),
-        "intraday_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_INTRADAY", s, channel=not as_amounts),
-        "overnight_margin_window_measure": _margin_window("FCM_MARGIN_WINDOW_TYPE_OVERNIGHT", s,
-                                                          channel=not as_amounts),
+        "intraday_margin_window_measure": _margin_window(venue, INTRADAY, s, channel=not as_amounts),
+        "overnight_margin_window_measure": _margin_window(venue, OVERNIGHT, s, channel=not as_amounts),
     }
     return out
 

@@ -40,6 +40,7 @@ from perpsbot.exchange.sim import protocol as P
 from perpsbot.exchange.sim.engine import SimConfig, SimCore
 from perpsbot.exchange.sim.faults import Faults
 from perpsbot.exchange.sim.keys import ApiKey, AuthError, TrustStore, read_key_file
+from perpsbot.exchange.sim.margin import margin_window
 from perpsbot.exchange.sim.market import BookLevel, OrderBook
 from perpsbot.exchange.sim.products import SimProduct, default_products
 from perpsbot.exchange.sim.tls import ensure_certificate, server_context
@@ -285,7 +286,6 @@ class SimServer:
         self._last_ticker_batch = 0.0
         self._positions_key: tuple[Any, ...] | None = None
         self._running = False
-        self.intraday_margin_setting = "INTRADAY_MARGIN_SETTING_STANDARD"
 
     # ----- configuration -----------------------------------------------------------------
 
@@ -771,25 +771,25 @@ class SimServer:
         raise ApiError(404, "NOT_FOUND", f"no open position in {product.symbol}")
 
     async def h_cfm_margin_window(self, request: web.Request) -> web.Response:
-        """Intraday margin on weekdays 8 am - 4 pm New York time, overnight otherwise (the
-        window only: the simulator's margin rates do not change with it)."""
+        """Intraday margin on weekdays 8 am - 4 pm New York time, overnight otherwise, and
+        when the window ends (its rates: ``margin.py``)."""
         profile = request.query.get("margin_profile_type") or "MARGIN_PROFILE_TYPE_UNSPECIFIED"  # optional, documented
         if profile not in MARGIN_PROFILE_TYPES:
             raise ApiError(400, "INVALID_ARGUMENT", f"margin_profile_type {profile!r} is not one of "
                            f"{', '.join(MARGIN_PROFILE_TYPES)}")
-        kind, end = P.margin_window(self.clock.now())
+        kind, end = margin_window(self.core.now)
         return _json({"margin_window": {"margin_window_type": kind, "end_time": P.ts(end)},
                       "is_intraday_margin_killswitch_enabled": False,
                       "is_intraday_margin_enrollment_killswitch_enabled": False})
 
     async def h_cfm_margin_setting(self, request: web.Request) -> web.Response:
-        return _json({"setting": self.intraday_margin_setting})
+        return _json({"setting": P.INTRADAY_MARGIN_SETTINGS[self.core.intraday_margin]})
 
     async def h_cfm_set_margin_setting(self, request: web.Request) -> web.Response:
         setting = (await _json_body(request)).get("setting")
         if setting not in P.INTRADAY_MARGIN_SETTINGS:
             raise ApiError(400, "INVALID_ARGUMENT", f"setting must be one of {', '.join(P.INTRADAY_MARGIN_SETTINGS)}")
-        self.intraday_margin_setting = setting
+        self.core.intraday_margin = setting == P.INTRADAY_MARGIN_SETTINGS[1]
         return _json({})
 
     async def h_cfm_sweeps(self, request: web.Request) -> web.Response:

@@ -46,6 +46,8 @@ from typing import Any
 from perpsbot.domain import ZERO, AccountSnapshot, Fill, OrderStatus, OrderType, Position, Product, Side, TimeInForce
 from perpsbot.exchange.port import OrderRejected, OrderRequest, OrderSnapshot
 from perpsbot.exchange.sim.engine import SimCore
+from perpsbot.exchange.sim.margin import maintenance_rate
+from perpsbot.exchange.sim.products import is_cfm
 from perpsbot.exchange.stream import MarketTrade
 
 # order_configuration key -> (order type, Coinbase time in force)
@@ -987,11 +989,13 @@ class SimVenue:
         available = cash.available if cash else ZERO
         hold = cash.hold if cash else ZERO
         margin = unrealized = realized = maintenance = notional = funding = ZERO
+        window = self.core.margin_rates_window()
         for product, pos, mark in self.perp_positions():
             margin += self.core.margin(product.symbol)
             unrealized += pos.unrealized_pnl(mark)
             notional += pos.notional(mark)
-            maintenance += pos.notional(mark) * product.maintenance_margin_rate
+            rate = maintenance_rate(product, window) if is_cfm(product) else product.maintenance_margin_rate
+            maintenance += pos.notional(mark) * rate
         for product in self.core.products():
             held = account.positions.get(product.symbol)
             if product.is_derivative and held is not None:
