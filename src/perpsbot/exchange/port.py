@@ -225,6 +225,12 @@ class Exchange(Protocol):
 
     async def account(self) -> AccountSnapshot: ...
 
+    def funding_now(self, symbol: str) -> tuple[Decimal, datetime | None] | None:
+        """A perpetual's funding rate per interval as the venue last gave it and its next
+        settlement (None for other products, or before the venue gave one). Asked only of
+        a venue whose capabilities say ``funding``."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from perpsbot.domain import Product
+from perpsbot.exchange.port import Exchange
 from perpsbot.market.data import MarketDataService
 from perpsbot.market.streaming import StreamingService
 from perpsbot.market.windows import MarkWindow
@@ -60,7 +61,7 @@ class MarketInputs:
 
 
 def market_inputs(
-    exchange: Any,
+    exchange: Exchange,
     market_data: MarketDataService,
     streaming: StreamingService | None,
     now: Callable[[], datetime],
@@ -68,8 +69,7 @@ def market_inputs(
     products: Mapping[str, Product],
 ) -> MarketInputs:
     """The inputs of a bot: the stream's book where there is one, else the last polled
-    quote; funding from an exchange that tells it (``funding_now(symbol)`` -> (rate per
-    interval, next settlement); the simulator and the candle replay do)."""
+    quote; funding from a venue that has it (``Exchange.funding_now``)."""
 
     def book_top(symbol: str) -> BookTop | None:
         book = streaming.order_book(symbol, 1) if streaming is not None else None
@@ -78,7 +78,7 @@ def market_inputs(
         quote = market_data.last_quotes.get(symbol)
         return BookTop(quote.bid, quote.ask) if quote is not None else None
 
-    told = getattr(exchange, "funding_now", None)
+    told = exchange.funding_now if exchange.capabilities.funding else None
 
     def funding(symbol: str) -> Funding | None:
         found = told(symbol) if told is not None else None

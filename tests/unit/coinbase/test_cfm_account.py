@@ -212,3 +212,17 @@ async def test_the_account_carries_the_venues_margin_in_the_window_in_force():
     clock.advance(60)
     margin = (await exchange.account()).margin
     assert margin is not None and margin.rates == {BIP: MarginRates(D("0.25"), D("0.3"))}  # not enrolled
+
+
+async def test_a_strategy_reads_a_perpetuals_listed_funding_and_its_next_settlement():
+    rest = ScriptedRest()
+    clock = ManualClock(datetime(2026, 12, 4, 10, 30, tzinfo=UTC))
+    exchange = CoinbaseExchange(rest, clock)  # type: ignore[arg-type]
+    rest.list_at("2026-12-04T11:00:00Z", "0.0001")
+    await exchange.products()
+    assert exchange.capabilities.funding
+    assert exchange.funding_now(BIP) == (D("0.0001"), datetime(2026, 12, 4, 11, tzinfo=UTC))
+    clock.advance(3600)  # 11:30, the listing not read again: the next settlement an interval on
+    assert exchange.funding_now(BIP) == (D("0.0001"), datetime(2026, 12, 4, 12, tzinfo=UTC))
+    assert exchange.funding_now(DATED) is None  # a dated future exchanges no funding
+    assert exchange.funding_now("XYZ-USD") is None  # not listed

@@ -131,13 +131,19 @@ def settlement_at(t: datetime) -> datetime:
     return start
 
 
-def _funding_check_every(listed: Any) -> timedelta:
+def _funding_interval(listed: Any) -> timedelta | None:
+    """A listing's ``funding_interval`` ("3600s"); None when it has none or an unreadable one."""
     text = (getattr(listed, "funding_interval", None) or "").removesuffix("s")
     try:
-        interval = timedelta(seconds=float(text)) / 4
+        interval = timedelta(seconds=float(text))
     except ValueError:
-        return FUNDING_CHECK
-    return min(FUNDING_CHECK, interval)
+        return None
+    return interval if interval > timedelta(0) else None
+
+
+def _funding_check_every(listed: Any) -> timedelta:
+    interval = _funding_interval(listed)
+    return FUNDING_CHECK if interval is None else min(FUNDING_CHECK, interval / 4)
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl_module.SSLContext | None:
@@ -237,6 +243,19 @@ class CoinbaseExchange:
             return self._catalog[symbol]
         except KeyError:
             raise UnknownProduct(f"unknown product {symbol} on coinbase") from None
+
+    def funding_now(self, symbol: str) -> tuple[Decimal, datetime | None] | None:
+        """A perpetual's funding rate as last listed and its next settlement: the listed
+        ``funding_time`` while it is ahead, else the one a ``funding_interval`` after it.
+        The listing is re-read while a position is held (see ``account``); flat, the rate is
+        the one read with the product list."""
+        listed = self._catalog.get(symbol)
+        if listed is None or not listed.is_perpetual or listed.funding_rate is None:
+            return None
+        at, interval, now = listed.funding_time, _funding_interval(listed), self.clock.now()
+        if at is not None and at <= now and interval is not None:
+            at += ((now - at) // interval + 1) * interval
+        return listed.funding_rate, at
 
     def _contract_size(self, symbol: str) -> Decimal:
         """What one unit of ``symbol``'s size is in its base (1 unless a listed future says otherwise)."""

@@ -53,8 +53,8 @@ class SimExchange:
         return self.core.quote(symbol)
 
     def funding_now(self, symbol: str) -> tuple[Decimal, datetime | None] | None:
-        """Not part of the port: a perpetual's last published funding rate (per funding
-        interval) and its next settlement; None for spot or before the first rate."""
+        """A perpetual's last published funding rate (per funding interval) and its next
+        settlement; None for spot or before the first rate."""
         self._sync()
         model = self.core.market(symbol)
         if not model.product.is_perpetual or not model.funding:
