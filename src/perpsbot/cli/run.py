@@ -17,7 +17,7 @@ from rich.table import Table
 
 from perpsbot.bot import BotError, PerpsBot, PerpsBotBuilder
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, UserError, console, damaged_store, load
-from perpsbot.config import BotConfig
+from perpsbot.config import BotConfig, load_config
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
@@ -66,7 +66,8 @@ def run(
     except OSError as exc:
         raise UserError(f"cannot open the log file {cfg.log_path}: {exc.strerror}") from None
     try:
-        summary = asyncio.run(_run(cfg, confirm))
+        # SIGHUP re-reads the config the way it was loaded: profile, file, env, these flags.
+        summary = asyncio.run(_run(cfg, confirm, reload=lambda: load_config(config_file=config, flags=flags).config))
     except StoreDamaged as exc:
         raise damaged_store(exc, cfg) from None
     except (BotError, StoreError) as exc:
@@ -88,7 +89,9 @@ def _new_store_confirmation(new_store: bool, yes: bool) -> Callable[[str], bool]
     return lambda problem: typer.confirm(f"{problem}. Move the old files aside and start new stores?", default=False)
 
 
-async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -> dict[str, Any]:
+async def _run(
+    cfg: BotConfig, new_store: Callable[[str], bool] | None, *, reload: Callable[[], BotConfig]
+) -> dict[str, Any]:
     builder = PerpsBotBuilder(cfg)
     if new_store is not None:
         builder.with_new_store(new_store)
@@ -106,6 +109,7 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, bot.request_reload, reload)
     mode = "dry run" if cfg.dry_run else "trading"
     console.print(
         f"perpsbot [bold]{cfg.profile.value}[/] on {cfg.exchange.value}, {mode}, "
@@ -134,7 +138,7 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
     except asyncio.CancelledError:
         pass
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         summary = await bot.shutdown()
     return summary
