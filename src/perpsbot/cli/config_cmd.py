@@ -47,7 +47,9 @@ def show(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
 
 @app.command("set")
 def set_(
-    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="settings, e.g. symbols=BTC-USD,ETH-USD")],
+    pairs: Annotated[
+        list[str], typer.Argument(metavar="KEY=VALUE", help="settings to change, e.g. symbols=BTC-USD,ETH-USD")
+    ],
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
 ) -> None:
