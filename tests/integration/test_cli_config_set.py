@@ -21,6 +21,7 @@ from perpsbot.config import BotConfig
 from perpsbot.config.diff import shown_changes
 from perpsbot.redact import public_config
 from perpsbot.store import EventStore
+from perpsbot.store.lock import StoreLock
 from tests.integration.test_cli_basics import perpsbot
 
 FAST = ["--interval", "0.05", "--set", "bar_seconds=1", "--set", "short_window=2", "--set", "long_window=4"]
@@ -150,7 +151,11 @@ def test_config_set_refuses_without_a_running_bot_and_bad_arguments_in_one_line(
     assert ran.returncode == 0, ran.stderr
     stopped = perpsbot("config", "set", "max_position_notional=1000", cwd=tmp_path)
     assert stopped.returncode == 2 and stopped.stderr.startswith("error: no bot is running under this profile")
-    assert len(stopped.stderr.strip().splitlines()) == 1 and _commands(tmp_path) == 0
+    assert len(stopped.stderr.strip().splitlines()) == 1
+    with StoreLock(tmp_path / "data" / "paper"):  # a bot that holds the store but has not recorded its run yet
+        starting = perpsbot("config", "set", "max_position_notional=1000", cwd=tmp_path)
+    assert starting.returncode == 2 and "still starting" in starting.stderr
+    assert _commands(tmp_path) == 0
 
 
 def test_the_running_config_is_read_from_the_run_and_its_changes_with_secrets_masked(tmp_path: Path):

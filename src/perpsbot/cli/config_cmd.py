@@ -74,11 +74,13 @@ def set_(
 
 
 def _set(events: EventStore, values: dict[str, str]) -> None:
-    runs = events.runs()
-    run = runs[-1] if runs else None
-    if run is None or run.ended_at is not None or not bot_running(events):
+    if not bot_running(events):
         fail("no bot is running under this profile, so nothing was changed (for the next run: "
              "the config file or `perpsbot run --set KEY=VALUE`)")
+    runs = events.runs()
+    run = runs[-1] if runs else None
+    if run is None or run.ended_at is not None:  # the lock is taken before the run is recorded
+        fail("the bot under this profile is still starting: try again in a moment")
     assert run is not None
     running = running_config(events, run.id, run.config)
     try:
