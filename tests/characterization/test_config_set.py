@@ -91,9 +91,12 @@ async def test_a_config_set_is_applied_whole_or_refused_whole(bot: PerpsBot):
     report = await bot.run_cycle()
     assert set(report.decisions) == {"BTC-USD", "ETH-USD", "BIP-20DEC30-CDE"}
 
-    removed = post(bot, symbols="ETH-USD")
+    removed = post(bot, symbols="ETH-USD", long_window="6")  # and a strategy parameter
     await bot.apply_requested_changes()
-    assert events.command_result(removed) == "ok: symbols BTC-USD,ETH-USD,BIP-20DEC30-CDE -> ETH-USD"
+    assert events.command_result(removed) == (
+        "ok: long_window 4 -> 6; symbols BTC-USD,ETH-USD,BIP-20DEC30-CDE -> ETH-USD"
+    )
+    assert reg.strategy.strategy.required_bars == reg.market_data.spec.max_bars == 7
     assert set((await bot.run_cycle()).decisions) == {"ETH-USD"}
 
 
