@@ -18,8 +18,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from perpsbot.config import BotConfig, ExchangeKind
-from perpsbot.config.diff import ConfigChange, diff_configs
+from perpsbot.config import BotConfig, ConfigError, ExchangeKind
+from perpsbot.config.diff import (
+    CONFIG_SET,
+    ConfigChange,
+    ConfigChangeRejected,
+    describe_changes,
+    diff_configs,
+    shown_changes,
+)
+from perpsbot.config.loader import overlay
 from perpsbot.config.model import OrderTypeSetting
 from perpsbot.domain import OrderType, Product, TimeInForce
 from perpsbot.domain.clock import Clock, WallClock
@@ -316,6 +324,7 @@ class PerpsBot:
         self.cycles = 0
         self.cycle_ms: float = 0.0
         self._controls_at: datetime | None = None  # clock time of the last evaluation of the running controls
+        self._reload: Callable[[], BotConfig] | None = None  # SIGHUP's re-read, waiting for the end of a cycle
         self.started = False
         self.start_equity: Decimal | None = None
         # Telemetry listens on the event store: metrics, alert rules and the alert webhook.
@@ -458,6 +467,10 @@ class PerpsBot:
                     break
                 if on_cycle is not None:
                     on_cycle(self)
+                if self._changes_asked() and not await self._cycle_until_stopped(
+                    self._time_left(began, duration), self.apply_requested_changes()
+                ):
+                    break
                 pause = max(0.0, self.config.interval - (time.perf_counter() - tick))
                 left = self._time_left(began, duration)
                 await self._pause(pause if left is None else min(pause, left))
@@ -638,9 +651,79 @@ class PerpsBot:
             kill=reg.risk.kill_reasons,
         )
 
-    async def apply_config_change(self, new_config: BotConfig) -> ConfigChange:
+    # ----- changes while running: `perpsbot config set` and SIGHUP -----------------------
+
+    def request_reload(self, load: Callable[[], BotConfig]) -> None:
+        """SIGHUP: re-read the config with ``load`` (the start's layered load) and apply the
+        difference after the cycle under way; an invalid config leaves the one in force."""
+        self._reload = load
+
+    def _changes_asked(self) -> bool:
+        return self._reload is not None or any(c == CONFIG_SET for _, c, _ in self._registry.events.pending_commands())
+
+    async def apply_requested_changes(self) -> None:
+        """Between cycles: SIGHUP's re-read, then the ``config set`` commands in the order posted."""
+        if self._reload is not None:
+            load, self._reload = self._reload, None
+            await self._reload_config(load)
+        events = self._registry.events
+        for command_id, command, args in events.pending_commands():
+            if command != CONFIG_SET:
+                continue  # the coordinator's and the risk manager's
+            try:
+                result = await self._config_set(args)
+            except Exception as exc:  # a bad command never stops the bot
+                if is_disk_full(exc):
+                    raise
+                log.exception("config set command %s failed", command_id)
+                result = f"failed: {_error_text(exc)}"
+            log.info("config set: %s", result)
+            now = self.clock.now()
+            events.complete_command(command_id, now, result)
+            events.append(now, "command", None, id=command_id, command=command, args=args, result=result)
+
+    async def _reload_config(self, load: Callable[[], BotConfig]) -> None:
+        try:
+            result = await self._change_config(load(), "SIGHUP")
+        except ConfigError as exc:
+            result = "refused: " + _one_line(exc)
+        if result.startswith(("refused", "failed")):
+            reg = self._registry
+            reg.events.append(reg.clock.now(), "error", None, stage="config reload", error=result)
+            reg.alerts.notify("config_reload_failed", "P2", f"SIGHUP: {result}; the config in force stays")
+        else:
+            log.info("SIGHUP: config re-read, %s", result)
+
+    async def _config_set(self, args: dict[str, Any]) -> str:
+        """A ``config set`` command: its keys on top of the config in force."""
+        run_id = self._registry.events.run_id
+        if args.get("run") != run_id:  # posted to a bot that stopped before it got to it
+            return f"refused: posted for run {args.get('run')}; this is run {run_id}"
+        try:
+            new_config = overlay(self.config, args["values"], "config set")
+        except ConfigError as exc:
+            return "refused: " + _one_line(exc)
+        return await self._change_config(new_config, "config set")
+
+    async def _change_config(self, new_config: BotConfig, source: str) -> str:
+        """``apply_config_change``, whole or refused whole (nothing of it applied): the result line."""
+        refused = venue_refusal(new_config, self._registry.exchange)
+        if refused is not None:
+            return f"refused: {refused}"
+        old = self.config
+        try:
+            change = await self.apply_config_change(new_config, source=source)
+        except (ConfigChangeRejected, BotError) as exc:
+            return f"refused: {exc}"
+        except (ExchangeError, TimeoutError, OSError) as exc:  # e.g. the stream's resubscription
+            return f"failed: {_error_text(exc)}"
+        if change.is_empty:
+            return "nothing to change"
+        return "ok: " + describe_changes(shown_changes(old, new_config, change.changed_keys))
+
+    async def apply_config_change(self, new_config: BotConfig, *, source: str = "apply_config_change") -> ConfigChange:
         """Apply a new config without a restart; symbols are added and removed in
-        every service that keeps per-symbol state."""
+        every service that keeps per-symbol state. ``source`` is recorded with the change."""
         reg = self._registry
         change = diff_configs(reg.config, new_config)
         if change.is_empty:
@@ -677,7 +760,8 @@ class PerpsBot:
         self._registry = reg.with_updates(config=new_config)
         reg.events.append(
             reg.clock.now(), "config_changed", None, keys=sorted(change.changed_keys),
-            added=change.added_symbols, removed=change.removed_symbols, **strategy_fields(strategy),
+            added=change.added_symbols, removed=change.removed_symbols, source=source,
+            changes=shown_changes(reg.config, new_config, change.changed_keys), **strategy_fields(strategy),
         )
         return change
 
@@ -792,6 +876,10 @@ def strategy_fields(strategy: Strategy) -> dict[str, Any]:
     if not isinstance(strategy, StrategyRunner):
         return {"strategy": strategy.name}
     return {"strategy": strategy.name, "strategy_params": strategy.params, "strategy_errors": strategy.errors}
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(str(exc).splitlines())
 
 
 def _error_text(exc: BaseException) -> str:

@@ -61,5 +61,5 @@ def test_a_weak_token_is_one_clear_line_that_does_not_echo_it(bad: str) -> None:
 
 
 def test_the_token_cannot_change_while_the_bot_runs() -> None:
-    with pytest.raises(ConfigChangeRejected, match="dashboard_token cannot change"):
+    with pytest.raises(ConfigChangeRejected, match="dashboard_token needs a restart"):
         diff_configs(BotConfig(), BotConfig(dashboard_token=SECRET))

@@ -26,7 +26,7 @@ def test_margin_type_is_cross_or_isolated_and_needs_a_restart():
     with pytest.raises(ConfigError) as info:
         load_config(environ={"PERPSBOT_MARGIN_TYPE": "portfolio"})
     assert "margin_type = 'portfolio' (env PERPSBOT_MARGIN_TYPE)" in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(ConfigChangeRejected, match="margin_type cannot change"):
+    with pytest.raises(ConfigChangeRejected, match="margin_type needs a restart"):
         diff_configs(loaded.config, load_config(environ={}).config)
 
 

@@ -127,10 +127,19 @@ def test_diff_lists_symbol_changes_and_refuses_restart_keys():
     assert change.added_symbols == ("SOL-USD",)
     assert change.removed_symbols == ("BTC-USD",)
     assert change.changed_keys == {"symbols", "interval"}
-    with pytest.raises(ConfigChangeRejected, match="seed cannot change"):
+    with pytest.raises(ConfigChangeRejected, match="seed needs a restart"):
         diff_configs(old, BotConfig(symbols=old.symbols, seed=99))
-    with pytest.raises(ConfigChangeRejected, match="sim_order_latency_ms cannot change"):
+    with pytest.raises(ConfigChangeRejected, match="sim_order_latency_ms needs a restart"):
         diff_configs(old, BotConfig(symbols=old.symbols, sim_order_latency_ms=50))
+
+
+def test_settings_read_only_at_start_need_a_restart_and_the_rest_change_live():
+    old = BotConfig(symbols=("BTC-USD",))
+    # The run's length and the log level are taken once by `perpsbot run`: a live change did nothing.
+    with pytest.raises(ConfigChangeRejected, match=r"^duration, log_level need a restart$"):
+        diff_configs(old, BotConfig(symbols=old.symbols, duration=60, log_level="DEBUG"))
+    live = BotConfig(symbols=old.symbols, max_position_notional=1000, stream_level="ticker", backup_keep=3)
+    assert diff_configs(old, live).changed_keys == {"max_position_notional", "stream_level", "backup_keep"}
 
 
 def test_sim_order_latency_is_bounded():

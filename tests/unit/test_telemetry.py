@@ -23,7 +23,7 @@ def test_http_port_defaults_to_any_free_port_and_off_turns_the_server_off():
 
 
 def test_http_port_needs_a_restart():
-    with pytest.raises(ConfigChangeRejected, match="http_port cannot change while the bot runs"):
+    with pytest.raises(ConfigChangeRejected, match="http_port needs a restart"):
         diff_configs(BotConfig(), BotConfig(http_port=9464))
 
 

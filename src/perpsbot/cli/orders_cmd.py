@@ -39,7 +39,7 @@ def orders(
         ctx.obj = {"profile": profile, "config": config}
 
 
-def _bot_running(events: EventStore) -> bool:
+def bot_running(events: EventStore) -> bool:
     """A running bot holds its store's lock (the kernel drops it when the bot dies)."""
     try:
         StoreLock(events.path.parent, holder="perpsbot (looking for a running bot)").acquire().release()
@@ -51,18 +51,26 @@ def _bot_running(events: EventStore) -> bool:
 def post_and_wait(events: EventStore, command: str, wait: float = WAIT_SECONDS, **args: Any) -> None:
     command_id = events.post_command(datetime.now(UTC), command, **args)
     console.print(f"command {command_id} ({command}) posted")
-    if not _bot_running(events):
+    if not bot_running(events):
         console.print("no bot is running under this profile: it runs when the bot next starts")
         return
+    result = wait_for_result(events, command_id, wait)
+    if result is not None:
+        console.print(f"result: {result}", highlight=False)
+        return
+    console.print(f"no result within {wait:g} s: the bot carries it out on its next cycle "
+                  f"(see `perpsbot events --kind command`)")
+
+
+def wait_for_result(events: EventStore, command_id: int, wait: float) -> str | None:
+    """The bot's one-line result of a command, or None when it has not answered within ``wait`` s."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         result = events.command_result(command_id)
         if result is not None:
-            console.print(f"result: {result}", highlight=False)
-            return
+            return result
         time.sleep(0.1)
-    console.print(f"no result within {wait:g} s: the bot carries it out on its next cycle "
-                  f"(see `perpsbot events --kind command`)")
+    return None
 
 
 @app.command("cancel")

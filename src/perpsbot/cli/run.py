@@ -27,7 +27,7 @@ from perpsbot.cli.common import (
     damaged_store,
     load,
 )
-from perpsbot.config import BotConfig, LoadedConfig
+from perpsbot.config import BotConfig, ConfigError, LoadedConfig, load_config
 from perpsbot.dashboard import token_path
 from perpsbot.logs import configure_logging
 from perpsbot.store import StoreError
@@ -59,6 +59,19 @@ def run_config(
         return with_declared_symbols(loaded)  # symbols nobody set: the strategy's own, if it names them
     except StrategyError as exc:
         raise UserError(str(exc)) from None
+
+
+def reload_config(
+    named: dict[str, Any], sets: list[str] | None, params: list[str] | None, config_file: Path | None
+) -> BotConfig:
+    """What SIGHUP applies: ``run_config`` again, failing with ``ConfigError`` (the bot
+    records it and keeps the config in force) instead of ending the command."""
+    flags = {key: value for key, value in named.items() if value is not None}
+    loaded = load_config(config_file=config_file, flags=flags, sets=set_layer(sets, params))
+    try:
+        return with_declared_symbols(loaded).config
+    except StrategyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def set_layer(sets: list[str] | None, params: list[str] | None) -> dict[str, Any]:
@@ -107,7 +120,8 @@ def run(
     except OSError as exc:
         raise UserError(f"cannot open the log file {cfg.log_path}: {exc.strerror}") from None
     try:
-        summary = asyncio.run(_run(cfg, confirm))
+        # SIGHUP re-reads the config the way it was loaded: profile, file, env, --set / --param, these flags.
+        summary = asyncio.run(_run(cfg, confirm, reload=lambda: reload_config(named, set_, param, config)))
     except StoreDamaged as exc:
         raise damaged_store(exc, cfg) from None
     except (BotError, StoreError) as exc:
@@ -129,7 +143,9 @@ def _new_store_confirmation(new_store: bool, yes: bool) -> Callable[[str], bool]
     return lambda problem: typer.confirm(f"{problem}. Move the old files aside and start new stores?", default=False)
 
 
-async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -> dict[str, Any]:
+async def _run(
+    cfg: BotConfig, new_store: Callable[[str], bool] | None, *, reload: Callable[[], BotConfig]
+) -> dict[str, Any]:
     builder = PerpsBotBuilder(cfg)
     if new_store is not None:
         builder.with_new_store(new_store)
@@ -147,6 +163,7 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, bot.request_reload, reload)
     mode = "dry run" if cfg.dry_run else "trading"
     console.print(
         f"perpsbot [bold]{cfg.profile.value}[/] on {cfg.exchange.value}, {mode}, strategy {_strategy_label(bot)}, "
@@ -175,7 +192,7 @@ async def _run(cfg: BotConfig, new_store: Callable[[str], bool] | None = None) -
     except asyncio.CancelledError:
         pass
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         summary = await bot.shutdown()
     return summary

@@ -251,6 +251,19 @@ def load_config(
     return build_config(layers)
 
 
+def overlay(config: BotConfig, values: Mapping[str, Any], origin: str) -> BotConfig:
+    """``config`` with ``values`` on top, validated as ``build_config`` validates a layer over
+    the ones below it (``perpsbot config set``: the running bot's config, then the user's keys,
+    errors naming ``origin``)."""
+    _check_keys(values, origin)
+    running: dict[str, Any] = {key: getattr(config, key) for key in BotConfig.model_fields}
+    running["profile"] = config.profile.value
+    return build_config([
+        Layer("running", running, dict.fromkeys(running, "running bot")),
+        Layer(origin, dict(values), dict.fromkeys(values, origin)),
+    ]).config
+
+
 def config_rows(loaded: LoadedConfig) -> list[tuple[str, str, str]]:
     """(key, shown value, source) for every setting, secrets masked."""
     rows = []

@@ -60,6 +60,11 @@ class HoldingsPolicy(str, enum.Enum):
 
 DASHBOARD_TOKEN_MIN_LENGTH = 16
 
+# Field metadata of a setting the running bot cannot change (it chooses the exchange, the
+# stores, the market, the HTTP port, the log or the run's length, or is checked against the
+# venue when the bot is built): ``config set`` and SIGHUP refuse it with "KEY needs a restart".
+RESTART: dict[str, Any] = {"restart": True}
+
 PositiveDecimal = Annotated[Decimal, Field(gt=0)]
 
 # Every number a setting takes must survive the float arithmetic of the code that uses it
@@ -116,13 +121,19 @@ class BotConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    profile: Profile = Field(Profile.PAPER, description="paper | dev | canary | prod")
-    exchange: ExchangeKind = Field(ExchangeKind.SIM, description="sim (built-in simulator) | coinbase")
+    profile: Profile = Field(Profile.PAPER, description="paper | dev | canary | prod", json_schema_extra=RESTART)
+    exchange: ExchangeKind = Field(
+        ExchangeKind.SIM, description="sim (built-in simulator) | coinbase", json_schema_extra=RESTART
+    )
     symbols: tuple[str, ...] = Field(("BTC-USD", "BIP-20DEC30-CDE"), min_length=1, description="products to trade")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between cycles")
-    duration: float | None = Field(None, gt=0, description="stop after this many seconds (none: until Ctrl-C)")
-    seed: int = Field(7, ge=0, description="simulator seed")
-    data_dir: Path = Field(Path("data"), description="root folder of the stores; one subfolder per profile")
+    duration: float | None = Field(
+        None, gt=0, description="stop after this many seconds (none: until Ctrl-C)", json_schema_extra=RESTART
+    )
+    seed: int = Field(7, ge=0, description="simulator seed", json_schema_extra=RESTART)
+    data_dir: Path = Field(
+        Path("data"), description="root folder of the stores; one subfolder per profile", json_schema_extra=RESTART
+    )
 
     dry_run: bool = Field(False, description="record decisions, place no orders")
     reduce_only: bool = Field(False, description="only orders that shrink a position")
@@ -139,6 +150,7 @@ class BotConfig(BaseModel):
         "ma_crossover",
         min_length=1,
         description="built-in name, entry point, path/to/file.py:Class or package.module:Class",
+        json_schema_extra=RESTART,  # a running bot changes its strategy's parameters, never the strategy
     )
     strategy_params: dict[str, str] = Field(
         default_factory=dict, description="the strategy's parameters, NAME=VALUE pairs, comma-separated"
@@ -152,6 +164,7 @@ class BotConfig(BaseModel):
     margin_type: MarginType = Field(
         MarginType.ISOLATED,
         description="how perp positions are margined: isolated | cross (where the venue has both; checked at start)",
+        json_schema_extra=RESTART,
     )
     max_leverage: Decimal = Field(
         Decimal(3), ge=1, le=100, description="cap on requested leverage and on total notional / equity"
@@ -237,48 +250,66 @@ class BotConfig(BaseModel):
     time_in_force: TifSetting = Field(TifSetting.GTC, description="for limit orders: GTC | IOC")
     limit_offset_bps: Decimal = Field(Decimal(5), ge=0, le=1000, description="limit price distance past the mark")
 
-    sim_starting_cash: PositiveDecimal = Field(Decimal(100_000), description="simulator USD balance")
+    sim_starting_cash: PositiveDecimal = Field(
+        Decimal(100_000), description="simulator USD balance", json_schema_extra=RESTART
+    )
     sim_order_latency_ms: float = Field(
-        0.0, ge=0, le=60_000, description="built-in simulator: delay added to every order placement, ms"
+        0.0, ge=0, le=60_000, description="built-in simulator: delay added to every order placement, ms",
+        json_schema_extra=RESTART,
     )
 
-    api_key_name: str | None = Field(None, description="CDP API key name (organizations/.../apiKeys/...)")
-    api_private_key: SecretStr | None = Field(
-        None, description="CDP API private key: PEM EC P-256 or base64 Ed25519 (never shown)"
+    api_key_name: str | None = Field(
+        None, description="CDP API key name (organizations/.../apiKeys/...)", json_schema_extra=RESTART
     )
-    api_key_file: Path | None = Field(None, description="CDP key file, JSON {name, privateKey}, mode 0600")
+    api_private_key: SecretStr | None = Field(
+        None, description="CDP API private key: PEM EC P-256 or base64 Ed25519 (never shown)",
+        json_schema_extra=RESTART,
+    )
+    api_key_file: Path | None = Field(
+        None, description="CDP key file, JSON {name, privateKey}, mode 0600", json_schema_extra=RESTART
+    )
     coinbase_rest_url: str = Field(
-        "https://api.coinbase.com", pattern=r"^https?://[^\s/]+(/.*)?$", description="Coinbase REST base URL"
+        "https://api.coinbase.com", pattern=r"^https?://[^\s/]+(/.*)?$", description="Coinbase REST base URL",
+        json_schema_extra=RESTART,
     )
     coinbase_ws_url: str = Field(
         "wss://advanced-trade-ws.coinbase.com", pattern=r"^wss?://[^\s/]+(/.*)?$",
-        description="Coinbase market data websocket",
+        description="Coinbase market data websocket", json_schema_extra=RESTART,
     )
     coinbase_ws_user_url: str = Field(
         "wss://advanced-trade-ws-user.coinbase.com", pattern=r"^wss?://[^\s/]+(/.*)?$",
-        description="Coinbase user data websocket",
+        description="Coinbase user data websocket", json_schema_extra=RESTART,
     )
-    ca_bundle: Path | None = Field(None, description="extra CA certificates for TLS (e.g. the simulator server's)")
+    ca_bundle: Path | None = Field(
+        None, description="extra CA certificates for TLS (e.g. the simulator server's)", json_schema_extra=RESTART
+    )
 
     dashboard_token: SecretStr | None = Field(
         None,
         description="token for the web dashboard, 16+ of A-Z a-z 0-9 - _ . ~ (none: a random one per start, "
         "written to <store>/dashboard_token; never shown)",
+        json_schema_extra=RESTART,
     )
 
     log_level: str = Field(
-        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR"
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG | INFO | WARNING | ERROR",
+        json_schema_extra=RESTART,
     )
     log_file: Path | None = Field(
-        None, description="JSON lines log of `perpsbot run` (none: <data_dir>/<profile>/logs/perpsbot.jsonl)"
+        None, description="JSON lines log of `perpsbot run` (none: <data_dir>/<profile>/logs/perpsbot.jsonl)",
+        json_schema_extra=RESTART,
     )
     log_file_max_bytes: int = Field(
-        10_000_000, ge=10_000, le=10_000_000_000, description="the JSON log rotates when it reaches this size"
+        10_000_000, ge=10_000, le=10_000_000_000, description="the JSON log rotates when it reaches this size",
+        json_schema_extra=RESTART,
     )
-    log_file_backups: int = Field(5, ge=1, le=1000, description="rotated JSON logs kept (perpsbot.jsonl.1 ...)")
+    log_file_backups: int = Field(
+        5, ge=1, le=1000, description="rotated JSON logs kept (perpsbot.jsonl.1 ...)", json_schema_extra=RESTART
+    )
 
     backup_every_minutes: float = Field(
-        0.0, ge=0, le=525_600, description="back up the stores this often while the bot runs (0: off, else at least 1)"
+        0.0, ge=0, le=525_600, description="back up the stores this often while the bot runs (0: off, else at least 1)",
+        json_schema_extra=RESTART,
     )
     backup_dir: Path | None = Field(None, description="where backups go (none: <data_dir>/<profile>/backups)")
     backup_keep: int = Field(48, ge=0, le=100_000, description="keep the newest N backups (0: no count limit)")
@@ -289,6 +320,7 @@ class BotConfig(BaseModel):
     http_port: int | None = Field(
         0, ge=0, le=65535,
         description="port of the /metrics and /health server on 127.0.0.1 (0: any free port; off: no server)",
+        json_schema_extra=RESTART,
     )
     alert_mark_stale_seconds: float = Field(60.0, gt=0, description="P1 alert: a symbol without a fresh mark this long")
     alert_reconnects: int = Field(

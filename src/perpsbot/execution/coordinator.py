@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from perpsbot.config import BotConfig
+from perpsbot.config.diff import CONFIG_SET
 from perpsbot.config.model import OrderTypeSetting
 from perpsbot.domain import (
     ZERO,
@@ -884,8 +885,8 @@ class ExecutionCoordinator:
         ``perpsbot close``); each gets a one-line result in the commands table."""
         done = []
         for command_id, command, args in self.events.pending_commands():
-            if command == "resume":
-                continue  # the RiskManager's
+            if command in ("resume", CONFIG_SET):
+                continue  # the RiskManager's, the bot's
             try:
                 result = await self._command(command, args)
             except (ExchangeError, TimeoutError, OSError) as exc:
