@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from perpsbot.bot import BotError
+from perpsbot.config.diff import ConfigChangeRejected
 from perpsbot.strategy.base import Target
 
 STRATEGY = '''
@@ -40,7 +41,7 @@ async def test_a_parameter_changed_on_the_running_bot_changes_on_the_same_strate
     assert changed["keys"] == ["strategy_params"] and changed["strategy_params"] == {"level": 6}
     with pytest.raises(BotError, match="parameter level = '10': must be at most 9"):
         await bot.apply_config_change(make_config(strategy=spec, strategy_params={"level": "10"}))
-    with pytest.raises(BotError, match="strategy cannot change on a running bot"):
+    with pytest.raises(ConfigChangeRejected, match="strategy needs a restart"):
         await bot.apply_config_change(make_config(strategy="rsi_reversion"))
     assert strategy.level == 6 and bot.summary()["strategy_params"] == {"level": 6}
     # The MA crossover's window settings changed: not a reason to swap this strategy for it.

@@ -177,10 +177,8 @@ def with_declared_symbols(loaded: LoadedConfig) -> LoadedConfig:
 
 
 def change_parameters(runner: StrategyRunner, config: BotConfig) -> None:
-    """A running bot's new config for the same strategy: the parameters change on the
-    strategy object itself (never a new strategy); another strategy needs a restart."""
-    if config.strategy != runner.spec:
-        raise StrategyError(f"strategy cannot change on a running bot ({runner.spec} -> {config.strategy}): restart it")
+    """A running bot's new config for the same strategy (``strategy`` is a restart key):
+    the parameters change on the strategy object itself."""
     params = parameters(type(runner.user), config)
     runner.budget_ms = config.strategy_budget_ms or None  # a running bot's: timed, as configured
     if config.bar_seconds != runner.base_seconds:
