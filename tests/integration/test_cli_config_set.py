@@ -174,3 +174,20 @@ def test_the_running_config_is_read_from_the_run_and_its_changes_with_secrets_ma
         events.close()
     assert running.symbols == ("BTC-USD", "ETH-USD") and running.max_order_notional == 9000
     assert running.exchange.value == "coinbase" and running.alert_webhook_url is None  # masked: not known here
+
+
+def test_a_users_strategy_parameter_changes_on_the_running_bot_and_the_summary_names_it(tmp_path: Path):
+    from tests.integration.test_cli_strategy import FLIP
+
+    (tmp_path / "mine.py").write_text(FLIP)
+    with running_bot(tmp_path, "--symbols", "BTC-USD", "--strategy", "mine.py:Flip", "--param", "every=2"):
+        changed = perpsbot("config", "set", "strategy_params=every=5", cwd=tmp_path)
+        assert changed.returncode == 0, changed.stderr
+        assert "result: ok: strategy_params every=2 -> every=5" in changed.stdout, changed.stdout
+        refused = perpsbot("config", "set", "strategy_params=every=99", cwd=tmp_path)  # its range is 1..50
+        assert refused.returncode == 2 and "every" in refused.stderr, refused.stderr
+        [(_, _, event)] = _events(tmp_path, "config_changed")
+        assert event["source"] == "config set" and event["strategy"] == "Flip"
+        assert event["strategy_params"] == {"every": 5}
+    [(_, _, stopped)] = _until(lambda: _events(tmp_path, "bot_stopped"))
+    assert stopped["strategy"] == "Flip" and stopped["strategy_params"] == {"every": 5}
