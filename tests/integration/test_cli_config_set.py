@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -96,7 +97,12 @@ def test_config_set_changes_a_limit_and_the_symbols_of_a_running_bot(tmp_path: P
             "error: config error: max_position_notional = '-5' (config set): Input should be greater than 0"
         )
         assert _commands(tmp_path) == 3
+        status = perpsbot("risk", "status", cwd=tmp_path)  # the limits in force, not the config file's
+        assert status.returncode == 0, status.stderr
+        assert "in force in running run 1" in status.stdout
+        assert re.search(r"max_position_notional\s+│ 30000\s", status.stdout), status.stdout
 
+    assert re.search(r"max_position_notional\s+│ 50000\s", perpsbot("risk", "status", cwd=tmp_path).stdout)
     changed = _events(tmp_path, "config_changed")
     assert [(data["source"], data["added"], data["removed"]) for _, _, data in changed] == [
         ("config set", ["ETH-USD"], []), ("config set", [], ["BTC-USD"]),

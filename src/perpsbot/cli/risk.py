@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from perpsbot.cli.common import ConfigOpt, ProfileOpt, check_store, console, fail, load
+from perpsbot.cli.config_cmd import running_config
+from perpsbot.cli.orders_cmd import bot_running
 from perpsbot.config import BotConfig
 from perpsbot.domain.clock import WallClock
 from perpsbot.risk.manager import STATE_KEY, RiskManager, kill_file_path, read_kill_file
@@ -31,6 +33,15 @@ LIMIT_KEYS = (
 
 def _money(value: str | None) -> str:
     return "-" if value is None else f"{Decimal(value):,.2f}"
+
+
+def _running_run_config(events: EventStore) -> tuple[int, BotConfig] | None:
+    """The running bot's run and its config as changed since (``config set``, SIGHUP);
+    None when no bot runs, or its run is not recorded yet."""
+    runs = events.runs()
+    if not runs or runs[-1].ended_at is not None or not bot_running(events):
+        return None
+    return runs[-1].id, running_config(events, runs[-1].id, runs[-1].config)
 
 
 def _events(config: BotConfig) -> EventStore | None:
@@ -94,15 +105,20 @@ def resume(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
 def status(profile: ProfileOpt = None, config: ConfigOpt = None) -> None:
     """Limits, current usage and mode (as of the bot's last cycle)."""
     cfg = load({"profile": profile}, config).config
-    limits = Table(title=f"risk limits ({cfg.profile.value})", show_header=False)
+    events = _events(cfg)
+    in_force, title = cfg, f"risk limits ({cfg.profile.value})"
+    if events is not None:
+        running = _running_run_config(events)
+        if running is not None:  # a running bot's limits, with the changes made to it since its start
+            in_force, title = running[1], f"risk limits ({cfg.profile.value}, in force in running run {running[0]})"
+    limits = Table(title=title, show_header=False)
     for key in LIMIT_KEYS:
-        value = getattr(cfg, key)
+        value = getattr(in_force, key)
         if isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items()) or "-"
         limits.add_row(key, "-" if value is None else str(value))
     console.print(limits)
     kill_file = read_kill_file(kill_file_path(cfg))
-    events = _events(cfg)
     stored = events.get_state(STATE_KEY) if events else None
     if events:
         events.close()
