@@ -177,3 +177,19 @@ async def test_reduce_only_may_not_open():
     with pytest.raises(OrderRejected) as info:
         await ex.place_order(market(Side.SELL, "1", symbol=PERP.symbol, reduce_only=True))
     assert info.value.reason == "reduce_only_would_increase"
+
+
+async def test_limits_follow_the_core_rules_a_resting_limit_fills_at_its_price_an_ioc_gets_the_open():
+    # The simulator core's rules (one engine); the replay used to fill the gapped GTC
+    # at the open as a taker, and give the IOC the whole candle.
+    ex, clock = make(fee_bps=10, maker_fee_bps=2)
+    bar(ex, clock, 0, 100, 100, 100, 100)
+    await ex.place_order(OrderRequest("G", SPOT.symbol, Side.BUY, OrderType.LIMIT, D(1), D(98), TimeInForce.GTC))
+    bar(ex, clock, 1, 100, 100, 99, 99)  # not reached: rests
+    bar(ex, clock, 2, 95, 96, 94, 95)  # opens through the resting limit
+    (fill,) = (await ex.get_order("G")).fills
+    assert (fill.price, fill.liquidity, fill.fee) == (D(98), Liquidity.MAKER, D(98) * D("0.0002"))
+    await ex.place_order(OrderRequest("I", SPOT.symbol, Side.SELL, OrderType.LIMIT, D(1), D(97), TimeInForce.IOC))
+    bar(ex, clock, 3, 96, 98, 95, 96)  # the open is below the limit; the high reaches it later
+    snap = await ex.get_order("I")
+    assert snap.status is OrderStatus.CANCELLED and snap.fills == ()
