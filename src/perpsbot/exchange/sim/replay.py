@@ -111,7 +111,7 @@ class CandleMarket:
         self._rate = funding_rate * funding_interval / _FUNDING_BASIS_S  # per funding interval
         self._interval = funding_interval
         self.funding_at = self._next_boundary(start)  # the next candle to end at or past it counts funding
-        self.funding: deque[FundingTick] = deque(maxlen=1000)
+        self.funding: deque[FundingTick] = deque(maxlen=1)  # the core reads the latest
         self.last_funding_tick = -1
         self.tick = 0
         self._price = 0.0
@@ -144,7 +144,7 @@ class CandleMarket:
         if boundaries > 0 and self._rate:
             self.funding.append(FundingTick(self.tick, self._ts, self._rate * boundaries))
             self.last_funding_tick = self.tick
-            self.funding_at = self._next_boundary(end)
+        self.funding_at = self._next_boundary(end)
 
     def _next_boundary(self, after: float) -> float:
         """The first funding boundary after ``after`` (never, without a rate)."""
