@@ -981,6 +981,19 @@ class SimCore:
                     total += pos.unrealized_pnl(model.mid)
         return total + sum(self._accrued.values(), ZERO)
 
+    def equity_line(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """Equity as ``a + b × mark`` of ``symbol``'s market, everything else as it is now:
+        a caller that moves one market (a replay) prices the account at any mark without
+        asking again. ``b`` is the spot holding (held too) or the contracts × size."""
+        p = self.product(symbol)
+        if p.is_perpetual:
+            pos = self._positions.get(symbol)
+            b = pos.size * pos.contract_size if pos is not None else ZERO
+        else:
+            held = self._balances.get(p.base)
+            b = held[0] + held[1] if held is not None else ZERO
+        return self.equity() - b * self._models[symbol].mid, b
+
     def accrued_funding(self, symbol: str) -> Decimal:
         """Funding counted on a CFM future and not yet settled in cash."""
         return self._accrued.get(symbol, ZERO)

@@ -305,24 +305,11 @@ class ReplayExchange:
         self._band = self.core.idle_band(self._symbol)
 
     def _account_changed(self) -> None:
-        """Refresh the equity line (and the account it came from, valid at this price)."""
         self.changed = True
         self._version += 1
         self._show()
-        account = self.core.account()
-        cash = account.balances.get(self._cash_ccy)
-        a = cash.total if cash is not None else Decimal(0)
-        pos = account.positions.get(self._symbol)
-        if self._perp:
-            b = pos.size * pos.contract_size if pos is not None else Decimal(0)
-            a += self.core.margin(self._symbol) + self.core.accrued_funding(self._symbol)
-            self.equity_a = float(a) - float(b) * float(pos.entry_price if pos is not None else 0)
-        else:
-            base = account.balances.get(self.product.base)
-            b = base.total if base is not None else Decimal(0)
-            self.equity_a = float(a)
-        self.equity_b = float(b)
-        self._account, self._account_key = account, (self._version, self.price)
+        a, b = self.core.equity_line(self._symbol)
+        self.equity_a, self.equity_b = float(a), float(b)
 
     def _show(self) -> None:
         """The market at the latest close, before anything is asked of it."""
@@ -381,10 +368,16 @@ class ReplayExchange:
         # Asked several times per order at one price: the snapshot stands until the
         # account or the price changes.
         key = (self._version, self.price)
-        if self._account_key == key and self._account is not None:
-            return self._account
+        cached = self._account
+        if cached is not None and self._account_key == key:
+            return cached
         self._show()
-        self._account, self._account_key = self.core.account(), key
+        if cached is not None and self._account_key is not None and self._account_key[0] == self._version:
+            # only the price moved: the same balances and positions, valued again
+            self._account = AccountSnapshot(cached.balances, cached.positions, self.core.equity())
+        else:
+            self._account = self.core.account()
+        self._account_key = key
         return self._account
 
     async def close(self) -> None:
