@@ -235,10 +235,9 @@ class ReplayExchange:
     ) -> None:
         if product.quote != cash_currency:
             raise ValueError(f"{product.symbol} is quoted in {product.quote}, the account in {cash_currency}")
-        self.product = product
         self.clock = clock
         self.bar_seconds = bar_seconds
-        self.costs = c = costs or ReplayCosts()
+        c = costs or ReplayCosts()
         config = SimConfig(
             starting_cash=starting_cash, taker_fee_bps=c.fee_bps,
             maker_fee_bps=c.maker_fee_bps if c.maker_fee_bps is not None else c.fee_bps,
@@ -249,8 +248,6 @@ class ReplayExchange:
                                    funding_rate=c.funding_rate, funding_interval=round(config.funding_interval_seconds))
         self.core = SimCore([product], config, start=start, markets={product.symbol: self.market})
         self._symbol = product.symbol
-        self._cash_ccy = cash_currency
-        self._perp = product.is_perpetual
         self.price: float | None = None  # the latest candle's close
         self.busy = False
         self.changed = False
