@@ -481,7 +481,8 @@ class SimCore:
         self._validate(rec, product, ts)
         if not self._models[product.symbol].live:
             return self._queue(rec, product, ts)
-        return self._execute(rec, product, ts)
+        self._execute(rec, product, ts)
+        return self._snapshot(rec)
 
     def _reject(self, rec: _Rec, reason: str, message: str, ts: datetime) -> NoReturn:
         """Refuse the order: REJECTED, or CANCELLED with the reason once it was taken
@@ -572,7 +573,7 @@ class SimCore:
         except OrderRejected:
             pass  # _reject cancelled it, with the reason
 
-    def _execute(self, rec: _Rec, p: Product, ts: datetime) -> OrderSnapshot:
+    def _execute(self, rec: _Rec, p: Product, ts: datetime) -> None:
         order = rec.order
         assert order is not None
         model = self._models[p.symbol]
@@ -583,7 +584,7 @@ class SimCore:
             if not taken:
                 order.transition(OrderStatus.OPEN, ts)
             order.transition(OrderStatus.CANCELLED, ts)
-            return self._snapshot(rec)
+            return
         rest_units = left if order.type is OrderType.LIMIT and order.time_in_force is TimeInForce.GTC else 0
         hold_ccy, unit_hold = self._hold_terms(order, p)
         rest_size = rest_units * p.base_increment
@@ -611,7 +612,6 @@ class SimCore:
                 order.transition(OrderStatus.CANCELLED, ts)
         if plan:
             self._after_position_change(p.symbol, ts)
-        return self._snapshot(rec)
 
     def _cancelled_by_flat(self, rec: _Rec, p: Product, ts: datetime) -> bool:
         """A perp reduce-only order whose position closed while it filled: cancel the rest."""
