@@ -45,7 +45,7 @@ from perpsbot.config.loader import Layer, build_config
 from perpsbot.config.retired import retired_product
 from perpsbot.domain import Fill, Order, Product, ProductType
 from perpsbot.domain.clock import SimulatedClock
-from perpsbot.exchange.sim.replay import FundingPayment, ReplayCosts, ReplayExchange
+from perpsbot.exchange.sim.replay import FundingEvent, ReplayCosts, ReplayExchange
 from perpsbot.store.memory import MemoryEventStore, MemoryOrdersStore
 from perpsbot.strategy import loading
 from perpsbot.strategy.base import Decision, Target
@@ -86,7 +86,7 @@ class BacktestResult:
     end_equity: Decimal
     fills: list[Fill]
     orders: list[Order]
-    funding: list[FundingPayment]
+    funding: list[FundingEvent]
     liquidations: int
     events: MemoryEventStore
     risk_rejections: dict[str, int]

@@ -64,7 +64,7 @@ def backtest(
     funding: Annotated[
         str | None,
         typer.Option(
-            "--funding", metavar="RATE", help="perpetuals: funding rate per 8 h, settled hourly (e.g. 0.0001)"
+            "--funding", metavar="RATE", help="perpetuals: funding rate per 8 h, counted hourly (e.g. 0.0001)"
         ),
     ] = None,
     strategy: StrategyOpt = None,

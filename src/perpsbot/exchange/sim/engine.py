@@ -27,15 +27,27 @@ Accounting model
 Our orders take liquidity from the synthetic book but do not move the price
 path (it is exogenous, which keeps runs reproducible); liquidity taken at a tick
 is gone for the rest of that tick.
+
+Markets
+-------
+The core asks each product's market (``Market``) for its book, mid and funding;
+by default it makes seeded ``MarketModel`` s and steps them itself. A caller may
+give its own markets instead (``markets=``: the backtest's candles, sim/replay.py)
+and move them itself, calling ``step(symbol)`` after each move; ``advance_to`` then
+only keeps the time. A market that is not ``live`` (a candle that has closed) takes
+orders as it shows them — checked against its book then — and they reach it at its
+next step, filled there as any new order is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from perpsbot.domain import (
     ZERO,
@@ -65,7 +77,16 @@ from perpsbot.exchange.port import (
     UnknownProduct,
 )
 from perpsbot.exchange.sim.margin import initial_rate, maintenance_rate, margin_window, rates_window
-from perpsbot.exchange.sim.market import ASK, BID, MarketModel, OrderBook, derive_seed, from_us, to_us
+from perpsbot.exchange.sim.market import (
+    ASK,
+    BID,
+    FundingTick,
+    MarketModel,
+    OrderBook,
+    derive_seed,
+    from_us,
+    to_us,
+)
 from perpsbot.exchange.sim.products import SimProduct, default_market_params, is_cfm
 
 _BPS = Decimal(10_000)
@@ -75,6 +96,7 @@ _NO_BUY = -1
 _NO_SELL = 1 << 62
 _SETTLEMENT_US = 12 * 3600 * 1_000_000  # funding is settled twice a day
 _CENT = Decimal("0.01")
+_EVERYWHERE = (-math.inf, math.inf)
 
 
 def _dec(value: object, name: str) -> Decimal:
@@ -138,6 +160,43 @@ class FundingEvent:
     payment: Decimal
 
 
+class Market(Protocol):
+    """What the core asks of one product's market: the seeded ``MarketModel`` and the
+    backtest's ``CandleMarket`` both answer it. Prices and sizes in grid units (ticks of
+    ``price_increment``, units of ``base_increment``)."""
+
+    product: Product
+    live: bool  # an order placed now trades now; False: it reaches the market at its next step
+    funding: deque[FundingTick]  # rates published, the latest last
+    last_funding_tick: int  # the tick of the latest
+
+    @property
+    def tick(self) -> int: ...
+
+    @property
+    def mid(self) -> Decimal: ...
+
+    def tick_time(self, n: int) -> datetime: ...
+
+    def mid_float(self) -> float: ...
+
+    def best_ticks(self) -> tuple[int, int]: ...
+
+    def levels(self, side: int, depth: int | None = None) -> list[tuple[int, int, int]]: ...
+
+    def consume(self, side: int, level: int, units: int) -> None: ...
+
+    def price(self, ticks: int) -> Decimal: ...
+
+    def crossing(self, level: float) -> Decimal: ...
+
+    def quote(self) -> Quote: ...
+
+    def book(self, depth: int | None = None) -> OrderBook: ...
+
+    def candles(self, granularity_seconds: int, limit: int) -> list[Candle]: ...
+
+
 class UnknownProductRejected(OrderRejected, UnknownProduct):
     """An order for a product the exchange does not list: both an ``OrderRejected``
     (reason ``unknown_product``) and an ``UnknownProduct``."""
@@ -166,6 +225,7 @@ class SimCore:
         config: SimConfig | None = None,
         *,
         start: datetime | None = None,
+        markets: Mapping[str, Market] | None = None,
     ) -> None:
         self.config = config if config is not None else SimConfig()
         cfg = self.config
@@ -192,6 +252,7 @@ class SimCore:
         self._liq_price: dict[str, float] = {}
         self._orders: dict[str, _Rec] = {}
         self._resting: dict[str, list[_Rec]] = {s: [] for s in self._specs}
+        self._arriving: dict[str, list[_Rec]] = {s: [] for s in self._specs}  # for a market not live
         self._max_buy: dict[str, int] = {s: _NO_BUY for s in self._specs}
         self._min_sell: dict[str, int] = {s: _NO_SELL for s in self._specs}
         self._fills: list[Fill] = []
@@ -199,7 +260,11 @@ class SimCore:
         self._order_seq = 0
         self._trade_seq = 0
         self._liq_seq = 0
-        self._models: dict[str, MarketModel] = {}
+        self._models: dict[str, Market] = {}
+        self._ticking: dict[str, MarketModel] = {}  # the markets the core steps itself
+        if markets is not None and set(markets) != set(self._specs):
+            raise ValueError(f"markets for {sorted(markets)}, products {sorted(self._specs)}")
+        self._driven = dict(markets) if markets is not None else None
         self._tick_us = round(cfg.tick_seconds * 1_000_000)
         self._funding_us = round(cfg.funding_interval_seconds * 1_000_000)
         self._n: int | None = None
@@ -222,7 +287,10 @@ class SimCore:
         cfg = self.config
         origin = start - timedelta(seconds=cfg.warmup_seconds)
         for sym, spec in self._specs.items():
-            self._models[sym] = MarketModel(
+            if self._driven is not None:
+                self._models[sym] = self._driven[sym]
+                continue
+            self._models[sym] = self._ticking[sym] = MarketModel(
                 spec.product,
                 spec.market,
                 seed=cfg.seed,
@@ -237,7 +305,7 @@ class SimCore:
         # Ids carry a tag of (seed, start): deterministic for a replay, yet a later run
         # (another start) never reuses an earlier run's trade or order ids.
         self.run_tag = f"{derive_seed(cfg.seed, 'run', str(to_us(start))) & 0xFFFFFFFF:08x}"
-        for model in self._models.values():
+        for model in self._ticking.values():
             model.step_to(target)
         self._n = target
         self.start = start
@@ -269,12 +337,15 @@ class SimCore:
         target = to_us(ts) // self._tick_us
         if target <= self._n:
             return
+        if self._driven is not None:  # the caller moves these markets (step): only the time here
+            self._n = target
+            return
         active = [s for s in self._specs if self._is_active(s)]
-        for sym, model in self._models.items():
+        for sym, model in self._ticking.items():
             if sym not in active:
                 model.step_to(target)
         if active:
-            models = [(s, self._models[s]) for s in active]
+            models = [(s, self._ticking[s]) for s in active]
             for n in range(self._n + 1, target + 1):
                 for sym, model in models:
                     model.step_to(n)
@@ -303,7 +374,38 @@ class SimCore:
         """The margin window whose rates apply to CFM futures now."""
         return rates_window(self.now, self._intraday_margin)
 
-    def _on_tick(self, sym: str, model: MarketModel, n: int) -> None:
+    def busy(self, symbol: str) -> bool:
+        """Whether a step of ``symbol``'s market can change anything: orders waiting or
+        resting, a perp position, funding not yet settled."""
+        return bool(self._arriving[symbol]) or self._is_active(symbol)
+
+    def idle_band(self, symbol: str) -> tuple[float, float] | None:
+        """Prices between which (exclusive) a move of ``symbol``'s market changes nothing
+        but funding: no orders waiting or resting, and a perp position's liquidation price
+        outside. None: any move may matter. A caller that moves its market (a replay)
+        skips the steps that stay inside."""
+        if self._arriving[symbol] or self._resting[symbol]:
+            return None
+        liq = self._liq_price.get(symbol)
+        if liq is None:
+            return _EVERYWHERE
+        return (liq, math.inf) if self._positions[symbol].size > 0 else (-math.inf, liq)
+
+    def step(self, symbol: str) -> None:
+        """A market the caller moves (``markets=``) has moved: the orders it took while
+        not live arrive first (filled as new orders at its book now), then what a tick
+        does — resting orders matched, funding, liquidation."""
+        model = self._models[symbol]
+        n = model.tick
+        arriving = self._arriving[symbol]
+        if arriving and model.live:
+            self._arriving[symbol] = []
+            ts = model.tick_time(n)
+            for rec in arriving:
+                self._arrive(rec, model.product, ts)
+        self._on_tick(symbol, model, n)
+
+    def _on_tick(self, sym: str, model: Market, n: int) -> None:
         if self._resting[sym]:
             bid, ask = model.best_ticks()
             if ask <= self._max_buy[sym]:
@@ -343,18 +445,27 @@ class SimCore:
         return spec
 
     def market(self, symbol: str) -> MarketModel:
+        """The seeded market of ``symbol`` (a core given its markets has none)."""
+        self._spec(symbol)
+        self._require_started()
+        model = self._ticking.get(symbol)
+        if model is None:
+            raise RuntimeError(f"{symbol}'s market is the caller's (markets=), not a MarketModel")
+        return model
+
+    def _market(self, symbol: str) -> Market:
         self._spec(symbol)
         self._require_started()
         return self._models[symbol]
 
     def quote(self, symbol: str) -> Quote:
-        return self.market(symbol).quote()
+        return self._market(symbol).quote()
 
     def book(self, symbol: str, depth: int | None = None) -> OrderBook:
-        return self.market(symbol).book(depth)
+        return self._market(symbol).book(depth)
 
     def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
-        return self.market(symbol).candles(granularity_seconds, limit)
+        return self._market(symbol).candles(granularity_seconds, limit)
 
     # ----- orders -----------------------------------------------------------------------
 
@@ -399,12 +510,18 @@ class SimCore:
             self._reject(rec, "unknown_product", f"unknown product {request.symbol}", ts)
         product = spec.product
         self._validate(rec, product, ts)
-        return self._execute(rec, product, ts)
+        if not self._models[product.symbol].live:
+            return self._queue(rec, product, ts)
+        self._execute(rec, product, ts)
+        return self._snapshot(rec)
 
     def _reject(self, rec: _Rec, reason: str, message: str, ts: datetime) -> NoReturn:
-        assert rec.order is not None
-        rec.order.reject_reason = reason
-        rec.order.transition(OrderStatus.REJECTED, ts)
+        """Refuse the order: REJECTED, or CANCELLED with the reason once it was taken
+        (an order that arrives at a market it can no longer meet)."""
+        order = rec.order
+        assert order is not None
+        order.reject_reason = reason
+        order.transition(OrderStatus.REJECTED if order.status is OrderStatus.PENDING else OrderStatus.CANCELLED, ts)
         if reason == "unknown_product":
             raise UnknownProductRejected(reason, message)
         raise OrderRejected(reason, message)
@@ -450,20 +567,17 @@ class SimCore:
             return pos.size if pos is not None else ZERO
         return self._balance(p.base)[0]
 
-    def _execute(self, rec: _Rec, p: Product, ts: datetime) -> OrderSnapshot:
-        order = rec.order
-        assert order is not None
-        model = self._models[p.symbol]
+    def _plan(self, order: Order, p: Product, model: Market) -> tuple[list[tuple[int, int, int]], int, int | None]:
+        """What ``order`` would take from the book now: ``(level, price_ticks, units)`` per
+        level, the units left over, and its limit in ticks."""
         buy = order.side is Side.BUY
-        opp = ASK if buy else BID
-        units = int(order.size / p.base_increment)
         limit_ticks: int | None = None
         if order.type is OrderType.LIMIT:
             assert order.limit_price is not None
             limit_ticks = int(order.limit_price / p.price_increment)
-        plan: list[tuple[int, int, int]] = []  # (level, price_ticks, units)
-        left = units
-        for level, price, avail in model.levels(opp):
+        plan: list[tuple[int, int, int]] = []
+        left = int(order.size / p.base_increment)
+        for level, price, avail in model.levels(ASK if buy else BID):
             if limit_ticks is not None and (price > limit_ticks if buy else price < limit_ticks):
                 break
             take = min(avail, left)
@@ -471,17 +585,50 @@ class SimCore:
             left -= take
             if left == 0:
                 break
+        return plan, left, limit_ticks
+
+    def _queue(self, rec: _Rec, p: Product, ts: datetime) -> OrderSnapshot:
+        """The market is between steps (a candle has closed): the order is checked against
+        the book it shows now, and reaches the market at its next step (``step``)."""
+        order = rec.order
+        assert order is not None
+        plan, left, _ = self._plan(order, p, self._models[p.symbol])
+        hold_ccy, unit_hold = self._hold_terms(order, p)
+        self._check_funds(rec, p, plan, hold_ccy, unit_hold * left * p.base_increment, ts)
+        order.transition(OrderStatus.OPEN, ts)
+        self._arriving[p.symbol].append(rec)
+        return self._snapshot(rec)
+
+    def _arrive(self, rec: _Rec, p: Product, ts: datetime) -> None:
+        """An order taken while the market was not live reaches it: checked again (the
+        position or the cash may have moved since), then executed; refused: cancelled."""
+        try:
+            self._validate(rec, p, ts)
+            self._execute(rec, p, ts)
+        except OrderRejected:
+            pass  # _reject cancelled it, with the reason
+
+    def _execute(self, rec: _Rec, p: Product, ts: datetime) -> None:
+        order = rec.order
+        assert order is not None
+        model = self._models[p.symbol]
+        opp = ASK if order.side is Side.BUY else BID
+        plan, left, limit_ticks = self._plan(order, p, model)
+        taken = order.status is not OrderStatus.PENDING  # it arrives from the queue, already OPEN
         if order.type is OrderType.LIMIT and order.time_in_force is TimeInForce.FOK and left > 0:
-            order.transition(OrderStatus.OPEN, ts)
+            if not taken:
+                order.transition(OrderStatus.OPEN, ts)
             order.transition(OrderStatus.CANCELLED, ts)
-            return self._snapshot(rec)
+            return
         rest_units = left if order.type is OrderType.LIMIT and order.time_in_force is TimeInForce.GTC else 0
         hold_ccy, unit_hold = self._hold_terms(order, p)
         rest_size = rest_units * p.base_increment
         hold = unit_hold * rest_size
         self._check_funds(rec, p, plan, hold_ccy, hold, ts)
 
-        order.transition(OrderStatus.OPEN, ts)
+        if not taken:
+            order.transition(OrderStatus.OPEN, ts)
+
         for level, price, take in plan:
             model.consume(opp, level, take)
             self._fill(rec, p, model.price(price), take * p.base_increment, Liquidity.TAKER, ts)
@@ -500,7 +647,6 @@ class SimCore:
                 order.transition(OrderStatus.CANCELLED, ts)
         if plan:
             self._after_position_change(p.symbol, ts)
-        return self._snapshot(rec)
 
     def _cancelled_by_flat(self, rec: _Rec, p: Product, ts: datetime) -> bool:
         """A perp reduce-only order whose position closed while it filled: cancel the rest."""
@@ -680,8 +826,11 @@ class SimCore:
         if rec in rest:
             rest.remove(rec)
             self._refresh_thresholds(sym)
+        arriving = self._arriving[sym]
+        if rec in arriving:
+            arriving.remove(rec)
 
-    def _match_side(self, sym: str, model: MarketModel, n: int, side: Side) -> None:
+    def _match_side(self, sym: str, model: Market, n: int, side: Side) -> None:
         buy = side is Side.BUY
         p = model.product
         opp = ASK if buy else BID
@@ -799,7 +948,7 @@ class SimCore:
 
     # ----- funding and liquidation --------------------------------------------------------
 
-    def _charge_funding(self, sym: str, model: MarketModel, n: int, pos: Position) -> None:
+    def _charge_funding(self, sym: str, model: Market, n: int, pos: Position) -> None:
         rate = model.funding[-1].rate
         mark = model.mid
         payment = -pos.size * mark * pos.contract_size * rate
@@ -823,7 +972,7 @@ class SimCore:
         total += float(sum(self._accrued.values(), ZERO))
         maintenance = 0.0
         for sym, pos in self._positions.items():
-            if not pos.size or not self._specs[sym].product.is_perpetual:
+            if not pos.size or not self._specs[sym].product.is_derivative:
                 continue
             mark = self._models[sym].mid_float()
             total += (mark - float(pos.entry_price)) * float(pos.size * pos.contract_size)
@@ -831,7 +980,7 @@ class SimCore:
                 maintenance += abs(float(pos.size * pos.contract_size)) * mark * self._maint[sym]
         return total < maintenance
 
-    def _settles_at(self, model: MarketModel, n: int) -> bool:
+    def _settles_at(self, model: Market, n: int) -> bool:
         """Whether the funding interval that ended at tick ``n`` ends on 00:00 or 12:00 UTC."""
         interval_us = self._funding_us
         return to_us(model.tick_time(n)) // interval_us * interval_us % _SETTLEMENT_US == 0
@@ -844,10 +993,11 @@ class SimCore:
             self._margin[sym] = self._margin.get(sym, ZERO) + cash[0]
             cash[0] = ZERO
 
-    def _liquidate(self, sym: str, model: MarketModel, n: int, pos: Position) -> None:
+    def _liquidate(self, sym: str, model: Market, n: int, pos: Position) -> None:
         p = model.product
         ts = model.tick_time(n)
-        mark = model.mid
+        level = self._liq_price.get(sym)  # none for a CFM future: the venue's rule closes it at the mark
+        mark = model.crossing(level) if level is not None else model.mid
         side = Side.SELL if pos.size > 0 else Side.BUY
         size = abs(pos.size)
         self._liq_seq += 1
@@ -887,6 +1037,11 @@ class SimCore:
         return list(self._funding_log)
 
     @property
+    def funding_count(self) -> int:
+        """Funding events so far (``funding_log`` without the copy)."""
+        return len(self._funding_log)
+
+    @property
     def fills(self) -> list[Fill]:
         return list(self._fills)
 
@@ -912,7 +1067,7 @@ class SimCore:
         cash = self._balances[self._cash]
         total = cash[0] + cash[1] + sum(self._margin.values(), ZERO) + sum(self._accrued.values(), ZERO)
         for sym, pos in self._positions.items():
-            if pos.size and self._specs[sym].product.is_perpetual:
+            if pos.size and self._specs[sym].product.is_derivative:
                 total += pos.unrealized_pnl(self._models[sym].mid)
         return total
 
@@ -945,6 +1100,19 @@ class SimCore:
             liquidation_buffer_pct=(buffer / total * 100).quantize(_CENT) if total > 0 else ZERO,
             rates={p.symbol: MarginRates(initial_rate(p, rates), initial_rate(p, rates)) for p in cfm},
         )
+
+    def equity_line(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """Equity as ``a + b × mark`` of ``symbol``'s market, everything else as it is now:
+        a caller that moves one market (a replay) prices the account at any mark without
+        asking again. ``b`` is the spot holding (held too) or the contracts × size."""
+        p = self.product(symbol)
+        if p.is_derivative:
+            pos = self._positions.get(symbol)
+            b = pos.size * pos.contract_size if pos is not None else ZERO
+        else:
+            held = self._balances.get(p.base)
+            b = held[0] + held[1] if held is not None else ZERO
+        return self.equity() - b * self._models[symbol].mid, b
 
     def accrued_funding(self, symbol: str) -> Decimal:
         """Funding counted on a future and not yet settled in cash."""

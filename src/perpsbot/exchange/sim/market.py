@@ -187,6 +187,8 @@ class FundingTick:
 class MarketModel:
     """One product's synthetic market. ``step_to(n)`` moves it along the grid."""
 
+    live = True  # an order trades at the tick it is placed on
+
     def __init__(
         self,
         product: Product,
@@ -572,6 +574,11 @@ class MarketModel:
     @property
     def mid(self) -> Decimal:
         return self.product.quantize_price(Decimal(self.mid_float()))
+
+    def crossing(self, level: float) -> Decimal:
+        """The price at which the market crossed ``level`` (a liquidation price): on the
+        grid a tick is a jump, so the mid it jumped to."""
+        return self.mid
 
     @property
     def last_trade(self) -> Decimal:
