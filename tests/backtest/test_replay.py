@@ -144,16 +144,18 @@ async def test_perp_funding_is_charged_every_hour_on_the_held_position():
     await ex.place_order(market(Side.BUY, "2", symbol=PERP.symbol, leverage=D(2)))
     bar(ex, clock, 59, 100, 100, 100, 100)  # filled at 00:59; the candle ends at 01:00: funding
     assert [(p.ts.hour, p.payment) for p in ex.funding] == [(1, D("-0.02"))]  # 2 x 100 x 0.0001, a long pays
-    assert ex.core.margin(PERP.symbol) == D(100) and (await cash(ex)) == D(9900) - D("0.02")
+    # counted into the position (and equity) at once, settled in cash at 00:00 / 12:00 UTC
+    assert ex.core.margin(PERP.symbol) == D(100) and (await cash(ex)) == D(9900)
+    assert ex.core.accrued_funding(PERP.symbol) == D("-0.02")
     for i in range(60, 120):
         bar(ex, clock, i, 110, 110, 110, 110)
     assert [p.payment for p in ex.funding] == [D("-0.02"), D("-0.022")]  # 02:00 at 110
-    assert (await cash(ex)) == D(9900) - D("0.042") and ex.core.account().positions[PERP.symbol].funding == D("-0.042")
+    assert (await cash(ex)) == D(9900) and ex.core.account().positions[PERP.symbol].funding == D("-0.042")
     # Flat: no more funding.
     await ex.place_order(market(Side.SELL, "2", "c2", symbol=PERP.symbol, reduce_only=True, leverage=D(2)))
     for i in range(120, 200):
         bar(ex, clock, i, 110, 110, 110, 110)
-    assert len(ex.funding) == 2 and not ex.busy
+    assert len(ex.funding) == 2 and ex.busy  # flat: no more funding; what accrued awaits 12:00's settlement
     assert (await ex.account()).equity == D(10000) - D("0.042") + 2 * D(10)
 
 
