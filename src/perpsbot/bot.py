@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from perpsbot.config import BotConfig, ConfigError, ExchangeKind
 from perpsbot.config.diff import (
@@ -53,7 +53,9 @@ from perpsbot.strategy.orchestrator import StrategyOrchestrator
 from perpsbot.strategy.runner import StrategyError, StrategyRunner, market_inputs
 from perpsbot.telemetry.alerts import AlertRules, AlertWebhook
 from perpsbot.telemetry.metrics import BotMetrics
-from perpsbot.telemetry.server import TelemetryServer, TelemetryServerError, build_web_app
+
+if TYPE_CHECKING:
+    from perpsbot.telemetry.server import TelemetryServer  # imported when the web server starts
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +410,8 @@ class PerpsBot:
         port = self.config.http_port
         if port is None or self.web is not None:
             return
+        from perpsbot.telemetry.server import TelemetryServer, TelemetryServerError, build_web_app
+
         server = TelemetryServer(build_web_app(self))
         try:
             self.http_port = await server.start(port)

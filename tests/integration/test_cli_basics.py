@@ -121,3 +121,30 @@ def test_out_of_range_numbers_on_the_command_line_are_usage_errors_not_internal_
         result = perpsbot("data", "download", "BTC-USD", "--start", "2026-01-01", "--end", "2026-01-02",
                           "--rate", rate, "--base-url", "http://127.0.0.1:9", cwd=tmp_path, timeout=20)
         assert result.returncode == 2 and "--rate must be a finite number > 0" in result.stderr, result.stderr
+
+
+def test_a_command_imports_only_its_own_module_and_help_lists_them_all():
+    # A fresh interpreter: which modules `perpsbot backtest` has loaded once its app is built.
+    probe = (
+        "import sys\n"
+        "from perpsbot.cli.main import COMMANDS, build_app\n"
+        "from typer.main import get_command\n"
+        "group = get_command(build_app(['backtest', '--help']))\n"
+        "print(sorted(group.commands))\n"
+        "print(sorted(m for m in ('aiohttp', 'perpsbot.exchange.sim.server', 'perpsbot.dashboard.web',\n"
+        "      'perpsbot.review.drift', 'perpsbot.cli.run', 'perpsbot.cli.sim') if m in sys.modules))\n"
+        "print(sorted(get_command(build_app([])).commands) == sorted(name for name, *_ in COMMANDS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['backtest']"
+    assert out[1] == "[]", f"loaded for a backtest: {out[1]}"
+    assert out[2] == "True"
+
+
+def test_the_command_name_stays_required_with_one_command_loaded(tmp_path: Path):
+    # With only `backtest` registered the app must still be a group: `perpsbot --synthetic 5`
+    # is not a backtest, and `perpsbot backtest` still parses its own options.
+    wrong = perpsbot("--synthetic", "5", cwd=tmp_path)
+    assert wrong.returncode == 2 and "No such option" in wrong.stderr
+    right = perpsbot("backtest", "--synthetic", "x", cwd=tmp_path)
+    assert right.returncode == 2 and "--synthetic expects a number of candles, got 'x'" in right.stderr

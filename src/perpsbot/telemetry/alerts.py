@@ -28,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import psutil
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from perpsbot.bot import PerpsBot
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,17 @@ ORDER_OK = "order_placed"
 ORDER_FAILED = ("order_rejected", "order_failed", "order_unknown")
 
 
+_process: psutil.Process | None = None  # made once (it reads /proc/self/stat), again after a fork
+
+
 def read_rss_bytes() -> int | None:
     """This process's resident memory (psutil, as the run metrics read it); None where
     it cannot be read."""
+    global _process
     try:
-        return int(psutil.Process().memory_info().rss)
+        if _process is None or _process.pid != os.getpid():
+            _process = psutil.Process()
+        return int(_process.memory_info().rss)
     except (psutil.Error, OSError):
         return None
 
@@ -191,6 +199,8 @@ class AlertWebhook:
             self._failure("queue full: alert not sent")
 
     async def run(self) -> None:
+        import aiohttp  # here, not at import: only a bot with a webhook needs the HTTP client
+
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)) as session:
             while True:
                 text = await self.queue.get()
@@ -206,6 +216,8 @@ class AlertWebhook:
                 await asyncio.wait_for(self.queue.join(), WEBHOOK_DRAIN_SECONDS)
 
     async def _post(self, session: aiohttp.ClientSession, text: str) -> None:
+        import aiohttp
+
         url = self.bot.config.alert_webhook_url
         if url is None:
             return
