@@ -55,7 +55,7 @@ def closest_call(closes, short, long) -> float:
 
 async def backtest(series, tmp_path: Path, symbol="BTC-USD", params=None, **costs):
     costs = {k: D(str(v)) for k, v in costs.items()}
-    spec = BacktestSpec(symbol, ReplayCosts(**costs), {**PLAIN, **(params or {})})
+    spec = BacktestSpec((symbol,), ReplayCosts(**costs), {**PLAIN, **(params or {})})
     return await run_backtest(series, spec, data_dir=tmp_path)
 
 

@@ -14,7 +14,7 @@ from perpsbot.exchange.sim.replay import ReplayCosts
 
 async def backtest(tmp_path, strategy: str, symbol: str = "BTC-USD", params=None, funding: str = "0"):
     series = synthetic_candles(4_000, seed=5, symbol=symbol)
-    spec = BacktestSpec(symbol, ReplayCosts(funding_rate=D(funding)), params or {}, strategy=strategy)
+    spec = BacktestSpec((symbol,), ReplayCosts(funding_rate=D(funding)), params or {}, strategy=strategy)
     return await run_backtest(series, spec, data_dir=tmp_path)
 
 

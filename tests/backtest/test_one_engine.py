@@ -63,10 +63,10 @@ async def on_candles(symbol: str, orders: dict[int, OrderRequest], mids: dict, f
         clock.set(start + 60)
         close = float(mids[minute])
         opened = float(fills.get(minute - 1, mids[max(minute - 1, 0)]))
-        if replay.busy:
-            replay.on_bar(start, opened, max(opened, close), min(opened, close), close)
+        if replay.lanes[symbol].busy:
+            replay.lanes[symbol].on_bar(start, opened, max(opened, close), min(opened, close), close)
         else:
-            replay.price = close
+            replay.lanes[symbol].price = close
         if minute - 1 in orders:
             states.append(state(replay.core, symbol))
         if minute in orders:

@@ -11,7 +11,7 @@ from perpsbot.domain import Liquidity, OrderStatus, OrderType, Product, ProductT
 from perpsbot.domain.clock import SimulatedClock
 from perpsbot.exchange.port import OrderRejected, OrderRequest
 from perpsbot.exchange.sim import default_products
-from perpsbot.exchange.sim.replay import ReplayCosts, ReplayExchange
+from perpsbot.exchange.sim.replay import Lane, ReplayCosts, ReplayExchange
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPOT = Product("TST-USD", "TST", "USD", ProductType.SPOT, D("0.001"), D("0.01"), D("0.001"))
@@ -25,14 +25,20 @@ def make(product=SPOT, cash="10000", **costs) -> tuple[ReplayExchange, Simulated
     return ReplayExchange(product, clock, bar_seconds=60, starting_cash=D(cash), costs=ReplayCosts(**costs)), clock
 
 
+def only(ex: ReplayExchange) -> Lane:
+    """The replay's one product's lane."""
+    (lane,) = ex.lanes.values()
+    return lane
+
+
 def bar(ex: ReplayExchange, clock: SimulatedClock, i: int, o: float, h: float, lo: float, c: float) -> None:
     """Candle i (start T0 + 60 i) as the backtest loop feeds it."""
     start = T0 + 60 * i
     clock.set(start + 60)
-    if ex.busy:
-        ex.on_bar(start, o, h, lo, c)
+    if only(ex).busy:
+        only(ex).on_bar(start, o, h, lo, c)
     else:
-        ex.price = c
+        only(ex).price = c
 
 
 async def cash(ex: ReplayExchange) -> D:
@@ -75,8 +81,8 @@ async def test_the_equity_line_matches_the_decimal_account_at_any_close():
     await ex.place_order(market(Side.BUY, "3"))
     bar(ex, clock, 1, 100.5, 101, 100, 100.75)
     for close in (100.75, 90.0, 123.45):
-        ex.price = close
-        assert ex.equity_a + ex.equity_b * close == pytest.approx(float((await ex.account()).equity), abs=1e-9)
+        only(ex).price = close
+        assert ex.equity_a + only(ex).b * close == pytest.approx(float((await ex.account()).equity), abs=1e-9)
 
 
 async def test_an_order_the_cash_cannot_cover_at_the_open_is_cancelled_with_the_reason():
@@ -155,7 +161,7 @@ async def test_perp_funding_is_charged_every_hour_on_the_held_position():
     await ex.place_order(market(Side.SELL, "2", "c2", symbol=PERP.symbol, reduce_only=True, leverage=D(2)))
     for i in range(120, 200):
         bar(ex, clock, i, 110, 110, 110, 110)
-    assert len(ex.funding) == 2 and ex.busy  # flat: no more funding; what accrued awaits 12:00's settlement
+    assert len(ex.funding) == 2 and only(ex).busy  # flat: no more funding; what accrued awaits 12:00's settlement
     assert (await ex.account()).equity == D(10000) - D("0.042") + 2 * D(10)
 
 
@@ -208,10 +214,10 @@ async def test_a_cfm_future_counts_funding_hourly_and_settles_it_in_cash_at_noon
     def hour(h: int, price: float) -> None:
         start = T0 + h * 3600
         clock.set(start + 3600)
-        if ex.busy:
-            ex.on_bar(start, price, price, price, price)
+        if only(ex).busy:
+            only(ex).on_bar(start, price, price, price, price)
         else:
-            ex.price = price
+            only(ex).price = price
 
     hour(10, 100_000)  # closes at 11:00
     await ex.place_order(OrderRequest("c1", bip.symbol, Side.BUY, OrderType.MARKET, D(2), leverage=D(2)))

@@ -26,7 +26,7 @@ class EnterOnce(Strategy):
 
 async def entered(tmp_path, signal: Signal, **settings):
     EnterOnce.signal = signal
-    spec = BacktestSpec("BTC-USD", params=settings, strategy=f"{__name__}:EnterOnce")
+    spec = BacktestSpec(("BTC-USD",), params=settings, strategy=f"{__name__}:EnterOnce")
     result = await run_backtest(synthetic_candles(50, seed=4), spec, data_dir=tmp_path)
     [decision] = [e.data for e in result.events.query(kind="decision")]
     return result, decision

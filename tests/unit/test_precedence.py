@@ -85,7 +85,7 @@ def test_a_param_changes_one_strategy_parameter_and_keeps_the_files_others(monke
 
 
 def test_the_backtest_flags_beat_param_as_on_run(tmp_path):
-    spec = BacktestSpec("BTC-USD", params={"sim_starting_cash": "500", "strategy": "rsi_reversion"},
+    spec = BacktestSpec(("BTC-USD",), params={"sim_starting_cash": "500", "strategy": "rsi_reversion"},
                         starting_cash=D(800), strategy="donchian_breakout")
     config = backtest_config(spec, 60, tmp_path)
     assert config.sim_starting_cash == D(800) and config.strategy == "donchian_breakout"

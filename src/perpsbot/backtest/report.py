@@ -25,10 +25,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from perpsbot.backtest.data import DataReport, describe_timeframe
+from perpsbot.backtest.data import CandleSeries, DataReport, describe_timeframe
 from perpsbot.backtest.png import Canvas
 from perpsbot.backtest.runner import BacktestResult
-from perpsbot.domain import ZERO, Liquidity, Side
+from perpsbot.domain import ZERO, Liquidity, Product, Side
 from perpsbot.domain.clock import EPOCH
 from perpsbot.execution.ledger import position_history
 
@@ -68,6 +68,15 @@ class Trade:
         return self.exit_time is None
 
 
+
+def _series(result: BacktestResult) -> CandleSeries:
+    """The first symbol's candles (the report covers one symbol's market so far)."""
+    return result.series[result.symbols[0]]
+
+
+def _product(result: BacktestResult) -> Product:
+    return result.products[result.symbols[0]]
+
 def _dt(epoch: float) -> datetime:
     return EPOCH + timedelta(seconds=epoch)
 
@@ -79,12 +88,12 @@ def _iso(ts: datetime | None) -> str:
 def trades_of(result: BacktestResult) -> list[Trade]:
     """Round trips rebuilt from the fills (the same ledger ``perpsbot positions`` uses)."""
     by_trade_id = {f.trade_id: f for f in result.fills}
-    last_close = Decimal(repr(result.series.close[-1]))
-    cs = result.product.contract_size
-    g = result.series.bar_seconds
-    end = result.series.end
+    last_close = Decimal(repr(_series(result).close[-1]))
+    cs = _product(result).contract_size
+    g = _series(result).bar_seconds
+    end = _series(result).end
     trades = []
-    for number, episode in enumerate(position_history(result.fills, contract_sizes={result.product.symbol: cs}),
+    for number, episode in enumerate(position_history(result.fills, contract_sizes={_product(result).symbol: cs}),
                                      start=1):
         first = by_trade_id[episode.trade_ids[0]]
         last = by_trade_id[episode.trade_ids[-1]]
@@ -167,7 +176,7 @@ def equity_stats(equity: Sequence[float], start: float, bar_seconds: int) -> dic
 
 
 def metrics(result: BacktestResult, trades: Sequence[Trade]) -> dict[str, Any]:
-    series = result.series
+    series = _series(result)
     g = series.bar_seconds
     start, end = result.start_equity, result.end_equity
     net = end - start
@@ -224,11 +233,11 @@ def metrics(result: BacktestResult, trades: Sequence[Trade]) -> dict[str, Any]:
 
 
 def report_data(result: BacktestResult, data: DataReport, trades: Sequence[Trade]) -> dict[str, Any]:
-    series, cfg, costs = result.series, result.config, result.costs
+    series, cfg, costs = _series(result), result.config, result.costs
     return {
         "symbol": series.symbol,
-        "product": {"type": result.product.type.value, "base_increment": str(result.product.base_increment),
-                    "price_increment": str(result.product.price_increment)},
+        "product": {"type": _product(result).type.value, "base_increment": str(_product(result).base_increment),
+                    "price_increment": str(_product(result).price_increment)},
         "data": {
             "source": data.source,
             "timeframe": describe_timeframe(series.bar_seconds),
@@ -349,7 +358,7 @@ def equity_png(result: BacktestResult, width: int = 1000, height: int = 600) -> 
     label = f"-{worst * 100:.1f}%"
     c.text(left - 8 - c.text_width(label), dd_bottom - 3, label, text)
     c.text(left, dd_top - 22, "DRAWDOWN", text, 2)
-    first_day, last_day = _iso(result.series.first)[:10], _iso(result.series.end)[:10]
+    first_day, last_day = _iso(_series(result).first)[:10], _iso(_series(result).end)[:10]
     c.text(left, height - 20, first_day, text)
     c.text(right - c.text_width(last_day), height - 20, last_day, text)
     c.rect(left, top, left, eq_bottom, axis)
@@ -397,8 +406,8 @@ def equity_svg(result: BacktestResult, width: int = 960, height: int = 420) -> s
         f'<polygon fill="#c83232" fill-opacity="0.7" points="{" ".join(area)}"/>'
         f'<text x="{pad_l - 6}" y="{dd_top + 4}" text-anchor="end">0%</text>'
         f'<text x="{pad_l - 6}" y="{dd_top + dd_h + 4}" text-anchor="end">-{worst * 100:.1f}%</text>'
-        f'<text x="{pad_l}" y="{height - 4}">{_iso(result.series.first)}</text>'
-        f'<text x="{width - pad_r}" y="{height - 4}" text-anchor="end">{_iso(result.series.end)}</text>'
+        f'<text x="{pad_l}" y="{height - 4}">{_iso(_series(result).first)}</text>'
+        f'<text x="{width - pad_r}" y="{height - 4}" text-anchor="end">{_iso(_series(result).end)}</text>'
         "</svg>"
     )
 
@@ -471,7 +480,7 @@ def write_report(result: BacktestResult, data: DataReport, out_dir: Path, *, eve
         "html": out_dir / "report.html",
     }
     paths["report"].write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    write_trades(trades, paths["trades"], result.product.contract_size)
+    write_trades(trades, paths["trades"], _product(result).contract_size)
     paths["chart"].write_bytes(equity_png(result))
     paths["html"].write_text(report_html(report, result, trades), encoding="utf-8")
     if events:

@@ -32,7 +32,7 @@ import itertools
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -67,7 +67,7 @@ class BacktestError(ValueError):
 
 @dataclass(frozen=True)
 class BacktestSpec:
-    symbol: str
+    symbols: tuple[str, ...]  # one account over them all, one series each
     costs: ReplayCosts = field(default_factory=ReplayCosts)
     params: Mapping[str, Any] = field(default_factory=dict)  # strategy parameters or bot settings (--param)
     starting_cash: Decimal | None = None  # None: the config's sim_starting_cash
@@ -77,11 +77,13 @@ class BacktestSpec:
 @dataclass(repr=False)
 class BacktestResult:
     config: BotConfig
-    product: Product
-    series: CandleSeries
+    symbols: tuple[str, ...]
+    products: dict[str, Product]
+    series: dict[str, CandleSeries]
     costs: ReplayCosts
-    equity: array  # at each candle's close
-    exposed_bars: int
+    times: array  # epoch seconds of each step's close: every symbol's candle ends, merged
+    equity: array  # the account's equity at each step
+    exposed_bars: int  # steps with a position in any symbol
     start_equity: Decimal
     end_equity: Decimal
     fills: list[Fill]
@@ -99,10 +101,11 @@ class BacktestResult:
 
     @property
     def candles(self) -> int:
-        return len(self.series)
+        """Candles replayed, over every symbol."""
+        return sum(len(s) for s in self.series.values())
 
     def __repr__(self) -> str:  # short: asyncio may repr a finished task's result
-        return (f"BacktestResult({self.series.symbol}, {self.candles} candles, {len(self.fills)} fills, "
+        return (f"BacktestResult({', '.join(self.symbols)}, {self.candles} candles, {len(self.fills)} fills, "
                 f"equity {self.start_equity} -> {self.end_equity})")
 
 
@@ -114,7 +117,7 @@ def backtest_config(spec: BacktestSpec, bar_seconds: int, data_dir: Path) -> Bot
     fixed = sorted(set(settings) & FIXED_KEYS)
     if fixed:
         raise BacktestError(f"--param {fixed[0]}: a backtest sets this itself (use --symbol / --timeframe)")
-    base: dict[str, Any] = {"symbols": (spec.symbol,), "bar_seconds": bar_seconds, "data_dir": data_dir,
+    base: dict[str, Any] = {"symbols": tuple(spec.symbols), "bar_seconds": bar_seconds, "data_dir": data_dir,
                             "exchange": "sim"}
     flags: dict[str, Any] = {}  # the command's own flags: above --param, as on `run`
     if spec.starting_cash is not None:
@@ -196,25 +199,62 @@ class _Ids:
         return f"bt-{next(self._next):08d}"
 
 
+def _timeline(series: Sequence[CandleSeries]) -> tuple[Any, Any]:
+    """Every candle of every series in time order (ties in the series' order): the index of
+    its series and its row, as numpy arrays."""
+    import numpy as np
+
+    if len(series) == 1:
+        n = len(series[0])
+        return np.zeros(n, dtype=np.int32), np.arange(n, dtype=np.int64)
+    starts = np.concatenate([np.frombuffer(s.start, dtype=np.float64) if isinstance(s.start, array)
+                             else np.asarray(s.start, dtype=np.float64) for s in series])
+    which = np.concatenate([np.full(len(s), k, dtype=np.int32) for k, s in enumerate(series)])
+    rows = np.concatenate([np.arange(len(s), dtype=np.int64) for s in series])
+    order = np.lexsort((which, starts))
+    return which[order], rows[order]
+
+
 async def run_backtest(
-    series: CandleSeries,
+    series: CandleSeries | Sequence[CandleSeries],
     spec: BacktestSpec,
     *,
     data_dir: Path,
     progress: Callable[[int], None] | None = None,
 ) -> BacktestResult:
-    if spec.symbol != series.symbol:
-        raise BacktestError(f"the candles are for {series.symbol}, the backtest for {spec.symbol}")
-    config = backtest_config(spec, series.bar_seconds, data_dir)
-    product = product_for(spec.symbol)
-    if spec.costs.funding_rate and not product.is_perpetual:
-        kind = "a dated future (no funding)" if product.is_derivative else "spot"
-        raise BacktestError(f"--funding applies to perpetuals; {spec.symbol} is {kind}")
-    g = series.bar_seconds
-    clock = SimulatedClock(series.start[0])
+    """Replay the candles of one or several symbols over one account; ``progress`` gets the
+    number of candles replayed so far."""
+    listed = [series] if isinstance(series, CandleSeries) else list(series)
+    symbols = tuple(spec.symbols)
+    if [s.symbol for s in listed] != list(symbols):
+        raise BacktestError(f"the candles are for {', '.join(s.symbol for s in listed)}, "
+                            f"the backtest for {', '.join(symbols)}")
+    if len(set(symbols)) != len(symbols):
+        raise BacktestError(f"a symbol given twice: {', '.join(symbols)}")
+    lengths = {s.bar_seconds for s in listed}
+    if len(lengths) > 1:
+        first, other = listed[0], next(s for s in listed if s.bar_seconds != listed[0].bar_seconds)
+        raise BacktestError(f"the candles are not all of one length: {first.symbol} {first.bar_seconds} s, "
+                            f"{other.symbol} {other.bar_seconds} s")
+    g = listed[0].bar_seconds
+    config = backtest_config(spec, g, data_dir)
+    products = {symbol: product_for(symbol) for symbol in symbols}
+    if spec.costs.funding_rate and not any(p.is_perpetual for p in products.values()):
+        if len(products) == 1:
+            (p,) = products.values()
+            kind = "a dated future (no funding)" if p.is_derivative else "spot"
+            raise BacktestError(f"--funding applies to perpetuals; {p.symbol} is {kind}")
+        raise BacktestError(f"--funding applies to perpetuals; none of {', '.join(symbols)} is one")
+    currencies = {p.quote for p in products.values()}
+    if len(currencies) > 1:
+        raise BacktestError(
+            f"one account holds one currency: the symbols are quoted in {', '.join(sorted(currencies))}"
+        )
+    starts = [s.start[0] for s in listed if len(s)]
+    clock = SimulatedClock(min(starts) if starts else 0.0)
     replay = ReplayExchange(
-        product, clock, bar_seconds=g, starting_cash=config.sim_starting_cash, costs=spec.costs,
-        cash_currency=product.quote,
+        list(products.values()), clock, bar_seconds=g, starting_cash=config.sim_starting_cash, costs=spec.costs,
+        cash_currency=next(iter(currencies)),
     )
     try:
         strategy = loading.build(config, timed=False)  # untimed: the same candles give the same trades anywhere
@@ -234,18 +274,21 @@ async def run_backtest(
     events.append(clock.now(), "bot_started", None, run_id=run_id, symbols=config.symbols, profile="backtest",
                   dry_run=False, equity=start_equity, **strategy_fields(strategy))
 
-    symbol = spec.symbol
-    window = reg.market_data.windows[symbol]
+    windows = [reg.market_data.windows[s.symbol] for s in listed]
+    lanes = [replay.lanes[s.symbol] for s in listed]
+    columns = [(s.start, s.open, s.high, s.low, s.close, s.volume) for s in listed]
     execution, risk = reg.execution, reg.risk
     process = reg.strategy.process_symbol
     watch = risk.watch_equity
     hold = Target.HOLD
     vol_bars = config.vol_window + 1
-    curve = array("d")
-    push = curve.append
+    times, curve = array("d"), array("d")
+    stamp, push = times.append, curve.append
     exposed = 0
-    a, b = replay.equity_a, replay.equity_b
-    n = len(series)
+    a = replay.equity_a
+    which, rows = _timeline(listed)
+    n = len(which)
+    single = len(listed) == 1
     started = time.perf_counter()
 
     async def sync() -> None:
@@ -257,36 +300,61 @@ async def run_backtest(
 
     async def act(decision: Decision) -> None:
         await execution.refresh_account()
-        risk.evaluate(execution.account.equity, {symbol: window.last_closes(vol_bars)})
+        risk.evaluate(execution.account.equity, {w_symbol: w.last_closes(vol_bars)
+                                                 for w_symbol, w in zip(symbols, windows, strict=True)})
         if risk.killed and risk.flatten_requested:
             await execution.flatten_all()
         await execution.execute_decision(decision)
 
-    for lo in range(0, n, CHUNK):
-        hi = min(n, lo + CHUNK)
-        rows = zip(series.start[lo:hi], series.open[lo:hi], series.high[lo:hi], series.low[lo:hi],
-                   series.close[lo:hi], series.volume[lo:hi], strict=True)
-        for t, o, h, low, c, v in rows:
-            end = t + g
-            clock.epoch = end  # the loop only moves forward (SimulatedClock.set, without the check)
-            if replay.busy:
-                replay.on_bar(t, o, h, low, c)
-                if replay.changed:
-                    await sync()
-                    a, b = replay.equity_a, replay.equity_b
-            else:
-                replay.price = c
-            window.append_bar(t, o, h, low, c, v)
-            equity = a + b * c
-            push(equity)
-            watch(equity, end)
-            if b:
-                exposed += 1
-            decision = process(symbol)
+    step_end = 0.0  # the close of the step being gathered (candles ending together are one step)
+    due: list[int] = []  # the series with a candle in that step
+
+    async def decide(end: float) -> None:
+        nonlocal exposed
+        equity = a
+        held = False
+        for lane in lanes:
+            if lane.b and lane.price is not None:
+                equity += lane.b * lane.price
+                held = True
+        stamp(end)
+        push(equity)
+        watch(equity, end)
+        if held:
+            exposed += 1
+        for k in due:
+            decision = process(symbols[k])
             if decision.target is not hold:
                 await act(decision)
+        due.clear()
+
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        for k, i in zip(which[lo:hi].tolist(), rows[lo:hi].tolist(), strict=True):
+            t_, o_, h_, l_, c_, v_ = columns[k]
+            t, o, h, low, c, v = t_[i], o_[i], h_[i], l_[i], c_[i], v_[i]
+            end = t + g
+            if not single and end != step_end:
+                if due:
+                    await decide(step_end)
+                step_end = end
+            clock.epoch = end  # the loop only moves forward (SimulatedClock.set, without the check)
+            lane = lanes[k]
+            if lane.busy:
+                lane.on_bar(t, o, h, low, c)
+                if replay.changed:
+                    await sync()
+                    a = replay.equity_a
+            else:
+                lane.price = c
+            windows[k].append_bar(t, o, h, low, c, v)
+            due.append(k)
+            if single:
+                await decide(end)
         if progress is not None:
             progress(hi)
+    if due:
+        await decide(step_end)  # the last step of several series
     elapsed = time.perf_counter() - started
 
     final = await execution.refresh_account()
@@ -305,7 +373,8 @@ async def run_backtest(
     mode = f"{risk.mode} ({', '.join(reasons_now)})" if reasons_now else risk.mode
     await replay.close()
     return BacktestResult(
-        config=config, product=product, series=series, costs=spec.costs, equity=curve, exposed_bars=exposed,
+        config=config, symbols=symbols, products=products, series={s.symbol: s for s in listed}, costs=spec.costs,
+        times=times, equity=curve, exposed_bars=exposed,
         start_equity=start_equity, end_equity=final.equity, fills=replay.fills,
         orders=orders.orders(run_id=run_id), funding=list(replay.funding), liquidations=replay.liquidations,
         events=events, risk_rejections=dict(sorted(rejections.items())), reasons=reasons, risk_changes=changes,

@@ -131,7 +131,7 @@ def backtest(
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)  # one line, however long
     for line in report.repairs:
         err_console.print(f"[yellow]data repaired:[/] {line}", highlight=False)
-    spec = BacktestSpec(symbol, ReplayCosts(fee_bps=fee, slippage_bps=slip, funding_rate=rate), params, start_cash,
+    spec = BacktestSpec((symbol,), ReplayCosts(fee_bps=fee, slippage_bps=slip, funding_rate=rate), params, start_cash,
                         strategy)
     console.print(
         f"backtest {symbol}: {len(series):,} {describe_timeframe(series.bar_seconds)} candles, "

@@ -1101,18 +1101,24 @@ class SimCore:
             rates={p.symbol: MarginRates(initial_rate(p, rates), initial_rate(p, rates)) for p in cfm},
         )
 
-    def equity_line(self, symbol: str) -> tuple[Decimal, Decimal]:
-        """Equity as ``a + b × mark`` of ``symbol``'s market, everything else as it is now:
-        a caller that moves one market (a replay) prices the account at any mark without
-        asking again. ``b`` is the spot holding (held too) or the contracts × size."""
-        p = self.product(symbol)
-        if p.is_derivative:
-            pos = self._positions.get(symbol)
-            b = pos.size * pos.contract_size if pos is not None else ZERO
-        else:
-            held = self._balances.get(p.base)
-            b = held[0] + held[1] if held is not None else ZERO
-        return self.equity() - b * self._models[symbol].mid, b
+    def equity_lines(self) -> tuple[Decimal, dict[str, Decimal]]:
+        """Equity as ``a + Σ b × mark`` over the markets, everything else as it is now: a
+        caller that moves the markets (a replay) prices the account at any marks without
+        asking again. A symbol's ``b`` is the spot holding (held too) or contracts × size."""
+        exposure: dict[str, Decimal] = {}
+        a = self.equity()
+        for symbol, spec in self._specs.items():
+            p = spec.product
+            if p.is_derivative:
+                pos = self._positions.get(symbol)
+                b = pos.size * pos.contract_size if pos is not None else ZERO
+            else:
+                held = self._balances.get(p.base)
+                b = held[0] + held[1] if held is not None else ZERO
+            exposure[symbol] = b
+            if b:
+                a -= b * self._models[symbol].mid
+        return a, exposure
 
     def accrued_funding(self, symbol: str) -> Decimal:
         """Funding counted on a future and not yet settled in cash."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -51,7 +52,7 @@ from perpsbot.exchange.port import OrderRejected, OrderRequest, OrderSnapshot, V
 from perpsbot.exchange.sim.engine import FundingEvent, SimConfig, SimCore
 from perpsbot.exchange.sim.market import ASK, FundingTick
 
-__all__ = ["CAPABILITIES", "CandleMarket", "FundingEvent", "ReplayCosts", "ReplayExchange"]
+__all__ = ["CAPABILITIES", "CandleMarket", "FundingEvent", "Lane", "ReplayCosts", "ReplayExchange"]
 
 _BPS = Decimal(10_000)
 _BOOK_SIZE = Decimal(10) ** 12  # the replayed book never runs out
@@ -210,67 +211,25 @@ class CandleMarket:
         return []  # no history: the backtest loop hands every candle to the bot itself
 
 
-class ReplayExchange:
-    """One product, one account (a ``SimCore`` on a ``CandleMarket``), replayed candle by candle.
+class Lane:
+    """One product's candles in a replay: what the loop moves for that symbol.
 
     The loop calls ``on_bar(start, open, high, low, close)`` for each new candle
     while ``busy`` (orders waiting, a perpetual position, funding to settle), and
-    sets ``price`` (the close) on every candle otherwise. ``changed`` turns on when
-    a step changed the account or an order; ``equity_a + equity_b × price`` is the
-    account's equity at any close until the next change.
-    """
+    sets ``price`` (the close) on every candle otherwise. ``b`` is the account's
+    exposure to this market (the spot holding, or contracts × size)."""
 
-    name = "replay"
-    capabilities = CAPABILITIES
+    __slots__ = ("_exchange", "b", "band", "busy", "market", "price", "symbol", "waiting")
 
-    def __init__(
-        self,
-        product: Product,
-        clock: Clock,
-        *,
-        bar_seconds: int,
-        starting_cash: Decimal,
-        costs: ReplayCosts | None = None,
-        cash_currency: str = "USD",
-    ) -> None:
-        if product.quote != cash_currency:
-            raise ValueError(f"{product.symbol} is quoted in {product.quote}, the account in {cash_currency}")
-        self.clock = clock
-        self.bar_seconds = bar_seconds
-        c = costs or ReplayCosts()
-        config = SimConfig(
-            starting_cash=starting_cash, taker_fee_bps=c.fee_bps,
-            maker_fee_bps=c.maker_fee_bps if c.maker_fee_bps is not None else c.fee_bps,
-            liquidation_fee_bps=c.liquidation_fee_bps, cash_currency=cash_currency,
-        )
-        start = clock.now()
-        self.market = CandleMarket(product, start=(start - EPOCH).total_seconds(), slippage=c.slippage_bps / _BPS,
-                                   funding_rate=c.funding_rate, funding_interval=round(config.funding_interval_seconds))
-        self.core = SimCore([product], config, start=start, markets={product.symbol: self.market})
-        self._symbol = product.symbol
+    def __init__(self, exchange: ReplayExchange, market: CandleMarket) -> None:
+        self._exchange = exchange
+        self.market = market
+        self.symbol = market.symbol
         self.price: float | None = None  # the latest candle's close
         self.busy = False
-        self.changed = False
-        self._waiting = False  # orders placed since the last candle: they arrive at its open
-        self._band: tuple[float, float] | None = self.core.idle_band(product.symbol)
-        self._seen = (0, 0, Decimal(0))  # fills, funding events, funding accrued: the account's marks
-        self._version = 0
-        self._account: AccountSnapshot | None = None
-        self._account_key: tuple[int, float | None] | None = None
-        self.equity_a = float(starting_cash)
-        self.equity_b = 0.0
-
-    def funding_now(self, symbol: str) -> tuple[Decimal, datetime | None] | None:
-        """A perpetual's funding (what a strategy reads): the rate per funding interval
-        (``funding_rate`` per 8 h, spread over the intervals) and the next boundary."""
-        self.core.product(symbol)  # UnknownProduct for another symbol
-        market = self.market
-        if not market.product.is_perpetual:
-            return None
-        at = market.funding_at
-        return market.rate, (EPOCH + timedelta(seconds=at) if math.isfinite(at) else None)
-
-    # ----- the replay loop -----------------------------------------------------------
+        self.waiting = False  # orders placed since the last candle: they arrive at its open
+        self.band: tuple[float, float] | None = exchange.core.idle_band(market.symbol)
+        self.b = 0.0
 
     def on_bar(self, start: float, open_: float, high: float, low: float, close: float) -> None:
         """A new candle, step by step: what waits for its open arrives, resting limits
@@ -278,9 +237,10 @@ class ReplayExchange:
         ``idle_band`` is skipped (a held perp position costs a comparison per candle),
         the close's when no funding is due."""
         self.price = close
-        market, core, sym = self.market, self.core, self._symbol
-        end = start + self.bar_seconds
-        band = self._band
+        market, ex, sym = self.market, self._exchange, self.symbol
+        core = ex.core
+        end = start + ex.bar_seconds
+        band = self.band
         stepped = False
         if band is None or low <= band[0] or high >= band[1]:
             market.open(open_, EPOCH + timedelta(seconds=start))
@@ -299,34 +259,108 @@ class ReplayExchange:
             stepped = True
         if not stepped:
             return
-        seen = (core.fills_since(self._seen[0])[1], core.funding_count, core.accrued_funding(sym))
-        if seen != self._seen or self._waiting:
-            self._seen = seen
-            self._waiting = False
-            self._account_changed()
-        self._settle()
+        waiting, self.waiting = self.waiting, False
+        ex._stepped(waiting)
+        self.settle()
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """What the next candle needs: whether to call on_bar at all, and the idle band."""
-        self.busy = self.core.busy(self._symbol)
-        self._band = self.core.idle_band(self._symbol)
+        core = self._exchange.core
+        self.busy = core.busy(self.symbol)
+        self.band = core.idle_band(self.symbol)
+
+
+class ReplayExchange:
+    """One account (a ``SimCore`` on a ``CandleMarket`` per product) replayed candle by candle.
+
+    Each product is a ``Lane`` (``lanes[symbol]``) the loop moves. ``changed`` turns on
+    when a step changed the account or an order; ``equity_a + Σ lane.b × lane.price`` is
+    the account's equity at any close until the next change.
+    """
+
+    name = "replay"
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        products: Product | Sequence[Product],
+        clock: Clock,
+        *,
+        bar_seconds: int,
+        starting_cash: Decimal,
+        costs: ReplayCosts | None = None,
+        cash_currency: str = "USD",
+    ) -> None:
+        listed = [products] if isinstance(products, Product) else list(products)
+        if not listed:
+            raise ValueError("a replay needs at least one product")
+        for product in listed:
+            if product.quote != cash_currency:
+                raise ValueError(f"{product.symbol} is quoted in {product.quote}, the account in {cash_currency}")
+        self.clock = clock
+        self.bar_seconds = bar_seconds
+        c = costs or ReplayCosts()
+        config = SimConfig(
+            starting_cash=starting_cash, taker_fee_bps=c.fee_bps,
+            maker_fee_bps=c.maker_fee_bps if c.maker_fee_bps is not None else c.fee_bps,
+            liquidation_fee_bps=c.liquidation_fee_bps, cash_currency=cash_currency,
+        )
+        start = (clock.now() - EPOCH).total_seconds()
+        interval = round(config.funding_interval_seconds)
+        self.markets = {
+            p.symbol: CandleMarket(p, start=start, slippage=c.slippage_bps / _BPS,
+                                   funding_rate=c.funding_rate if p.is_perpetual else Decimal(0),
+                                   funding_interval=interval)
+            for p in listed
+        }
+        self.core = SimCore(listed, config, start=clock.now(), markets=dict(self.markets))
+        self.lanes = {symbol: Lane(self, market) for symbol, market in self.markets.items()}
+        self.changed = False
+        self._seen = (0, 0, Decimal(0))  # fills, funding events, funding accrued: the account's marks
+        self._version = 0
+        self._account: AccountSnapshot | None = None
+        self._account_key: tuple[int, tuple[float | None, ...]] | None = None
+        self.equity_a = float(starting_cash)
+
+    def _stepped(self, waiting: bool) -> None:
+        """A lane stepped its market: note whether the account changed."""
+        core = self.core
+        seen = (core.fills_since(self._seen[0])[1], core.funding_count,
+                sum((core.accrued_funding(s) for s in self.lanes), Decimal(0)))
+        if seen != self._seen or waiting:
+            self._seen = seen
+            self._account_changed()
+
+    def funding_now(self, symbol: str) -> tuple[Decimal, datetime | None] | None:
+        """A perpetual's funding (what a strategy reads): the rate per funding interval
+        (``funding_rate`` per 8 h, spread over the intervals) and the next boundary."""
+        self.core.product(symbol)  # UnknownProduct for another symbol
+        market = self.markets[symbol]
+        if not market.product.is_perpetual:
+            return None
+        at = market.funding_at
+        return market.rate, (EPOCH + timedelta(seconds=at) if math.isfinite(at) else None)
 
     def _account_changed(self) -> None:
         self.changed = True
         self._version += 1
         self._show()
-        a, b = self.core.equity_line(self._symbol)
-        self.equity_a, self.equity_b = float(a), float(b)
+        a, exposure = self.core.equity_lines()
+        self.equity_a = float(a)
+        for symbol, lane in self.lanes.items():
+            lane.b = float(exposure[symbol])
 
     def _show(self) -> None:
-        """The market at the latest close, before anything is asked of it."""
-        if self.price is not None:
-            self.market.show(self.price, self.clock.now())
+        """The markets at their latest closes, before anything is asked of them."""
+        now = self.clock.now()
+        for lane in self.lanes.values():
+            if lane.price is not None:
+                lane.market.show(lane.price, now)
 
-    def _priced(self) -> None:
-        if self.price is None:
-            raise OrderRejected("no_price", "no candle replayed yet")
-        self.market.show(self.price, self.clock.now())
+    def _priced(self, symbol: str) -> None:
+        if self.lanes[symbol].price is None:
+            raise OrderRejected("no_price", f"no {symbol} candle replayed yet")
+        self._show()
 
     # ----- Exchange port ---------------------------------------------------------------
 
@@ -335,28 +369,32 @@ class ReplayExchange:
 
     async def quote(self, symbol: str) -> Quote:
         self.core.product(symbol)
-        self._priced()
+        self._priced(symbol)
         return self.core.quote(symbol)
 
     async def book(self, symbol: str, depth: int) -> OrderBook:
         self.core.product(symbol)
-        self._priced()
+        self._priced(symbol)
         return self.core.book(symbol, depth)
 
     async def candles(self, symbol: str, granularity_seconds: int, limit: int) -> list[Candle]:
         return self.core.candles(symbol, granularity_seconds, limit)
 
     async def place_order(self, request: OrderRequest) -> OrderSnapshot:
-        self._priced()
+        self.core.product(request.symbol)
+        self._priced(request.symbol)
         snapshot = self.core.place_order(request, self.clock.now())  # taken: no hold until it arrives
-        self._waiting = True
-        self._settle()
+        lane = self.lanes[request.symbol]
+        lane.waiting = True
+        lane.settle()
         return snapshot
 
     async def cancel_order(self, client_order_id: str) -> OrderSnapshot:
         self._version += 1
         snapshot = self.core.cancel_order(client_order_id, self.clock.now())
-        self._settle()
+        lane = self.lanes.get(snapshot.symbol)
+        if lane is not None:
+            lane.settle()
         return snapshot
 
     async def get_order(self, client_order_id: str) -> OrderSnapshot:
@@ -374,7 +412,7 @@ class ReplayExchange:
     async def account(self) -> AccountSnapshot:
         # Asked several times per order at one price: the snapshot stands until the
         # account or the price changes.
-        key = (self._version, self.price)
+        key = (self._version, tuple(lane.price for lane in self.lanes.values()))
         cached = self._account
         if cached is not None and self._account_key == key:
             return cached
