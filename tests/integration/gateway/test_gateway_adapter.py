@@ -80,7 +80,7 @@ async def test_instruments_orders_positions_and_fills(venue) -> None:  # type: i
     assert [f.client_order_id for f in fills] == ["pb-a"] and cursor == 1
     assert {o.client_order_id for o in await ex.orders_since(snap.created_at)} == {"pb-a", "pb-b"}
 
-    with pytest.raises(InvalidOrder, match="post_only_reject|price_wrong_tick|qty_too_low"):
+    with pytest.raises(InvalidOrder, match="qty_too_low"):
         await ex.place_order(OrderRequest("pb-c", BTC, Side.BUY, OrderType.MARKET, Decimal("0.00001")))
 
 
