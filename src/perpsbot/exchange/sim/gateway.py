@@ -878,10 +878,14 @@ class GatewayFront:
         symbol = channel.split(".")[1]
         state = self._books.setdefault(symbol, _BookState())
         book = self.core.book(symbol)
+        if not state.bids and not state.asks:  # nothing published yet: the book as it is starts the changes
+            state.bids = {lvl.price: lvl.size for lvl in book.bids}
+            state.asks = {lvl.price: lvl.size for lvl in book.asks}
+        # the book as of the last change published, so the next change applies to it
         conn.send(_notice(channel, {
             "type": "snapshot", "instrument_name": symbol, "timestamp": _ms(book.ts), "change_id": state.change_id,
-            "bids": [["new", lvl.price, lvl.size] for lvl in book.bids],
-            "asks": [["new", lvl.price, lvl.size] for lvl in book.asks],
+            "bids": [["new", p, a] for p, a in sorted(state.bids.items(), reverse=True)],
+            "asks": [["new", p, a] for p, a in sorted(state.asks.items())],
         }), notification=True)
 
     def publish(self, now: datetime) -> None:
