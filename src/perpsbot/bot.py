@@ -291,6 +291,10 @@ class PerpsBotBuilder:
             from perpsbot.exchange.coinbase import CoinbaseExchange
 
             return CoinbaseExchange.from_config(config, clock)
+        if config.exchange is ExchangeKind.GATEWAY:
+            from perpsbot.exchange.gateway import GatewayExchange
+
+            return GatewayExchange.from_config(config, clock)
         from perpsbot.exchange.sim import SimConfig, SimCore, SimExchange, default_products
 
         warmup = float(config.bar_seconds * (bars + 1))  # history enough for the strategy's first decision

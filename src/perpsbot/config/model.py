@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from perpsbot.config.retired import retired_product
 from perpsbot.domain import MarginType
 
-SYMBOL_RE = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+(-[A-Z0-9]+)?$")
+SYMBOL_RE = re.compile(r"^[A-Z0-9]+(_[A-Z0-9]+)?-[A-Z0-9]+(-[A-Z0-9]+)?$")
 
 
 class Profile(str, enum.Enum):
@@ -30,6 +30,7 @@ class Profile(str, enum.Enum):
 class ExchangeKind(str, enum.Enum):
     SIM = "sim"
     COINBASE = "coinbase"
+    GATEWAY = "gateway"  # Global Derivatives on the Deribit-powered JSON-RPC gateway
 
 
 class OrderTypeSetting(str, enum.Enum):
@@ -102,7 +103,7 @@ def check_number(value: Any, *, whole: bool = False) -> None:
 def _check_symbol(symbol: str) -> None:
     """A product id, and one that still trades."""
     if not SYMBOL_RE.match(symbol):
-        raise ValueError(f"'{symbol}' is not a product id like BTC-USD or BIP-20DEC30-CDE")
+        raise ValueError(f"'{symbol}' is not a product id like BTC-USD, BIP-20DEC30-CDE or BTC_USDC-PERPETUAL")
     retired = retired_product(symbol)
     if retired is not None:
         raise ValueError(retired)
@@ -123,7 +124,9 @@ class BotConfig(BaseModel):
 
     profile: Profile = Field(Profile.PAPER, description="paper | dev | canary | prod", json_schema_extra=RESTART)
     exchange: ExchangeKind = Field(
-        ExchangeKind.SIM, description="sim (built-in simulator) | coinbase", json_schema_extra=RESTART
+        ExchangeKind.SIM,
+        description="sim (built-in simulator) | coinbase (Advanced Trade) | gateway (Global Derivatives, JSON-RPC)",
+        json_schema_extra=RESTART,
     )
     symbols: tuple[str, ...] = Field(("BTC-USD", "BIP-20DEC30-CDE"), min_length=1, description="products to trade")
     interval: float = Field(1.0, gt=0, le=3600, description="seconds between cycles")
@@ -279,6 +282,18 @@ class BotConfig(BaseModel):
     coinbase_ws_user_url: str = Field(
         "wss://advanced-trade-ws-user.coinbase.com", pattern=r"^wss?://[^\s/]+(/.*)?$",
         description="Coinbase user data websocket", json_schema_extra=RESTART,
+    )
+    gateway_http_url: str = Field(
+        "https://drb.coinbase.com/api/v2", pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="Global Derivatives gateway JSON-RPC over HTTP (the fallback)", json_schema_extra=RESTART,
+    )
+    gateway_ws_url: str = Field(
+        "wss://drb.coinbase.com/ws/api/v2", pattern=r"^wss?://[^\s/]+(/.*)?$",
+        description="Global Derivatives gateway JSON-RPC websocket (orders, account)", json_schema_extra=RESTART,
+    )
+    gateway_stream_url: str = Field(
+        "wss://streams.drb.coinbase.com/ws/api/v2", pattern=r"^wss?://[^\s/]+(/.*)?$",
+        description="Global Derivatives gateway market data websocket", json_schema_extra=RESTART,
     )
     ca_bundle: Path | None = Field(
         None, description="extra CA certificates for TLS (e.g. the simulator server's)", json_schema_extra=RESTART
@@ -476,7 +491,7 @@ class BotConfig(BaseModel):
                 f"mark_warn_seconds ({self.mark_warn_seconds}) must be below "
                 f"mark_staleness_seconds ({self.mark_staleness_seconds})"
             )
-        if self.exchange is ExchangeKind.COINBASE:
+        if self.exchange in (ExchangeKind.COINBASE, ExchangeKind.GATEWAY):
             self._require_credentials()
         if self.profile is Profile.CANARY:
             for key, locked in CANARY_LOCKS.items():
@@ -496,7 +511,7 @@ class BotConfig(BaseModel):
         ]
         if missing:
             names = " and ".join(f"{key} (PERPSBOT_{key.upper()})" for key in missing)
-            raise ValueError(f"exchange 'coinbase' needs credentials: set {names}, or api_key_file")
+            raise ValueError(f"exchange '{self.exchange.value}' needs credentials: set {names}, or api_key_file")
 
     @property
     def store_dir(self) -> Path:

@@ -136,6 +136,9 @@ class OrderSnapshot:
     created_at: datetime
     reject_reason: str | None = None
     fills: tuple[Fill, ...] = field(default_factory=tuple)
+    # Other orders the venue holds under the same client id (a venue whose ids are labels,
+    # not idempotency keys): found when this order was looked up, cancelled if still working.
+    duplicates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ class ExecutionCoordinator:
         self.fill_ledger: dict[str, Decimal] = {} if fresh_venue else orders.net_fill_sizes()
         # Orders of unknown fate: when the exchange's silence about them proves they are absent.
         self.awaiting: dict[str, datetime] = {}
+        self.duplicates_reported: set[str] = set()  # client ids whose duplicates at the venue were reported
         # What this run inherited: (signed size, price at the start) per symbol (``open_run``).
         self.opening: dict[str, tuple[Decimal, Decimal]] = {}
         self.opened_at: datetime | None = None
@@ -447,6 +448,13 @@ class ExecutionCoordinator:
 
     def apply_snapshot(self, order: Order, snapshot: OrderSnapshot) -> None:
         """Bring our order forward to what the exchange reports; fills are recorded once."""
+        if snapshot.duplicates and order.client_order_id not in self.duplicates_reported:
+            self.duplicates_reported.add(order.client_order_id)
+            detail = (f"order {order.client_order_id}: the venue holds {len(snapshot.duplicates)} more order(s) "
+                      f"under its id ({', '.join(snapshot.duplicates)}), cancelled if still working")
+            self.events.append(self.clock.now(), "order_duplicate", order.symbol, client_order_id=order.client_order_id,
+                               exchange_order_id=snapshot.exchange_order_id, duplicates=list(snapshot.duplicates))
+            self.alerts.notify("duplicate_order", "P1", detail, order.symbol, client_order_id=order.client_order_id)
         order.exchange_order_id = snapshot.exchange_order_id
         for fill in snapshot.fills:
             self.record_fill(fill, order)

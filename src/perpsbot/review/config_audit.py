@@ -24,20 +24,26 @@ from perpsbot.config.model import BotConfig, Profile
 Settings = Mapping[str, Any]
 
 _SIM_ONLY = ("seed", "sim_starting_cash", "sim_order_latency_ms")
-_COINBASE_ONLY = (
-    "api_key_name", "api_private_key", "api_key_file", "coinbase_rest_url", "coinbase_ws_url",
-    "coinbase_ws_user_url", "ca_bundle", "stream_level", "mark_source", "stream_quiet_seconds",
+_VENUE_ONLY = (
+    "api_key_name", "api_private_key", "api_key_file", "ca_bundle", "stream_level", "mark_source",
+    "stream_quiet_seconds",
 )
+_COINBASE_ONLY = ("coinbase_rest_url", "coinbase_ws_url", "coinbase_ws_user_url")
+_GATEWAY_ONLY = ("gateway_http_url", "gateway_ws_url", "gateway_stream_url")
 _STREAM_TUNING = ("mark_source", "stream_quiet_seconds")
 _LIMIT_ONLY = ("time_in_force", "limit_offset_bps")
 _OFF_HOURS = ("off_hours_timezone", "night_hours", "weekend_off_hours")
 
 # key -> (why it has no effect, when it has none), read from the run's own values.
 UNUSED_WHEN: dict[str, tuple[str, Callable[[Settings], bool]]] = {
-    **{k: ("only the built-in simulator reads it; exchange is coinbase",
-           lambda c: _text(c.get("exchange")) == "coinbase") for k in _SIM_ONLY},
-    **{k: ("only the Coinbase adapter reads it; exchange is the in-process simulator",
-           lambda c: _text(c.get("exchange")) == "sim") for k in _COINBASE_ONLY},
+    **{k: ("only the built-in simulator reads it; exchange is a venue",
+           lambda c: _text(c.get("exchange") or "sim") != "sim") for k in _SIM_ONLY},
+    **{k: ("only the venue adapters read it; exchange is the in-process simulator",
+           lambda c: _text(c.get("exchange")) == "sim") for k in _VENUE_ONLY},
+    **{k: ("only the Coinbase adapter reads it; exchange is not coinbase",
+           lambda c: _text(c.get("exchange")) != "coinbase") for k in _COINBASE_ONLY},
+    **{k: ("only the gateway adapter reads it; exchange is not gateway",
+           lambda c: _text(c.get("exchange")) != "gateway") for k in _GATEWAY_ONLY},
     **{k: ("no effect with stream_level = off",
            lambda c: _text(c.get("stream_level")) == "off") for k in _STREAM_TUNING},
     **{k: ("read only for limit orders; order_type is market",

@@ -56,6 +56,7 @@ from perpsbot.domain import (
     Candle,
     DomainError,
     Fill,
+    FundingSettlement,
     Liquidity,
     MarginRates,
     Order,
@@ -257,6 +258,7 @@ class SimCore:
         self._min_sell: dict[str, int] = {s: _NO_SELL for s in self._specs}
         self._fills: list[Fill] = []
         self._funding_log: list[FundingEvent] = []
+        self._settlements: list[FundingSettlement] = []  # funding settled in cash, oldest first
         self._order_seq = 0
         self._trade_seq = 0
         self._liq_seq = 0
@@ -416,7 +418,9 @@ class SimCore:
         if model.last_funding_tick == n and pos is not None and pos.size != 0 and model.product.is_perpetual:
             self._charge_funding(sym, model, n, pos)
         if model.last_funding_tick == n and self._accrued.get(sym) and self._settles_at(model, n):
-            self._pay(sym, model.product.quote, self._accrued.pop(sym).quantize(_CENT))
+            settled = self._accrued.pop(sym).quantize(_CENT)
+            self._pay(sym, model.product.quote, settled)
+            self._settlements.append(FundingSettlement(sym, model.tick_time(n), settled))
         if pos is None or pos.size == 0 or not model.product.is_derivative:
             return
         if is_cfm(model.product):
@@ -1035,6 +1039,11 @@ class SimCore:
     @property
     def funding_log(self) -> list[FundingEvent]:
         return list(self._funding_log)
+
+    @property
+    def settlements(self) -> list[FundingSettlement]:
+        """Funding settled in cash (twice a day, to the cent), oldest first."""
+        return list(self._settlements)
 
     @property
     def funding_count(self) -> int:

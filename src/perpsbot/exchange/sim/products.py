@@ -166,10 +166,59 @@ def _alt_products() -> list[SimProduct]:
     ]
 
 
+GATEWAY_SUFFIX = "-PERPETUAL"
+
+
+def is_gateway(product: Product) -> bool:
+    """An instrument of the Global Derivatives gateway (``BTC_USDC-PERPETUAL``): listed by the
+    simulator server's JSON-RPC front only, not by its Advanced Trade front."""
+    return product.symbol.endswith(GATEWAY_SUFFIX)
+
+
+def _gateway_perp(symbol: str, base: str, amount_step: str, min_amount: str, tick: str, max_lev: int) -> Product:
+    """A linear USDC-settled perpetual of the gateway: ``amount`` in the base coin (so one
+    unit of size is one coin), stepped by ``amount_step`` from ``min_amount``. The core
+    keeps the one account in its cash currency; the front reports it as USDC."""
+    return Product(
+        symbol=symbol,
+        base=base,
+        quote=_USD,
+        type=ProductType.PERPETUAL,
+        base_increment=Decimal(amount_step),
+        price_increment=Decimal(tick),
+        min_size=Decimal(min_amount),
+        max_leverage=Decimal(max_lev),
+        maintenance_margin_rate=Decimal(1) / Decimal(2 * max_lev),
+        expiry=datetime(3000, 1, 1, 8, tzinfo=UTC),  # the gateway lists a perpetual's expiry far out
+    )
+
+
+def gateway_products() -> list[SimProduct]:
+    """The gateway's linear USDC perpetuals on BTC and ETH (amounts in coin, up to 50x),
+    on the same underlying index paths as the Advanced Trade listing."""
+    return [
+        SimProduct(
+            _gateway_perp("BTC_USDC-PERPETUAL", "BTC", "0.0001", "0.0001", "1", 50),
+            MarketParams(_BTC, spread_bps=1.0, level_step_bps=0.5, top_depth=2.0, trades_per_sec=4.0,
+                         mean_trade_size=0.05),
+        ),
+        SimProduct(
+            _gateway_perp("ETH_USDC-PERPETUAL", "ETH", "0.001", "0.001", "0.1", 50),
+            MarketParams(_ETH, spread_bps=1.5, level_step_bps=0.75, top_depth=30.0, trades_per_sec=3.0,
+                         mean_trade_size=0.8),
+        ),
+    ]
+
+
+def server_products() -> list[SimProduct]:
+    """What ``perpsbot sim serve`` lists: the Advanced Trade products and the gateway's."""
+    return default_products() + gateway_products()
+
+
 def default_market_params(product: Product) -> MarketParams:
     """Market parameters for a bare ``Product``: the default listing's if the
     symbol is known, else a generic asset at 100 USD."""
-    for sp in default_products():
+    for sp in server_products():
         if sp.symbol == product.symbol:
             return sp.market
     return MarketParams(underlying(product.base, 100.0, 0.0004), top_depth=float(product.min_size) * 1000,

@@ -39,10 +39,11 @@ from perpsbot.domain.clock import Clock, WallClock
 from perpsbot.exchange.sim import protocol as P
 from perpsbot.exchange.sim.engine import SimConfig, SimCore
 from perpsbot.exchange.sim.faults import Faults
+from perpsbot.exchange.sim.gateway import HEARTBEAT_MIN_SECONDS, TOKEN_SECONDS, GatewayFront
 from perpsbot.exchange.sim.keys import ApiKey, AuthError, TrustStore, read_key_file
 from perpsbot.exchange.sim.margin import margin_window
 from perpsbot.exchange.sim.market import BookLevel, OrderBook
-from perpsbot.exchange.sim.products import SimProduct, default_products
+from perpsbot.exchange.sim.products import SimProduct, server_products
 from perpsbot.exchange.sim.tls import ensure_certificate, server_context
 from perpsbot.exchange.sim.venue import ApiError, OrderFailure, SimVenue, parse_decimal, parse_time
 
@@ -247,10 +248,12 @@ class SimServer:
         clock: Clock | None = None,
         tick_interval: float = 0.1,
         subscribe_timeout: float = 5.0,
+        token_seconds: float = TOKEN_SECONDS,
+        heartbeat_min_seconds: float = HEARTBEAT_MIN_SECONDS,
     ) -> None:
         if core is None:
             config = sim_config if sim_config is not None else SimConfig(seed=seed)
-            core = SimCore(products if products is not None else default_products(), config)
+            core = SimCore(products if products is not None else server_products(), config)
         self.core = core
         self.seed = seed
         self.venue = SimVenue(core, seed=seed)
@@ -274,7 +277,7 @@ class SimServer:
         self._ticker: asyncio.Task[None] | None = None
         self._conns: set[_Connection] = set()
         self._late_orders: set[asyncio.Task[web.Response]] = set()  # order requests held by late_accept
-        self._rate_limited_until = 0.0
+        self.rate_limited_until = 0.0
         self._started_monotonic = time.monotonic()
         # what the WebSocket channels last published
         self._tickers: dict[str, dict[str, Any]] = {}
@@ -286,6 +289,8 @@ class SimServer:
         self._last_ticker_batch = 0.0
         self._positions_key: tuple[Any, ...] | None = None
         self._running = False
+        self.new_trades: dict[str, list[Any]] = {}  # the market trades the last step sampled
+        self.gateway = GatewayFront(self, token_seconds=token_seconds, heartbeat_min_seconds=heartbeat_min_seconds)
 
     # ----- configuration -----------------------------------------------------------------
 
@@ -383,6 +388,7 @@ class SimServer:
                 pass
         for task in list(self._late_orders):  # a stopping venue accepts nothing more
             task.cancel()
+        await self.gateway.stop()
         for conn in list(self._conns):
             conn.closed = True
             conn.queue.put_nowait(None)
@@ -413,6 +419,11 @@ class SimServer:
         now = self.clock.now()
         self.venue.sync(now)
         self._publish(now)
+        self.gateway.publish(now)
+
+    def step_core(self) -> None:
+        """Bring the core to ``clock.now()`` (before a request is served)."""
+        self.venue.sync(self.clock.now())
 
     # ----- HTTP --------------------------------------------------------------------------
 
@@ -462,6 +473,7 @@ class SimServer:
             r.add_route(method, path, handler)
         for path in WS_PATHS:
             r.add_get(path, self.h_websocket)
+        self.gateway.add_routes(app)
         return app
 
     @staticmethod
@@ -489,10 +501,10 @@ class SimServer:
             if faults.roll("slow"):
                 await asyncio.sleep(float(faults.param("slow") or 0))
             now_mono = time.monotonic()
-            if now_mono >= self._rate_limited_until and faults.roll("rate_limit"):
-                self._rate_limited_until = now_mono + float(faults.param("rate_limit") or 0)
+            if now_mono >= self.rate_limited_until and faults.roll("rate_limit"):
+                self.rate_limited_until = now_mono + float(faults.param("rate_limit") or 0)
                 return self._rate_limit_response(now_mono, burst_start=True)
-            if now_mono < self._rate_limited_until:
+            if now_mono < self.rate_limited_until:
                 return self._rate_limit_response(now_mono)
             if not self._is_public(request.path):
                 try:
@@ -516,8 +528,8 @@ class SimServer:
             raise
 
     def _rate_limit_response(self, now_mono: float, burst_start: bool = False) -> web.Response:
-        reset = time.time() + max(0.0, self._rate_limited_until - now_mono)
-        wait = max(1, math.ceil(self._rate_limited_until - now_mono))
+        reset = time.time() + max(0.0, self.rate_limited_until - now_mono)
+        wait = max(1, math.ceil(self.rate_limited_until - now_mono))
         headers = {"x-ratelimit-limit": "30", "x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(reset) + 1),
                    "Retry-After": str(wait)}
         if not burst_start:
@@ -543,7 +555,7 @@ class SimServer:
         product_type = request.query.get("product_type", "").upper()
         expiry = request.query.get("contract_expiry_type", "").upper()
         items = []
-        for product in self.core.products():
+        for product in self.venue.products():
             if wanted and product.symbol not in wanted:
                 continue
             if product_type and product_type != ("FUTURE" if product.is_derivative else "SPOT"):
@@ -562,7 +574,7 @@ class SimServer:
 
     async def h_best_bid_ask(self, request: web.Request) -> web.Response:
         wanted = _query_list(request, "product_ids")
-        symbols = wanted or [p.symbol for p in self.core.products()]
+        symbols = wanted or [p.symbol for p in self.venue.products()]
         books = []
         for symbol in symbols:
             self.venue.product(symbol)
@@ -1093,7 +1105,7 @@ class SimServer:
             conn.push(channel, [{"type": "snapshot", "candles": candles}], now)
         elif channel == "status" and (first or new):
             wanted = new or set(self.venue.symbols)
-            products = [self._status_product(p) for p in self.core.products() if p.symbol in wanted]
+            products = [self._status_product(p) for p in self.venue.products() if p.symbol in wanted]
             conn.push(channel, [{"type": "snapshot", "products": products}], now)
         elif channel == "user" and (first or new):
             wanted = conn.products("user")
@@ -1216,7 +1228,7 @@ class SimServer:
                 updates = _diff("bid", old[0], bids, stamp, reverse=True) + _diff("offer", old[1], asks, stamp)
                 if updates:
                     l2[symbol] = updates
-        trades = self.venue.drain_new_trades()
+        trades = self.new_trades = self.venue.drain_new_trades()
         self._publish_user(now)
         mono = time.monotonic()
         heartbeat = mono - self._last_heartbeat >= 1.0

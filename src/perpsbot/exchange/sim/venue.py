@@ -47,7 +47,7 @@ from perpsbot.domain import ZERO, AccountSnapshot, Fill, OrderStatus, OrderType,
 from perpsbot.exchange.port import OrderRejected, OrderRequest, OrderSnapshot
 from perpsbot.exchange.sim.engine import SimCore
 from perpsbot.exchange.sim.margin import maintenance_rate
-from perpsbot.exchange.sim.products import is_cfm
+from perpsbot.exchange.sim.products import is_cfm, is_gateway
 from perpsbot.exchange.stream import MarketTrade
 
 # order_configuration key -> (order type, Coinbase time in force)
@@ -258,6 +258,10 @@ class SimVenue:
 
     def __init__(self, core: SimCore, *, seed: int | None = None, trade_history: int = 1000) -> None:
         self.core = core
+        # The gateway's instruments, and the core orders another front placed: not this front's to show.
+        self._listed = [p for p in core.products() if not is_gateway(p)]
+        self.elsewhere: set[str] = set()
+        self._sampled = [p.symbol for p in core.products()]  # market trades are sampled for every front
         self.seed = core.config.seed if seed is None else seed
         self.user_id = self.make_id("user")
         self.default_portfolio_id = self.make_id("portfolio", "default")
@@ -270,10 +274,10 @@ class SimVenue:
         self._fill_cursor = 0
         self._watch: dict[str, VenueOrder] = {}  # orders not yet reported in a terminal state
         self._dirty: set[str] = set()
-        self._trades: dict[str, deque[MarketTrade]] = {s: deque(maxlen=trade_history) for s in self.symbols}
-        self._new_trades: dict[str, list[MarketTrade]] = {s: [] for s in self.symbols}
+        self._trades: dict[str, deque[MarketTrade]] = {s: deque(maxlen=trade_history) for s in self._sampled}
+        self._new_trades: dict[str, list[MarketTrade]] = {s: [] for s in self._sampled}
         self._last_volume: dict[str, Decimal] = {}
-        self._trade_seq: dict[str, int] = {s: 0 for s in self.symbols}
+        self._trade_seq: dict[str, int] = {s: 0 for s in self._sampled}
         self._stats: dict[str, tuple[int, ProductStats]] = {}
         self.fills_changed = False  # set when fills arrive; the server clears it
 
@@ -294,10 +298,14 @@ class SimVenue:
 
     @property
     def symbols(self) -> list[str]:
-        return [p.symbol for p in self.core.products()]
+        return [p.symbol for p in self._listed]
+
+    def products(self) -> list[Product]:
+        """The products this front lists (the core's, but the gateway's instruments)."""
+        return list(self._listed)
 
     def product(self, symbol: str) -> Product:
-        for p in self.core.products():
+        for p in self._listed:
             if p.symbol == symbol:
                 return p
         raise ApiError(404, "NOT_FOUND", f"ProductID {symbol} could not be found")
@@ -359,7 +367,7 @@ class SimVenue:
 
     def drain_new_trades(self) -> dict[str, list[MarketTrade]]:
         out = {s: t for s, t in self._new_trades.items() if t}
-        self._new_trades = {s: [] for s in self.symbols}
+        self._new_trades = {s: [] for s in self._sampled}
         return out
 
     # ----- time ------------------------------------------------------------------------
@@ -369,7 +377,7 @@ class SimVenue:
         sample market trades, take in fills and fire triggers."""
         if not self.core.started:
             self.core.advance_to(now)
-            for symbol in self.symbols:
+            for symbol in self._sampled:
                 self._last_volume[symbol] = self.core.market(symbol).total_volume
         due = sorted(
             (o.spec.end_time, o.seq, o) for o in list(self._watch.values())
@@ -391,7 +399,7 @@ class SimVenue:
                 self._check_trigger(order)
 
     def _sample_trades(self) -> None:
-        for symbol in self.symbols:
+        for symbol in self._sampled:
             model = self.core.market(symbol)
             volume = model.total_volume
             last = self._last_volume.get(symbol)
@@ -416,6 +424,8 @@ class SimVenue:
     def _ingest_fills(self) -> None:
         fills, self._fill_cursor = self.core.fills_since(self._fill_cursor)
         for fill in fills:
+            if fill.client_order_id in self.elsewhere:
+                continue  # an order of the gateway front
             order = self._by_leg.get(fill.client_order_id)
             if order is None:  # an order the core made itself: a liquidation
                 order = self._adopt_liquidation(fill)
@@ -973,7 +983,7 @@ class SimVenue:
         """(product, position, mark) for every open perpetual position."""
         out = []
         account = self.core.account()
-        for product in self.core.products():
+        for product in self._listed:
             pos = account.positions.get(product.symbol)
             if product.is_derivative and pos is not None and pos.size != 0:
                 out.append((product, pos, self.core.market(product.symbol).mid))
@@ -996,7 +1006,7 @@ class SimVenue:
             notional += pos.notional(mark)
             rate = maintenance_rate(product, window) if is_cfm(product) else product.maintenance_margin_rate
             maintenance += pos.notional(mark) * rate
-        for product in self.core.products():
+        for product in self._listed:
             held = account.positions.get(product.symbol)
             if product.is_derivative and held is not None:
                 realized += held.realized_pnl
