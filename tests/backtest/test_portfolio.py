@@ -21,7 +21,7 @@ async def test_each_symbol_trades_its_own_crossover_on_one_account_and_one_timel
                             start=SYNTHETIC_START + timedelta(minutes=1_000))
     for series in (btc, eth):
         assert closest_call(list(series.close), 20, 100) > 1e-6
-    spec = BacktestSpec(("BTC-USD", "ETH-USD"), ReplayCosts(fee_bps=D(10)),
+    spec = BacktestSpec(["BTC-USD", "ETH-USD"], ReplayCosts(fee_bps=D(10)),
                         {**PLAIN, "position_fraction": "0.2"})
     result = await run_backtest([btc, eth], spec, data_dir=tmp_path)
 
@@ -52,3 +52,8 @@ async def test_series_of_different_lengths_or_currencies_are_refused_naming_them
         await run_backtest([btc, eur], BacktestSpec(("BTC-USD", "ETH-EUR")), data_dir=tmp_path)
     with pytest.raises(BacktestError, match="a symbol given twice"):
         await run_backtest([btc, btc], BacktestSpec(("BTC-USD", "BTC-USD")), data_dir=tmp_path)
+
+
+def test_one_symbol_may_be_given_as_a_string():
+    assert BacktestSpec("BTC-USD").symbols == ("BTC-USD",)
+    assert BacktestSpec(["BTC-USD", "ETH-USD"]).symbols == ("BTC-USD", "ETH-USD")

@@ -73,6 +73,11 @@ class BacktestSpec:
     starting_cash: Decimal | None = None  # None: the config's sim_starting_cash
     strategy: str | None = None  # None: the config's (ma_crossover by default)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.symbols, str):  # one symbol given as such, not its letters
+            object.__setattr__(self, "symbols", (self.symbols,))
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+
 
 @dataclass(repr=False)
 class BacktestResult:
