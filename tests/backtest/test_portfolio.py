@@ -57,3 +57,19 @@ async def test_series_of_different_lengths_or_currencies_are_refused_naming_them
 def test_one_symbol_may_be_given_as_a_string():
     assert BacktestSpec("BTC-USD").symbols == ("BTC-USD",)
     assert BacktestSpec(["BTC-USD", "ETH-USD"]).symbols == ("BTC-USD", "ETH-USD")
+
+
+async def test_the_portfolio_limit_counts_every_symbol_held_on_the_one_account(tmp_path):
+    # Each entry is 30 % of equity (about 30,000 USD); all positions together may reach 40,000:
+    # whichever symbol enters second while the first is held is refused, alone it would pass.
+    btc = synthetic_candles(3_000, seed=11, symbol="BTC-USD")
+    eth = synthetic_candles(3_000, seed=12, symbol="ETH-USD", start_price=3_000.0)
+    params = {**PLAIN, "position_fraction": "0.3", "max_total_notional": "40000", "max_order_notional": "40000",
+              "max_position_notional": "40000"}
+    together = await run_backtest([btc, eth], BacktestSpec(["BTC-USD", "ETH-USD"], params=params),
+                                  data_dir=tmp_path / "both")
+    alone = await run_backtest(eth, BacktestSpec("ETH-USD", params=params), data_dir=tmp_path / "eth")
+    assert together.risk_rejections.get("max_total_notional", 0) > 0
+    assert "max_total_notional" not in alone.risk_rejections
+    refused = [e for e in together.events.query(kind="risk_rejected") if e.data.get("code") == "max_total_notional"]
+    assert {e.symbol for e in refused} <= {"BTC-USD", "ETH-USD"} and refused
