@@ -73,3 +73,15 @@ async def test_the_portfolio_limit_counts_every_symbol_held_on_the_one_account(t
     assert "max_total_notional" not in alone.risk_rejections
     refused = [e for e in together.events.query(kind="risk_rejected") if e.data.get("code") == "max_total_notional"]
     assert {e.symbol for e in refused} <= {"BTC-USD", "ETH-USD"} and refused
+
+
+async def test_funding_is_counted_per_perpetual_and_never_on_spot(tmp_path):
+    from perpsbot.backtest.runner import typical_price
+
+    spot = synthetic_candles(3_000, seed=11, symbol="BTC-USD")
+    perp = synthetic_candles(3_000, seed=13, symbol="BIP-20DEC30-CDE", start_price=typical_price("BIP-20DEC30-CDE"))
+    spec = BacktestSpec(["BTC-USD", "BIP-20DEC30-CDE"], ReplayCosts(funding_rate=D("0.0001")),
+                        {**PLAIN, "enable_shorts": "true"})
+    result = await run_backtest([spot, perp], spec, data_dir=tmp_path)
+    assert result.funding and {p.symbol for p in result.funding} == {"BIP-20DEC30-CDE"}
+    assert any(f.symbol == "BTC-USD" for f in result.fills)  # the spot symbol traded too, without funding
